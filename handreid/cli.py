@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from handreid.errors import UserError
+
+METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -23,6 +30,78 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     report = inspect_data(args.data, dataset=args.dataset, aspects=args.aspects)
     print(json.dumps(report, indent=2) if args.json else format_inspect(report))
+    return 0
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("handreid")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from handreid.checkpoint import save_checkpoint
+    from handreid.config import TrainConfig
+    from handreid.engine import fit, prepare_data, test_report
+    from handreid.models import build_model
+
+    cfg = TrainConfig.from_yaml(args.config, args.set)
+    if args.data:
+        cfg = cfg.replace(data_root=args.data)
+    if not cfg.data_root:
+        raise UserError("no data: set data_root in the config or pass --data DIR")
+    _setup_logging(args.quiet)
+    # Everything that can fail on user input (data, images, model weights) fails before the
+    # output folder exists, so a bad run never leaves a half-written folder behind.
+    data = prepare_data(cfg)
+    build_model(cfg, data.num_classes, data.aspects)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with logging_redirect_tqdm(loggers=[logging.getLogger("handreid")]):
+        result = fit(cfg, data=data, device=args.device, progress=not args.quiet)
+    test = test_report(result.model, result.data, cfg, args.device)
+    metrics = {
+        "status": result.status,
+        "val": {**result.best, "epoch": result.best_epoch + 1},
+        "test": test,
+        "epochs_run": result.epochs_run,
+        "seconds": round(result.seconds, 2),
+        "history": result.history,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml", header=f"resolved config of {out}")
+    save_checkpoint(out / "best.pt", result.model, cfg, num_classes=data.num_classes,
+                    aspects=data.aspects, val=metrics["val"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"status {result.status}; best epoch {result.best_epoch + 1}: val mAP {result.best_map:.4f}")
+    print(_format_test(test))
+    print(f"wrote {out}/config.yaml, metrics.json, best.pt")
+    return 0 if result.status != "diverged" else 1
+
+
+def _format_test(test: dict) -> str:
+    parts = [f"{k} {100 * test[k]:.2f} +- {100 * test[k + '_std']:.2f}" for k in METRIC_KEYS]
+    return f"test ({test.get('num_splits', '?')} splits): " + ", ".join(parts)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from handreid.checkpoint import load_checkpoint
+    from handreid.engine import prepare_data, resolve_device, test_report
+
+    device = resolve_device(args.device)
+    model, cfg, payload = load_checkpoint(args.checkpoint, device)
+    if args.data:
+        cfg = cfg.replace(data_root=args.data)
+    data = prepare_data(cfg)
+    if data.num_classes != payload["num_classes"]:
+        raise UserError(
+            f"the data has {data.num_classes} training identities but the checkpoint was trained on "
+            f"{payload['num_classes']}; evaluate on the dataset and split it was trained with"
+        )
+    test = test_report(model, data, cfg, device)
+    print(json.dumps(test, indent=2) if args.json else _format_test(test))
     return 0
 
 
@@ -44,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aspects", nargs="+", default=["all"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("train", help="train one config; writes config.yaml, metrics.json, best.pt")
+    p.add_argument("--config", required=True, help="trainer YAML (e.g. an `hpo export` file)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key (YAML-typed value); repeatable")
+    p.add_argument("--data", help="dataset root (overrides data_root)")
+    p.add_argument("--out", help="output folder (default runs/<model>-<time>)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-run the test report of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="dataset root (overrides the checkpoint's data_root)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 
@@ -62,3 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

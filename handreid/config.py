@@ -6,6 +6,7 @@ config with the tuned keys replaced. Key names follow the ones the seed system's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -158,9 +159,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         _check_known(key, "--set")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            out[key] = raw
+            value = raw
+        out[key] = _coerce(key, value)
     return out
 
 
@@ -186,10 +188,8 @@ def _coerce(key: str, value: Any) -> Any:
         return int(value)
     if kind == "float":
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)  # YAML reads 1e-4 (no dot) as a string
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{given}: expected a number")
         return float(value)

@@ -1,0 +1,338 @@
+"""fit(): the training loop every trial calls. Returns numbers; callbacks see every epoch.
+
+Order of work per step: device-side augmentation of a P x K batch, forward under bf16 autocast
+(CUDA), loss, backward, ``clip_grad_norm_(max_norm)``, ``optimizer.step()``, LR schedule step.
+Validation runs every epoch on validation identities (carved from the training ids); the test
+identities are touched only by ``test_report`` after training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from handreid.config import TrainConfig
+from handreid.data import load_splits
+from handreid.data.augment import BatchAugment, normalize
+from handreid.data.base import DataSplits, Partition
+from handreid.data.cache import load_images
+from handreid.data.sampler import PKSampler
+from handreid.evaluation import average_splits, cosine_similarity, evaluate_ranking
+from handreid.losses import LossComputer, supcon_weight
+from handreid.models import build_model
+
+log = logging.getLogger("handreid")
+
+Callback = Callable[[int, dict[str, float]], None]
+METRICS = ("rank1", "rank5", "rank10", "mAP")
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training early; the best state is still restored."""
+
+
+# ---- data ---------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    """Images of one partition with integer ids and aspect indices.
+
+    images: uint8 (N, 3, H, W); ids, aspects: int64 (N,); splits: (query_idx, gallery_idx) pairs.
+    """
+
+    images: torch.Tensor
+    ids: torch.Tensor
+    aspects: torch.Tensor
+    splits: tuple
+
+    def to(self, device: torch.device) -> EvalSet:
+        return EvalSet(self.images.to(device), self.ids.to(device), self.aspects.to(device), self.splits)
+
+
+@dataclass
+class PreparedData:
+    """Decoded, resized images and labels; built once and shared by every trial of a process."""
+
+    splits: DataSplits
+    aspects: tuple[str, ...]
+    train_images: torch.Tensor  # uint8 (N, 3, H, W)
+    train_labels: torch.Tensor  # int64 (N,), 0..num_classes-1
+    train_aspects: torch.Tensor  # int64 (N,)
+    num_classes: int
+    val: EvalSet
+    test: EvalSet
+
+    def to(self, device: torch.device) -> PreparedData:
+        move = dict(
+            train_images=self.train_images.to(device),
+            train_labels=self.train_labels.to(device),
+            train_aspects=self.train_aspects.to(device),
+            val=self.val.to(device),
+            test=self.test.to(device),
+        )
+        return PreparedData(**{**self.__dict__, **move})
+
+
+def data_key(cfg: TrainConfig, data_root: str | Path | None = None) -> tuple:
+    """The config keys that decide which images and splits a run sees."""
+    keys = ("dataset", "aspects", "exclude_accessories", "split", "test_fraction", "val_fraction")
+    return (str(data_root or cfg.data_root), cfg.image_size, cfg.num_splits, cfg.seed) + tuple(
+        getattr(cfg, k) for k in keys
+    )
+
+
+def _aspect_index(records, aspects: tuple[str, ...]) -> torch.Tensor:
+    lookup = {a: i for i, a in enumerate(aspects)}
+    return torch.tensor([lookup[r.aspect] for r in records], dtype=torch.long)
+
+
+def _eval_set(part: Partition, images: torch.Tensor, aspects, id_map: dict[str, int]) -> EvalSet:
+    for r in part.records:
+        id_map.setdefault(r.identity, len(id_map))
+    ids = torch.tensor([id_map[r.identity] for r in part.records], dtype=torch.long)
+    return EvalSet(images, ids, _aspect_index(part.records, aspects), part.splits)
+
+
+def prepare_data(cfg: TrainConfig, data_root: str | Path | None = None) -> PreparedData:
+    """Load splits and decode every image once (through the on-disk cache)."""
+    splits = load_splits(cfg, data_root)
+    aspects = tuple(splits.aspects) or ("",)
+    records = list(splits.train) + list(splits.val.records) + list(splits.test.records)
+    cache_dir = cfg.cache_dir or None
+    images = load_images([r.path for r in records], cfg.image_size, cache_dir, cfg.decode_workers)
+    images = torch.as_tensor(images)
+    n_train, n_val = len(splits.train), len(splits.val.records)
+    classes = {ident: i for i, ident in enumerate(splits.train_identities)}
+    eval_ids: dict[str, int] = {}
+    return PreparedData(
+        splits=splits,
+        aspects=aspects,
+        train_images=images[:n_train],
+        train_labels=torch.tensor([classes[r.identity] for r in splits.train], dtype=torch.long),
+        train_aspects=_aspect_index(splits.train, aspects),
+        num_classes=len(classes),
+        val=_eval_set(splits.val, images[n_train : n_train + n_val], aspects, eval_ids),
+        test=_eval_set(splits.test, images[n_train + n_val :], aspects, eval_ids),
+    )
+
+
+def _place_data(data: PreparedData, device: torch.device) -> PreparedData:
+    """Keep the uint8 image cache on the GPU when it fits comfortably (11k at 224 px ~ 1.7 GB)."""
+    if device.type != "cuda":
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    size = data.train_images.nbytes + data.val.images.nbytes + data.test.images.nbytes
+    return data.to(device) if size < 0.3 * free else data
+
+
+# ---- schedule -----------------------------------------------------------------------------
+def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str, min_ratio: float) -> float:
+    """Multiplier of the base LR at optimizer step ``step`` (0-based).
+
+    Linear warmup from 1/warmup_steps to 1 over ``warmup_steps``; then cosine decay to
+    ``min_ratio`` at the last step, or constant.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps - 1)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    groups = [g for g in model.param_groups(cfg) if g["params"]]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr_modules, weight_decay=cfg.weight_decay, fused=fused)
+
+
+# ---- one epoch, evaluation ----------------------------------------------------------------
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(model, data: PreparedData, sampler, augment, optimizer, scheduler, loss_fn,
+                    epoch: int, cfg: TrainConfig, device: torch.device, gen, progress=None) -> dict:
+    """One pass over P x K batches; returns mean loss terms (floats, one host sync)."""
+    model.train()
+    sampler.set_epoch(epoch)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    for idx in sampler:
+        idx = idx.to(data.train_images.device)
+        images = augment(data.train_images[idx].to(device, non_blocking=True), gen)
+        labels = data.train_labels[idx].to(device, non_blocking=True)
+        aspects = data.train_aspects[idx].to(device, non_blocking=True)
+        with _autocast(cfg, device):
+            out = model(images, aspects, labels)
+        loss, terms = loss_fn({k: v.float() for k, v in out.items()}, labels, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.max_norm).detach()
+        optimizer.step()
+        scheduler.step()
+        for k, v in terms.items():
+            if isinstance(v, torch.Tensor):
+                sums[k] = sums.get(k, 0) + v.detach().float()
+        steps += 1
+        if progress is not None:
+            progress.update(1)
+    means = {k: float(v) / steps for k, v in sums.items()}
+    means["supcon_w"] = supcon_weight(cfg, epoch)
+    return means
+
+
+@torch.no_grad()
+def extract_features(model, images: torch.Tensor, aspects: torch.Tensor, cfg: TrainConfig,
+                     device: torch.device) -> torch.Tensor:
+    """L2-normalised eval features (N, D); half precision on CUDA to halve memory traffic."""
+    model.eval()
+    feats = []
+    for start in range(0, len(images), cfg.eval_batch_size):
+        batch = normalize(images[start : start + cfg.eval_batch_size].to(device, non_blocking=True))
+        asp = aspects[start : start + cfg.eval_batch_size].to(device, non_blocking=True)
+        with _autocast(cfg, device):
+            f = model.extract(batch, asp)
+        feats.append(f.half() if device.type == "cuda" else f.float())
+    return torch.cat(feats)
+
+
+def evaluate_set(model, evalset: EvalSet, cfg: TrainConfig, device: torch.device) -> dict:
+    """Mean (and std) of Rank-1/5/10 and mAP over the partition's query/gallery splits."""
+    feats = extract_features(model, evalset.images, evalset.aspects, cfg, device)
+    sim = cosine_similarity(feats, feats)  # float32 scores even from half features
+    ids = evalset.ids.to(device)
+    results = []
+    for q, g in evalset.splits:
+        q = torch.as_tensor(q, device=device)
+        g = torch.as_tensor(g, device=device)
+        results.append(evaluate_ranking(sim[q][:, g], ids[q], ids[g], ap=cfg.eval_ap))
+    return average_splits(results)
+
+
+# ---- fit ----------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    """What a run produced. ``model`` holds the best (restored) state."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best: dict[str, float]
+    status: str  # completed | early_stopped | stopped | diverged
+    seconds: float
+    peak_memory_bytes: int
+    model: Any = field(repr=False)
+    data: PreparedData = field(repr=False)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def best_map(self) -> float:
+        return self.best.get("mAP", float("nan"))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _epoch_line(epoch: int, cfg: TrainConfig, m: dict) -> str:
+    return (
+        f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.4f} (id {m.get('id', 0):.4f} "
+        f"tri {m.get('tri', 0):.4f} supcon {m.get('supcon', 0):.4f}) lr {m['lr_modules']:.2e} "
+        f"val mAP {m['mAP']:.4f} R1 {m['rank1']:.4f}"
+    )
+
+
+def fit(cfg: TrainConfig, *, callbacks: Iterable[Callback] = (), device: str | torch.device | None = None,
+        data: PreparedData | None = None, data_root: str | Path | None = None,
+        progress: bool = False) -> FitResult:
+    """Train ``cfg`` and return the metric history with the best state restored.
+
+    Each callback is called as ``cb(epoch, metrics)`` after validation (epoch is 0-based;
+    metrics hold the loss terms, learning rates and val rank1/5/10/mAP). A callback may raise
+    ``StopTraining`` to end the run normally; any other exception (e.g. a pruning signal)
+    propagates after nothing more is trained.
+    """
+    start = time.perf_counter()
+    device = resolve_device(device)
+    data = _place_data(data if data is not None else prepare_data(cfg, data_root), device)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, data.num_classes, data.aspects).to(device)
+    if cfg.compile:
+        model = torch.compile(model)
+    optimizer = build_optimizer(model, cfg, device)
+    sampler = PKSampler(data.train_labels.cpu().numpy(), cfg.num_identities_per_batch, cfg.num_instances,
+                        seed=cfg.seed)
+    steps = len(sampler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.scheduler, cfg.min_lr_ratio))
+    augment = BatchAugment(cfg.flip_prob, cfg.pad, cfg.random_erasing)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    loss_fn = LossComputer(cfg)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    history: list[dict[str, float]] = []
+    best, best_epoch, best_state, status = {}, -1, None, "completed"
+    epochs_bar = tqdm(range(cfg.epochs), desc="epochs", disable=not progress, leave=False)
+    for epoch in epochs_bar:
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}", disable=not progress, leave=False) as bar:
+            metrics = train_one_epoch(model, data, sampler, augment, optimizer, scheduler, loss_fn,
+                                      epoch, cfg, device, gen, bar)
+        lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+        metrics.update(lrs)
+        metrics.setdefault("lr_modules", optimizer.param_groups[-1]["lr"])
+        if not math.isfinite(metrics["loss"]):
+            history.append({"epoch": epoch, **metrics})
+            status = "diverged"
+            log.warning("epoch %d: loss is %s; training stopped", epoch + 1, metrics["loss"])
+            break
+        val = evaluate_set(model, data.val, cfg, device)
+        metrics.update({k: val[k] for k in METRICS})
+        history.append({"epoch": epoch, **metrics})
+        log.info(_epoch_line(epoch, cfg, metrics))
+        if best_epoch < 0 or metrics["mAP"] > best["mAP"]:
+            best, best_epoch = {k: metrics[k] for k in METRICS}, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        try:
+            for cb in callbacks:
+                cb(epoch, dict(metrics))
+        except StopTraining:
+            status = "stopped"
+            break
+        if cfg.early_stop_patience and epoch - best_epoch >= cfg.early_stop_patience:
+            status = "early_stopped"
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return FitResult(history, best_epoch, best, status, time.perf_counter() - start, peak, model, data)
+
+
+def test_report(model, data: PreparedData, cfg: TrainConfig, device: str | torch.device | None = None) -> dict:
+    """Rank-1/5/10 and mAP on the test identities: mean and std over ``num_splits`` splits."""
+    device = resolve_device(device)
+    return evaluate_set(model, data.test.to(device), cfg, device)

@@ -1,0 +1,3 @@
+"""Optuna studies over the handreid trainer: search spaces, objective, pruning, export."""
+
+from __future__ import annotations

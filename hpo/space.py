@@ -1,0 +1,306 @@
+"""Search-space YAML -> validated ``SearchSpace`` -> ``trial.suggest_*`` calls.
+
+A space file has three sections::
+
+    base:       fixed trainer keys (any TrainConfig key)
+    space:      one entry per tuned key
+                  lr_modules: {type: float, low: 1e-5, high: 1e-3, log: true}
+                  bnneck_dim: {type: categorical, choices: [256, 512, 1024]}
+                  arcface_scale: {type: float, low: 16, high: 64, when: {classifier: arcface}}
+    baselines:  configs enqueued first, each a mapping of tuned keys (optional ``name``)
+
+A key whose ``when`` condition does not hold is not suggested and keeps its ``base`` value.
+Every problem in a file is collected and reported together, before any study exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from handreid.config import KEYS, TrainConfig
+from handreid.errors import UserError
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+KINDS = ("float", "int", "categorical")
+_PARAM_FIELDS = {"type", "low", "high", "log", "step", "choices", "when"}
+
+
+class SpaceError(UserError):
+    """A search space that cannot be used; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple = ()
+    when: dict[str, tuple] = field(default_factory=dict)
+
+    def active(self, values: dict[str, Any]) -> bool:
+        return all(values.get(key) in allowed for key, allowed in self.when.items())
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=self.step or 1)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in self.choices
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    base: dict[str, Any]
+    params: tuple[Param, ...]
+    baselines: tuple[dict[str, Any], ...] = ()
+    source: str = "<space>"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Suggest every active parameter in file order (conditions see earlier values)."""
+        values = dict(self.base)
+        params: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                params[p.name] = values[p.name] = p.suggest(trial)
+        return params
+
+    def config(self, params: dict[str, Any]) -> TrainConfig:
+        """Base + params as a validated trainer config."""
+        return TrainConfig.from_dict({**self.base, **params}, source=self.source)
+
+    def with_base(self, **changes: Any) -> SearchSpace:
+        """The same space with fixed keys changed (``--epochs``, ``--set``, data options)."""
+        clash = sorted(set(changes) & set(self.names))
+        if clash:
+            raise SpaceError(f"{self.source}: {clash[0]!r} is searched in this space; it cannot also be fixed")
+        base = {**self.base, **changes}
+        TrainConfig.from_dict(base, source=self.source)  # raises ConfigError on a bad value
+        return SearchSpace(base, self.params, self.baselines, self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        space = {}
+        for p in self.params:
+            entry: dict[str, Any] = {"type": p.kind}
+            if p.kind == "categorical":
+                entry["choices"] = list(p.choices)
+            else:
+                entry.update(low=p.low, high=p.high)
+                if p.log:
+                    entry["log"] = True
+                if p.step is not None:
+                    entry["step"] = p.step
+            if p.when:
+                entry["when"] = {k: list(v) for k, v in p.when.items()}
+            space[p.name] = entry
+        return {"base": dict(self.base), "space": space, "baselines": [dict(b) for b in self.baselines]}
+
+
+def space_path(backbone_or_path: str | Path) -> Path:
+    """A file path, or the name of a file in ``search_spaces/`` (``rn50`` -> rn50.yaml)."""
+    path = Path(backbone_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SpaceError(f"search space file not found: {path}")
+        return path
+    candidate = SPACES_DIR / f"{backbone_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+        raise SpaceError(f"unknown backbone {str(backbone_or_path)!r}; choose one of {known} or pass --space FILE")
+    return candidate
+
+
+def load_space(backbone_or_path: str | Path) -> SearchSpace:
+    path = space_path(backbone_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise SpaceError(f"{path}: not valid YAML") from None
+    return parse_space(data, source=str(path))
+
+
+def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: expected a mapping with base, space and baselines")
+    extra = sorted(set(data) - {"base", "space", "baselines", "description"})
+    if extra:
+        errors.append(f"unknown section {extra[0]!r} (allowed: base, space, baselines, description)")
+    base = data.get("base") or {}
+    raw_space = data.get("space") or {}
+    if not isinstance(base, dict):
+        errors.append("base must be a mapping of trainer keys")
+        base = {}
+    if not isinstance(raw_space, dict) or not raw_space:
+        errors.append("space must be a non-empty mapping of trainer keys to distributions")
+        raw_space = {}
+    base_cfg = _check_base(base, errors)
+    params: list[Param] = []
+    for name, spec in raw_space.items():
+        param = _parse_param(name, spec, base_cfg, params, errors)
+        if param is not None:
+            params.append(param)
+    baselines = _parse_baselines(data.get("baselines") or [], params, base, errors)
+    if errors:
+        raise SpaceError(f"{source}: " + "; ".join(errors))
+    return SearchSpace(dict(base), tuple(params), tuple(baselines), source)
+
+
+def _check_base(base: dict, errors: list[str]) -> TrainConfig | None:
+    try:
+        return TrainConfig.from_dict(base, source="base")
+    except UserError as exc:
+        errors.append(str(exc))
+        return None
+
+
+def _check_value(name: str, value: Any, base_cfg: TrainConfig | None) -> str | None:
+    """The trainer's own validation of one value, or None when it is fine."""
+    if base_cfg is None or name not in KEYS:
+        return None
+    try:
+        base_cfg.replace(**{name: value})
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _parse_param(name: str, spec: Any, base_cfg, earlier: list[Param], errors: list[str]) -> Param | None:
+    where = f"space.{name}"
+    if name not in KEYS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), KEYS, n=1, cutoff=0.5)
+        errors.append(f"{where}: not a trainer key" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return None
+    if not isinstance(spec, dict):
+        errors.append(f"{where}: expected a mapping with type and its range or choices")
+        return None
+    unknown = sorted(set(spec) - _PARAM_FIELDS)
+    if unknown:
+        errors.append(f"{where}: unknown field {unknown[0]!r} (allowed: {sorted(_PARAM_FIELDS)})")
+    kind = spec.get("type")
+    if kind not in KINDS:
+        errors.append(f"{where}: type {kind!r} is not one of {list(KINDS)}")
+        return None
+    when = _parse_when(where, spec.get("when"), base_cfg, earlier, errors)
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            errors.append(f"{where}: categorical needs a non-empty list of choices")
+            return None
+        if len({repr(c) for c in choices}) != len(choices):
+            errors.append(f"{where}: choices repeat a value")
+        for choice in choices:
+            problem = _check_value(name, choice, base_cfg)
+            if problem:
+                errors.append(f"{where}: choice {choice!r} is invalid ({problem})")
+        return Param(name, kind, choices=tuple(choices), when=when)
+    return _parse_range(name, kind, spec, where, base_cfg, when, errors)
+
+
+def _parse_range(name, kind, spec, where, base_cfg, when, errors) -> Param | None:
+    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
+    numbers = (int,) if kind == "int" else (int, float)
+    low, high, step = (_number(v) for v in (low, high, step))
+    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high)):
+        errors.append(f"{where}: {kind} needs numeric low and high" + (" (integers)" if kind == "int" else ""))
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        errors.append(f"{where}: low={low} must be below high={high}")
+        return None
+    if not isinstance(log, bool):
+        errors.append(f"{where}: log must be true or false")
+    if log and low <= 0:
+        errors.append(f"{where}: a log scale needs low > 0, got low={low}")
+    if step is not None:
+        if not isinstance(step, numbers) or isinstance(step, bool) or step <= 0:
+            errors.append(f"{where}: step must be a positive {kind}, got {step!r}")
+        elif log:
+            errors.append(f"{where}: step and log cannot be combined")
+        elif step > high - low:
+            errors.append(f"{where}: step={step} is larger than the range {low}..{high}")
+    for bound in (low, high):
+        problem = _check_value(name, bound, base_cfg)
+        if problem:
+            errors.append(f"{where}: bound {bound} is invalid ({problem})")
+    return Param(name, kind, low, high, bool(log), step, when=when)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _parse_when(where, when, base_cfg, earlier: list[Param], errors) -> dict[str, tuple]:
+    if when is None:
+        return {}
+    if not isinstance(when, dict) or not when:
+        errors.append(f"{where}: when must be a mapping like {{classifier: arcface}}")
+        return {}
+    out = {}
+    by_name = {p.name: p for p in earlier}
+    for key, value in when.items():
+        allowed = tuple(value) if isinstance(value, list) else (value,)
+        if key in by_name:
+            cond = by_name[key]
+            if cond.kind != "categorical":
+                errors.append(f"{where}: when refers to {key!r}, which is not categorical")
+            for v in allowed:
+                if cond.kind == "categorical" and v not in cond.choices:
+                    errors.append(f"{where}: when {key}={v!r} can never hold; {key} takes {list(cond.choices)}")
+        elif key in KEYS:
+            errors.append(f"{where}: when refers to {key!r}, which must be a categorical defined earlier in space")
+        else:
+            errors.append(f"{where}: when refers to unknown key {key!r}")
+        out[key] = allowed
+    return out
+
+
+def _parse_baselines(raw, params: list[Param], base: dict, errors: list[str]) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        errors.append("baselines must be a list of mappings")
+        return []
+    by_name = {p.name: p for p in params}
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"baselines[{i}]"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: expected a mapping of tuned keys")
+            continue
+        entry = {k: _number(v) if by_name.get(k) and by_name[k].kind != "categorical" else v
+                 for k, v in entry.items()}
+        values = {**base, **{k: v for k, v in entry.items() if k != "name"}}
+        for key, value in entry.items():
+            if key == "name":
+                continue
+            p = by_name.get(key)
+            if p is None:
+                errors.append(f"{where}: {key!r} is not a searched key (fixed keys belong in base)")
+            elif not p.active(values):
+                errors.append(f"{where}: {key!r} is set but its condition {p.when} does not hold")
+            elif not p.contains(value):
+                errors.append(f"{where}: {key}={value!r} lies outside the space")
+        out.append(entry)
+    return out

@@ -1,0 +1,199 @@
+"""Storage, sampler, pruner, baselines and the resumable trial loop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from handreid.errors import UserError
+from hpo.space import SearchSpace
+
+DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
+STUDIES_DIR = Path("studies")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SAMPLERS = ("tpe", "random", "gp")
+PRUNERS = ("median", "hyperband", "none")
+
+
+class StorageError(UserError):
+    """A storage URL or journal path that cannot be used."""
+
+
+def is_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = None):
+    """A database URL (sqlite, postgresql, mysql) or a path to a journal file.
+
+    ``create=False`` refuses to create a new database or journal (for read-only commands).
+    """
+    if not is_url(storage):
+        path = Path(storage)
+        if not path.exists() and not create:
+            raise StorageError(f"journal file not found: {path}")
+        if not path.parent.is_dir():
+            raise StorageError(f"cannot create journal file {path}: folder {path.parent} does not exist")
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open journal file {path}: {exc.strerror or exc}") from None
+    if storage.startswith("sqlite:///"):
+        path = Path(storage.removeprefix("sqlite:///"))
+        if not path.exists() and not create:
+            raise StorageError(f"no study database at {path}; run `hpo run` first or pass --storage")
+        if not path.parent.is_dir():
+            raise StorageError(f"cannot create {storage}: folder {path.parent} does not exist")
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = dict(heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+    engine_kwargs = {"connect_args": {"connect_timeout": 5}} if storage.startswith("postgresql") else None
+    try:
+        return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"cannot open storage {storage}: {reason[:300]}") from None
+
+
+def make_sampler(name: str, seed: int | None):
+    if name == "tpe":
+        # multivariate + group handle the conditional ArcFace keys; constant_liar spreads workers
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=5, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    raise UserError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int):
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UserError(f"unknown pruner {name!r}; choose one of {list(PRUNERS)}")
+
+
+def space_digest(space: SearchSpace) -> str:
+    text = json.dumps(space.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def study_names(storage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage: str, name: str | None) -> optuna.Study:
+    """An existing study; with one study in the storage, ``name`` may be omitted."""
+    st = open_storage(storage, create=False)
+    names = study_names(st)
+    if name is None:
+        if len(names) != 1:
+            raise UserError(f"{storage} holds {len(names)} studies {names}; pick one with --study")
+        name = names[0]
+    if name not in names:
+        raise UserError(f"no study named {name!r} in {storage}; studies there: {names or 'none'}")
+    return optuna.load_study(study_name=name, storage=st)
+
+
+def create_or_resume(storage, name: str, space: SearchSpace, *, sampler, pruner,
+                     context: dict[str, Any]) -> optuna.Study:
+    """Create the study (baselines enqueued once) or resume it if the space matches."""
+    digest = space_digest(space)
+    exists = name in study_names(storage)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
+    if exists:
+        stored = study.user_attrs.get("space_digest")
+        if stored and stored != digest:
+            raise UserError(
+                f"study {name!r} was created with a different search space or fixed keys; "
+                "resume it with the same options or choose a new --study name"
+            )
+        return study
+    study.set_user_attr("space_digest", digest)
+    study.set_user_attr("space", space.to_dict())
+    for key, value in context.items():
+        study.set_user_attr(key, value)
+    for i, baseline in enumerate(space.baselines):
+        params = {k: v for k, v in baseline.items() if k != "name"}
+        study.enqueue_trial(params, user_attrs={"baseline": baseline.get("name", f"baseline-{i}")})
+    return study
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name.lower()] += 1
+    return out
+
+
+def finished(study: optuna.Study) -> int:
+    c = counts(study)
+    return c["complete"] + c["pruned"]
+
+
+def run_until(study: optuna.Study, objective: Callable, total: int, *, timeout: float | None = None,
+              on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+              max_failures: int | None = None) -> int:
+    """Run trials one at a time until the study holds ``total`` finished trials.
+
+    Finished means COMPLETE or PRUNED; a failed trial does not count, so it is replaced.
+    Returns the number of trials this call ran. Stops early after ``max_failures`` failures
+    in a row (default: ``total``) so a broken config cannot loop forever.
+    """
+    import time
+
+    start = time.monotonic()
+    ran, fails_in_row = 0, 0
+    max_failures = max_failures or max(3, total)
+    callbacks = [on_trial] if on_trial else None
+    while True:
+        c = counts(study)
+        if c["complete"] + c["pruned"] + c["running"] >= total:
+            return ran
+        if timeout is not None and time.monotonic() - start >= timeout:
+            return ran
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        ran += 1
+        last = study.get_trials(deepcopy=False)[-1]
+        fails_in_row = fails_in_row + 1 if last.state == TrialState.FAIL else 0
+        if fails_in_row >= max_failures:
+            raise UserError(f"{fails_in_row} trials failed in a row; last error: "
+                            f"{last.user_attrs.get('error', 'see the log')}")
+
+
+def synthetic_data(root: Path = STUDIES_DIR, *, ids: int = 48, per_id: int = 8, size: int = 72,
+                   seed: int = 0) -> Path:
+    """Generate the demo dataset once under ``studies/`` and reuse it afterwards."""
+    from handreid.data.synthetic import write_synthetic
+
+    target = root / f"synthetic-{ids}x{per_id}-{size}px-seed{seed}"
+    if (target / "HandInfo.csv").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root))
+    try:
+        write_synthetic(tmp, ids=ids, per_id=per_id, size=size, seed=seed)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "HandInfo.csv").is_file():  # another worker may have won the race
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

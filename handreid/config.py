@@ -128,7 +128,7 @@ class TrainConfig:
         return out
 
     def to_yaml(self, header: str = "") -> str:
-        body = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        body = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=None)
         lines = [f"# {line}" if line else "#" for line in header.splitlines()]
         return ("\n".join(lines) + "\n" if lines else "") + body
 

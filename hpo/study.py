@@ -71,7 +71,7 @@ def make_sampler(name: str, seed: int | None):
     if name == "tpe":
         # multivariate + group handle the conditional ArcFace keys; constant_liar spreads workers
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=5, warn_independent_sampling=False)
+                                          n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
@@ -178,7 +178,7 @@ def run_until(study: optuna.Study, objective: Callable, total: int, *, timeout: 
                             f"{last.user_attrs.get('error', 'see the log')}")
 
 
-def synthetic_data(root: Path = STUDIES_DIR, *, ids: int = 48, per_id: int = 8, size: int = 72,
+def synthetic_data(root: Path = STUDIES_DIR, *, ids: int = 64, per_id: int = 16, size: int = 64,
                    seed: int = 0) -> Path:
     """Generate the demo dataset once under ``studies/`` and reuse it afterwards."""
     from handreid.data.synthetic import write_synthetic

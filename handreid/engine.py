@@ -173,9 +173,9 @@ def train_one_epoch(model, data: PreparedData, sampler, augment, optimizer, sche
     steps = 0
     for idx in sampler:
         idx = idx.to(data.train_images.device)
-        images = augment(data.train_images[idx].to(device, non_blocking=True), gen)
-        labels = data.train_labels[idx].to(device, non_blocking=True)
-        aspects = data.train_aspects[idx].to(device, non_blocking=True)
+        images = augment(data.train_images.index_select(0, idx).to(device, non_blocking=True), gen)
+        labels = data.train_labels.index_select(0, idx.to(data.train_labels.device)).to(device, non_blocking=True)
+        aspects = data.train_aspects.index_select(0, idx.to(data.train_aspects.device)).to(device, non_blocking=True)
         with _autocast(cfg, device):
             out = model(images, aspects, labels)
         loss, terms = loss_fn({k: v.float() for k, v in out.items()}, labels, epoch)

@@ -31,7 +31,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cfg(synthetic_root, tmp_path_factory):
-    """tiny-vit on the synthetic set: 27 training, 8 validation, 12 test identities."""
+    """tiny-vit on the synthetic set: 21 training, 7 validation, 12 test identities."""
     from handreid.config import TrainConfig
 
     return TrainConfig(

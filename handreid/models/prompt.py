@@ -84,6 +84,7 @@ def render_prompt(template: str, aspect: str, word: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)  # building the BPE tokenizer costs ~0.2 s per model
 def _tokenizer(model_name: str) -> Callable[[list[str]], torch.Tensor]:
     return open_clip.get_tokenizer(model_name)
 

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from handreid.cli import main
+from handreid.data.inspect import format_inspect, inspect_data
+from handreid.data.synthetic import write_synthetic
+from handreid.errors import DataError
+
+KEYS = {
+    "root",
+    "layout",
+    "aspects",
+    "images_found",
+    "images_missing",
+    "images_unreadable",
+    "images_used",
+    "split",
+    "split_reason",
+    "distractors",
+    "identities",
+    "images",
+}
+
+
+def _run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+@pytest.fixture
+def synth(tmp_path) -> Path:
+    return write_synthetic(tmp_path / "s", ids=8, per_id=3, size=32, seed=0)
+
+
+def test_report_keys_and_counts(synth):
+    report = inspect_data(synth, aspects=("dorsal right",))
+    assert set(report) == KEYS
+    assert report["layout"] == "11k" and report["aspects"] == ["dorsal right"]
+    assert report["images_found"] == 8 * 3 * 4 and report["images_missing"] == 0
+    assert report["images_unreadable"] == []
+    assert set(report["identities"]) == set(report["images"]) == {"train", "val", "test"}
+    assert sum(report["identities"].values()) == 8
+    json.dumps(report)
+    text = format_inspect(report)
+    assert "layout 11k" in text and "identities:  train" in text
+
+
+def test_unreadable_images_are_named(synth):
+    victim = sorted((synth / "Hands").iterdir())[5]
+    victim.write_bytes(victim.read_bytes()[:100])
+    (synth / "Hands" / "Hand_9999999.jpg").write_bytes(b"not a jpeg")  # not in the CSV: ignored
+    report = inspect_data(synth)
+    assert report["images_unreadable"] == [victim.name]
+    assert victim.name in format_inspect(report)
+
+
+def test_folder_layout_and_unknown_aspect(tmp_path, synth):
+    for k in range(6):
+        (tmp_path / "f" / f"id{k}").mkdir(parents=True)
+        for n in range(2):
+            src = sorted((synth / "Hands").iterdir())[k * 3 + n]
+            (tmp_path / "f" / f"id{k}" / src.name).write_bytes(src.read_bytes())
+    report = inspect_data(tmp_path / "f")
+    assert report["layout"] == "folder" and report["aspects"] == []
+    assert report["images_found"] == 12
+    with pytest.raises(DataError, match="unknown aspect 'dorsal middle'"):
+        inspect_data(synth, aspects=("dorsal middle",))
+    with pytest.raises(DataError, match="unknown dataset"):
+        inspect_data(synth, dataset="coco")
+
+
+def test_cli_inspect_json_on_sample(sample_11k, capsys):
+    assert _run(["inspect", "--data", str(sample_11k), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images_found"] == 1108
+    assert report["images_missing"] == 9968
+    assert report["images_unreadable"] == []
+    assert report["split"] == "random"
+
+
+def test_cli_inspect_text_and_errors(synth, tmp_path, capsys):
+    assert _run(["inspect", "--data", str(synth), "--aspects", "palmar", "left"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown aspect 'palmar'") and err.count("\n") == 1
+    assert _run(["inspect", "--data", str(tmp_path / "nope")]) == 2
+    assert "error: data root" in capsys.readouterr().err
+    assert _run(["inspect", "--data", str(synth), "--aspects", "palmar left"]) == 0
+    assert "split:" in capsys.readouterr().out
+
+
+def test_cli_synth(tmp_path, capsys):
+    out = tmp_path / "new"
+    assert _run(["synth", "--out", str(out), "--ids", "2", "--per-id", "2", "--size", "24"]) == 0
+    assert "wrote 2 identities" in capsys.readouterr().out
+    assert len(list((out / "Hands").glob("*.jpg"))) == 16
+    assert _run(["synth", "--out", str(out), "--ids", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: ids=0")
+    assert _run(["synth", "--out", str(out), "--size", "4"]) == 2
+    assert "error: size=4 is out of range" in capsys.readouterr().err
+    assert _run(["synth", "--out", str(out), "--seed", "-1"]) == 2
+    assert "error: seed=-1" in capsys.readouterr().err

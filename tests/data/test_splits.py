@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handreid.config import TrainConfig
+from handreid.data import DATASETS, detect_layout, get_loader, load_splits
+from handreid.data.base import Partition
+from handreid.errors import DataError
+
+
+def _quiet_load(cfg: TrainConfig, root: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_splits(cfg, root)
+
+
+def check_partition(part: Partition, num_splits: int, distractors: set[str] = frozenset()) -> None:
+    """Disjoint query/gallery, one gallery image per identity, distractors gallery-only."""
+    assert len(part.splits) == num_splits
+    n = len(part.records)
+    evaluated = {r.identity for r in part.records} - distractors
+    for query, gallery in part.splits:
+        assert query.dtype == np.int64 and gallery.dtype == np.int64
+        assert not set(query.tolist()) & set(gallery.tolist())
+        assert sorted(query.tolist() + gallery.tolist()) == list(range(n))
+        gal_ids = [part.records[i].identity for i in gallery]
+        real = [i for i in gal_ids if i not in distractors]
+        assert sorted(real) == sorted(evaluated)  # exactly one per identity
+        assert {part.records[i].identity for i in query} == evaluated
+        assert all(i in gal_ids for i in distractors)
+
+
+def _ids(records) -> set[str]:
+    return {r.identity for r in records}
+
+
+def test_sample_random_split_is_disjoint(sample_11k):
+    cfg = TrainConfig(split="random", aspects=("all",), num_splits=3)
+    splits = _quiet_load(cfg, sample_11k)
+    train, val, test = _ids(splits.train), _ids(splits.val.records), _ids(splits.test.records)
+    assert not train & val and not train & test and not val & test
+    assert splits.stats["split"] == "random"
+    check_partition(splits.val, 3)
+    check_partition(splits.test, 3)
+    # A random split keeps every aspect of a subject on one side.
+    subjects = {
+        s: {r.subject for r in rs}
+        for s, rs in [("v", splits.val.records), ("t", splits.test.records)]
+    }
+    assert not subjects["v"] & subjects["t"]
+    evaluated = {r.subject for r in splits.val.records + splits.test.records}
+    assert not evaluated & {r.subject for r in splits.train}
+    assert splits.stats["images_dropped"] > 0  # single-image views of evaluated subjects
+    # Validation takes about val_fraction of the training identities.
+    n_train_side = len(train) + len(val)
+    assert 0.05 * n_train_side <= len(val) <= 0.3 * n_train_side
+
+
+def test_same_seed_same_splits_other_seed_differs(sample_11k):
+    a = _quiet_load(TrainConfig(seed=3, num_splits=4), sample_11k)
+    b = _quiet_load(TrainConfig(seed=3, num_splits=4), sample_11k)
+    c = _quiet_load(TrainConfig(seed=4, num_splits=4), sample_11k)
+    assert (
+        a.train == b.train and a.val.records == b.val.records and a.test.records == b.test.records
+    )
+    for (qa, ga), (qb, gb) in zip(a.test.splits, b.test.splits, strict=True):
+        assert np.array_equal(qa, qb) and np.array_equal(ga, gb)
+    assert _ids(a.test.records) != _ids(c.test.records)
+    # The query/gallery splits differ from one another.
+    assert not np.array_equal(a.test.splits[0][1], a.test.splits[1][1])
+
+
+def write_hd(root: Path, ids: range, distractors: range, per_id: int = 3) -> Path:
+    folder = root / "Original Images"
+    folder.mkdir(parents=True)
+    for i in list(ids) + list(distractors):
+        for n in range(1, per_id + 1):
+            (folder / f"{i}_{n}.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("ignored")
+    return root
+
+
+def test_hd_distractors_join_every_test_gallery(tmp_path):
+    root = write_hd(tmp_path / "hd", range(1, 21), range(502, 507), per_id=3)
+    assert detect_layout(root) == "hd"
+    cfg = TrainConfig(dataset="hd", num_splits=4, split="auto")
+    splits = load_splits(cfg, root)
+    distractors = {str(i) for i in range(502, 507)}
+    assert splits.stats["distractors"] == 15
+    assert splits.stats["split"] == "random"
+    train, val, test = _ids(splits.train), _ids(splits.val.records), _ids(splits.test.records)
+    assert not (train | val) & distractors
+    assert distractors <= test
+    assert train | val | (test - distractors) == {str(i) for i in range(1, 21)}
+    assert not train & val and not train & test and not val & test
+    assert len(test - distractors) == 10  # test_fraction 0.5 of ids 1-20
+    check_partition(splits.test, 4, distractors)
+    check_partition(splits.val, 4)
+    for query, gallery in splits.test.splits:
+        assert sum(splits.test.records[i].identity in distractors for i in gallery) == 15
+        assert not any(splits.test.records[i].identity in distractors for i in query)
+    assert splits.aspects == ("",)
+
+
+def test_hd_published_split_is_refused(tmp_path):
+    root = write_hd(tmp_path / "hd", range(1, 9), range(0))
+    with pytest.raises(DataError, match="published"):
+        load_splits(TrainConfig(dataset="hd", split="published"), root)
+
+
+def test_folder_layout(tmp_path):
+    root = tmp_path / "mine"
+    for k in range(12):
+        (root / f"person{k:02d}").mkdir(parents=True)
+        for n in range(2 + k % 3):
+            (root / f"person{k:02d}" / f"{n}.{['jpg', 'png', 'JPEG'][n % 3]}").write_bytes(b"")
+    (root / "person00" / "readme.txt").write_text("not an image")
+    (root / ".hidden").mkdir()
+    assert detect_layout(root) == "folder"
+    splits = load_splits(TrainConfig(dataset="folder", num_splits=2, seed=1), root)
+    train, val, test = _ids(splits.train), _ids(splits.val.records), _ids(splits.test.records)
+    assert train | val | test == {f"person{k:02d}" for k in range(12)}
+    assert len(test) == 6 and len(val) == 2
+    assert not train & val and not train & test and not val & test
+    assert splits.stats["images_used"] == sum(2 + k % 3 for k in range(12))
+    check_partition(splits.test, 2)
+
+
+def test_detect_layout_11k_and_unknown(tmp_path, sample_11k):
+    assert detect_layout(sample_11k) == "11k"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="cannot tell the layout"):
+        detect_layout(tmp_path / "empty")
+    with pytest.raises(DataError, match="does not exist"):
+        detect_layout(tmp_path / "missing")
+
+
+def test_registry_lists_valid_names():
+    assert set(DATASETS) == {"11k", "hd", "folder"}
+    with pytest.raises(
+        DataError, match=r"unknown dataset 'coco'; choose one of \['11k', 'folder', 'hd'\]"
+    ):
+        get_loader("coco")
+
+
+def test_too_few_identities(tmp_path):
+    root = write_hd(tmp_path / "hd", range(1, 3), range(0))
+    with pytest.raises(DataError, match="validation"):
+        load_splits(TrainConfig(dataset="hd"), root)

@@ -12,13 +12,28 @@ from handreid.errors import UserError
 FORMAT = 1
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: TrainConfig, *, num_classes: int,
-                    aspects: tuple[str, ...], val: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    aspects: tuple[str, ...],
+    val: dict | None = None,
+) -> None:
     """Write atomically so an interrupted run never leaves a truncated checkpoint."""
     path = Path(path)
-    state = {k: v.detach().cpu() for k, v in getattr(model, "_orig_mod", model).state_dict().items()}
-    payload = {"format": FORMAT, "config": cfg.to_dict(), "num_classes": num_classes,
-               "aspects": list(aspects), "val": val or {}, "state_dict": state}
+    state = {
+        k: v.detach().cpu() for k, v in getattr(model, "_orig_mod", model).state_dict().items()
+    }
+    payload = {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "num_classes": num_classes,
+        "aspects": list(aspects),
+        "val": val or {},
+        "state_dict": state,
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -39,6 +54,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         raise UserError(f"{path}: not a handreid checkpoint (format {FORMAT} expected)")
     cfg = TrainConfig.from_dict(payload["config"], source=str(path))
     # The stored weights replace everything, so skip fetching the pretrained ones.
-    model = build_model(cfg.replace(pretrained="none"), payload["num_classes"], tuple(payload["aspects"]))
+    model = build_model(
+        cfg.replace(pretrained="none"), payload["num_classes"], tuple(payload["aspects"])
+    )
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), cfg, payload

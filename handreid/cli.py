@@ -20,7 +20,9 @@ METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP")
 def _cmd_synth(args: argparse.Namespace) -> int:
     from handreid.data.synthetic import write_synthetic
 
-    out = write_synthetic(args.out, ids=args.ids, per_id=args.per_id, size=args.size, seed=args.seed)
+    out = write_synthetic(
+        args.out, ids=args.ids, per_id=args.per_id, size=args.size, seed=args.seed
+    )
     print(f"wrote {args.ids} identities x {args.per_id} images x 4 aspects to {out}")
     return 0
 
@@ -58,7 +60,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # output folder exists, so a bad run never leaves a half-written folder behind.
     data = prepare_data(cfg)
     build_model(cfg, data.num_classes, data.aspects)
-    out = Path(args.out) if args.out else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     with logging_redirect_tqdm(loggers=[logging.getLogger("handreid")]):
         result = fit(cfg, data=data, device=args.device, progress=not args.quiet)
     test = test_report(result.model, result.data, cfg, args.device)
@@ -72,10 +78,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml", header=f"resolved config of {out}")
-    save_checkpoint(out / "best.pt", result.model, cfg, num_classes=data.num_classes,
-                    aspects=data.aspects, val=metrics["val"])
+    save_checkpoint(
+        out / "best.pt",
+        result.model,
+        cfg,
+        num_classes=data.num_classes,
+        aspects=data.aspects,
+        val=metrics["val"],
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"status {result.status}; best epoch {result.best_epoch + 1}: val mAP {result.best_map:.4f}")
+    print(
+        f"status {result.status}; best epoch {result.best_epoch + 1}: val mAP {result.best_map:.4f}"
+    )
     print(_format_test(test))
     print(f"wrote {out}/config.yaml, metrics.json, best.pt")
     return 0 if result.status != "diverged" else 1
@@ -126,8 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one config; writes config.yaml, metrics.json, best.pt")
     p.add_argument("--config", required=True, help="trainer YAML (e.g. an `hpo export` file)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key (YAML-typed value); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key (YAML-typed value); repeatable",
+    )
     p.add_argument("--data", help="dataset root (overrides data_root)")
     p.add_argument("--out", help="output folder (default runs/<model>-<time>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -91,7 +91,9 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from a mapping; unknown keys name the closest valid key."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source}: expected a mapping of keys to values, got {type(data).__name__}"
+            )
         kwargs = {}
         for key, value in data.items():
             _check_known(key, source)
@@ -128,7 +130,9 @@ class TrainConfig:
         return out
 
     def to_yaml(self, header: str = "") -> str:
-        body = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=None)
+        body = yaml.safe_dump(
+            self.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=None
+        )
         lines = [f"# {line}" if line else "#" for line in header.splitlines()]
         return ("\n".join(lines) + "\n" if lines else "") + body
 
@@ -223,7 +227,9 @@ def _coerce(key: str, value: Any) -> Any:
 def _choice(cfg: TrainConfig, key: str, allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     if getattr(cfg, key) not in allowed:
-        raise ConfigError(f"{key}={getattr(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
+        raise ConfigError(
+            f"{key}={getattr(cfg, key)!r} is not allowed; choose one of {list(allowed)}"
+        )
 
 
 def _range(cfg: TrainConfig, key: str, low: float, high: float, *, low_open=False, high_open=False):
@@ -249,10 +255,14 @@ def _validate(cfg: TrainConfig) -> None:
     for key in KEYS:  # catch direct construction with wrong types as well
         object.__setattr__(cfg, key, _coerce(key, getattr(cfg, key)))
     if not cfg.model:
-        raise ConfigError("model is empty; use rn50, vitb16, tiny-vit, tiny-rn or an open_clip name")
+        raise ConfigError(
+            "model is empty; use rn50, vitb16, tiny-vit, tiny-rn or an open_clip name"
+        )
     h, w = cfg.image_size
     if h < 16 or w < 16 or h > 1024 or w > 1024:
-        raise ConfigError(f"image_size={list(cfg.image_size)} is out of range; each side in [16, 1024]")
+        raise ConfigError(
+            f"image_size={list(cfg.image_size)} is out of range; each side in [16, 1024]"
+        )
     _range(cfg, "transformer_layers", 1, 12)
     _range(cfg, "dropout", 0.0, 1.0, high_open=True)
     _choice(cfg, "inference_prompt", ("composed", "simplified"))
@@ -260,7 +270,9 @@ def _validate(cfg: TrainConfig) -> None:
     _range(cfg, "arcface_scale", 0.0, inf, low_open=True, high_open=True)
     _range(cfg, "arcface_margin", 0.0, math.pi / 2, high_open=True)
     if cfg.bnneck_dim <= 0:
-        raise ConfigError(f"bnneck_dim={cfg.bnneck_dim} is out of range; it must be a positive integer")
+        raise ConfigError(
+            f"bnneck_dim={cfg.bnneck_dim} is out of range; it must be a positive integer"
+        )
     _range(cfg, "num_instances", 2, 256)
     if cfg.batch_size % cfg.num_instances or cfg.batch_size < 2 * cfg.num_instances:
         raise ConfigError(
@@ -291,7 +303,9 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"aspects is empty; choose from {list(ASPECTS)} or 'all'")
     for aspect in cfg.aspects:
         if aspect not in ASPECTS:
-            raise ConfigError(f"aspects: unknown aspect {aspect!r}; choose from {list(ASPECTS)} or 'all'")
+            raise ConfigError(
+                f"aspects: unknown aspect {aspect!r}; choose from {list(ASPECTS)} or 'all'"
+            )
     if len(set(cfg.aspects)) != len(cfg.aspects):
         raise ConfigError(f"aspects={list(cfg.aspects)} lists an aspect twice")
     _choice(cfg, "split", ("auto", "published", "random"))
@@ -309,7 +323,9 @@ def _validate(cfg: TrainConfig) -> None:
             "allowed are {} (the pseudo-word) and {aspect}"
         )
     if names.count("") > 1:
-        raise ConfigError(f"prompt_template={cfg.prompt_template!r}: use the {{}} placeholder at most once")
+        raise ConfigError(
+            f"prompt_template={cfg.prompt_template!r}: use the {{}} placeholder at most once"
+        )
 
 
 __all__ = ["ASPECTS", "KEYS", "MODEL_ALIASES", "TrainConfig", "parse_overrides", "template_fields"]

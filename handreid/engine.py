@@ -55,7 +55,9 @@ class EvalSet:
     splits: tuple
 
     def to(self, device: torch.device) -> EvalSet:
-        return EvalSet(self.images.to(device), self.ids.to(device), self.aspects.to(device), self.splits)
+        return EvalSet(
+            self.images.to(device), self.ids.to(device), self.aspects.to(device), self.splits
+        )
 
 
 @dataclass
@@ -163,19 +165,48 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def train_one_epoch(model, data: PreparedData, sampler, augment, optimizer, scheduler, loss_fn,
-                    epoch: int, cfg: TrainConfig, device: torch.device, gen, progress=None) -> dict:
+def epoch_indices(sampler: PKSampler, device: torch.device) -> torch.Tensor:
+    """All P x K index batches of the sampler's current epoch as one (steps, P*K) int64 tensor
+    on ``device``.
+
+    One host-to-device copy per epoch, from pinned memory and non-blocking: a plain ``.to()``
+    of each step's indices would wait for the GPU to finish the previous step (a host sync
+    per step). Iterating the result yields row views, which needs no sync either.
+    """
+    batches = torch.stack(list(sampler))
+    if device.type == "cuda":
+        return batches.pin_memory().to(device, non_blocking=True)
+    return batches.to(device)
+
+
+def train_one_epoch(
+    model,
+    data: PreparedData,
+    sampler,
+    augment,
+    optimizer,
+    scheduler,
+    loss_fn,
+    epoch: int,
+    cfg: TrainConfig,
+    device: torch.device,
+    gen,
+    progress=None,
+) -> dict:
     """One pass over P x K batches; returns mean loss terms (floats, one host sync)."""
     model.train()
     sampler.set_epoch(epoch)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     sums: dict[str, torch.Tensor] = {}
     steps = 0
-    for idx in sampler:
-        idx = idx.to(data.train_images.device)
+    for idx in epoch_indices(sampler, data.train_images.device):
         images = augment(data.train_images.index_select(0, idx).to(device, non_blocking=True), gen)
-        labels = data.train_labels.index_select(0, idx.to(data.train_labels.device)).to(device, non_blocking=True)
-        aspects = data.train_aspects.index_select(0, idx.to(data.train_aspects.device)).to(device, non_blocking=True)
+        labels = data.train_labels.index_select(0, idx.to(data.train_labels.device)).to(
+            device, non_blocking=True
+        )
+        aspects = data.train_aspects.index_select(0, idx.to(data.train_aspects.device)).to(
+            device, non_blocking=True
+        )
         with _autocast(cfg, device):
             out = model(images, aspects, labels)
         loss, terms = loss_fn({k: v.float() for k, v in out.items()}, labels, epoch)
@@ -190,14 +221,17 @@ def train_one_epoch(model, data: PreparedData, sampler, augment, optimizer, sche
         steps += 1
         if progress is not None:
             progress.update(1)
-    means = {k: float(v) / steps for k, v in sums.items()}
+    keys = list(sums)
+    values = (torch.stack([sums[k] for k in keys]) / steps).tolist() if keys else []
+    means = dict(zip(keys, values, strict=True))  # one host sync per epoch, not one per term
     means["supcon_w"] = supcon_weight(cfg, epoch)
     return means
 
 
 @torch.no_grad()
-def extract_features(model, images: torch.Tensor, aspects: torch.Tensor, cfg: TrainConfig,
-                     device: torch.device) -> torch.Tensor:
+def extract_features(
+    model, images: torch.Tensor, aspects: torch.Tensor, cfg: TrainConfig, device: torch.device
+) -> torch.Tensor:
     """L2-normalised eval features (N, D); half precision on CUDA to halve memory traffic."""
     model.eval()
     feats = []
@@ -266,9 +300,15 @@ def _epoch_line(epoch: int, cfg: TrainConfig, m: dict) -> str:
     )
 
 
-def fit(cfg: TrainConfig, *, callbacks: Iterable[Callback] = (), device: str | torch.device | None = None,
-        data: PreparedData | None = None, data_root: str | Path | None = None,
-        progress: bool = False) -> FitResult:
+def fit(
+    cfg: TrainConfig,
+    *,
+    callbacks: Iterable[Callback] = (),
+    device: str | torch.device | None = None,
+    data: PreparedData | None = None,
+    data_root: str | Path | None = None,
+    progress: bool = False,
+) -> FitResult:
     """Train ``cfg`` and return the metric history with the best state restored.
 
     Each callback is called as ``cb(epoch, metrics)`` after validation (epoch is 0-based;
@@ -284,11 +324,19 @@ def fit(cfg: TrainConfig, *, callbacks: Iterable[Callback] = (), device: str | t
     if cfg.compile:
         model = torch.compile(model)
     optimizer = build_optimizer(model, cfg, device)
-    sampler = PKSampler(data.train_labels.cpu().numpy(), cfg.num_identities_per_batch, cfg.num_instances,
-                        seed=cfg.seed)
+    sampler = PKSampler(
+        data.train_labels.cpu().numpy(),
+        cfg.num_identities_per_batch,
+        cfg.num_instances,
+        seed=cfg.seed,
+    )
     steps = len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.scheduler, cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(
+            s, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.scheduler, cfg.min_lr_ratio
+        ),
+    )
     augment = BatchAugment(cfg.flip_prob, cfg.pad, cfg.random_erasing)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     loss_fn = LossComputer(cfg)
@@ -300,8 +348,20 @@ def fit(cfg: TrainConfig, *, callbacks: Iterable[Callback] = (), device: str | t
     epochs_bar = tqdm(range(cfg.epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in epochs_bar:
         with tqdm(total=steps, desc=f"epoch {epoch + 1}", disable=not progress, leave=False) as bar:
-            metrics = train_one_epoch(model, data, sampler, augment, optimizer, scheduler, loss_fn,
-                                      epoch, cfg, device, gen, bar)
+            metrics = train_one_epoch(
+                model,
+                data,
+                sampler,
+                augment,
+                optimizer,
+                scheduler,
+                loss_fn,
+                epoch,
+                cfg,
+                device,
+                gen,
+                bar,
+            )
         lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
         metrics.update(lrs)
         metrics.setdefault("lr_modules", optimizer.param_groups[-1]["lr"])
@@ -329,10 +389,14 @@ def fit(cfg: TrainConfig, *, callbacks: Iterable[Callback] = (), device: str | t
     if best_state is not None:
         model.load_state_dict(best_state)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return FitResult(history, best_epoch, best, status, time.perf_counter() - start, peak, model, data)
+    return FitResult(
+        history, best_epoch, best, status, time.perf_counter() - start, peak, model, data
+    )
 
 
-def test_report(model, data: PreparedData, cfg: TrainConfig, device: str | torch.device | None = None) -> dict:
+def test_report(
+    model, data: PreparedData, cfg: TrainConfig, device: str | torch.device | None = None
+) -> dict:
     """Rank-1/5/10 and mAP on the test identities: mean and std over ``num_splits`` splits."""
     device = resolve_device(device)
     return evaluate_set(model, data.test.to(device), cfg, device)

@@ -1,9 +1,11 @@
-"""``hpo run|export|show|ls``: tune the handreid trainer with Optuna."""
+"""``hpo run|export|show|ls|report|dashboard``: tune the handreid trainer with Optuna."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -20,8 +22,11 @@ log = logging.getLogger("hpo")
 def _storage_arg(p: argparse.ArgumentParser) -> None:
     from hpo.study import DEFAULT_STORAGE
 
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"database URL or journal file path (default {DEFAULT_STORAGE})")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"database URL or journal file path (default {DEFAULT_STORAGE})",
+    )
 
 
 def _data_changes(args: argparse.Namespace, space) -> dict:
@@ -37,7 +42,9 @@ def _data_changes(args: argparse.Namespace, space) -> dict:
         changes["aspects"] = args.aspects
     data = args.data or space.base.get("data_root")
     if not data:
-        raise UserError("no data: pass --data DIR (an 11k, HD or folder dataset) or --data synthetic")
+        raise UserError(
+            "no data: pass --data DIR (an 11k, HD or folder dataset) or --data synthetic"
+        )
     if data == "synthetic":
         changes["dataset"] = "11k"
         changes["data_root"] = str(synthetic_data(seed=args.seed or 0))
@@ -54,37 +61,119 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hpo.objective import DataPool, Objective
     from hpo.space import load_space
     from hpo.study import create_or_resume, make_pruner, make_sampler, open_storage, run_until
+    from hpo.workers import parse_gpus, run_workers
 
+    storage_url = _run_storage(args)
+    gpus = parse_gpus(args.gpus)
     space = load_space(args.space or args.backbone)
-    sampler = make_sampler(args.sampler, args.seed)  # unknown names fail before any work
+    worker_index = int(os.environ.get("HPO_WORKER_INDEX", "0"))
+    # each worker samples with its own seed so parallel workers do not propose the same trials
+    sampler = make_sampler(args.sampler, args.seed + worker_index)
     space = space.with_base(**_data_changes(args, space))
     base_cfg = space.config({})
     pruner = make_pruner(args.pruner, base_cfg.epochs)
     pool = DataPool()
     pool.get(base_cfg)  # a missing or broken dataset fails here, before a study exists
-    if args.storage.startswith("sqlite:///studies/") or args.storage.startswith("studies/"):
+    if storage_url.startswith(("sqlite:///studies/", "studies/")):
         Path("studies").mkdir(exist_ok=True)
-    storage = open_storage(args.storage)
+    storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
     name = args.study or f"handreid-{args.backbone}"
-    context = {"command": "hpo " + shlex.join(args.argv), "backbone": args.backbone,
-               "data": base_cfg.data_root, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    context = {
+        "command": "hpo " + shlex.join(args.argv),
+        "backbone": args.backbone,
+        "data": base_cfg.data_root,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     study = create_or_resume(storage, name, space, sampler=sampler, pruner=pruner, context=context)
-    objective = Objective(space, device=args.device, data=pool)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"study {name!r} in {args.storage}: {base_cfg.model}, {args.trials} trials, "
-          f"sampler {args.sampler}, pruner {args.pruner}, data {base_cfg.data_root}")
-    interrupted = False
-    with _progress(study, args.trials, quiet=args.quiet) as on_trial:
-        try:
-            run_until(study, objective, args.trials, timeout=args.timeout, on_trial=on_trial)
-        except KeyboardInterrupt:
-            interrupted = True
+    if not args.worker:
+        print(
+            f"study {name!r} in {storage_url}: {base_cfg.model}, {args.trials} trials, "
+            f"sampler {args.sampler}, pruner {args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}"
+        )
+    if args.workers > 1:
+        child = _worker_argv(args, storage_url, name, base_cfg.data_root)
+        code = run_workers(study, child, args.workers, gpus, args.trials, quiet=args.quiet)
+        interrupted = code == 130
+    else:
+        objective = Objective(space, device=args.device, data=pool)
+        interrupted, code = False, 0
+        with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
+            try:
+                run_until(study, objective, args.trials, timeout=args.timeout, on_trial=on_trial)
+            except KeyboardInterrupt:
+                interrupted, code = True, 130
+    if args.worker:
+        return code
     print(_summary(study))
+    from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
+
+    annotate_after_run(study)
     if interrupted:
-        print("interrupted: the running trial was stopped and marked FAIL; re-run the same command to resume",
-              file=sys.stderr)
-        return 130
-    return 0
+        print(
+            "interrupted: the running trials were stopped and marked FAIL; re-run the same command to resume",
+            file=sys.stderr,
+        )
+    elif code:
+        print(f"error: a worker exited with status {code}", file=sys.stderr)
+    return code
+
+
+def _run_storage(args: argparse.Namespace) -> str:
+    from hpo.study import DEFAULT_JOURNAL, DEFAULT_STORAGE
+
+    if args.workers < 1:
+        raise UserError(f"--workers={args.workers}: must be at least 1")
+    if args.storage is None:
+        return DEFAULT_STORAGE if args.workers == 1 else DEFAULT_JOURNAL
+    if args.workers > 1 and args.storage.startswith("sqlite"):
+        raise UserError(
+            "SQLite is not safe for several workers; use a journal file "
+            f"(--storage {DEFAULT_JOURNAL}) or a PostgreSQL/MySQL URL"
+        )
+    return args.storage
+
+
+def _worker_argv(args: argparse.Namespace, storage: str, study: str, data: str) -> list[str]:
+    """The command each worker runs: the same study, already created and validated."""
+    argv = [
+        "run",
+        "--worker",
+        "--quiet",
+        "--backbone",
+        args.backbone,
+        "--trials",
+        str(args.trials),
+        "--data",
+        data,
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--sampler",
+        args.sampler,
+        "--pruner",
+        args.pruner,
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--heartbeat",
+        str(args.heartbeat),
+    ]
+    for flag, value in (
+        ("--space", args.space),
+        ("--epochs", args.epochs),
+        ("--dataset", args.dataset),
+        ("--timeout", args.timeout),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.aspects:
+        argv += ["--aspects", *args.aspects]
+    for item in args.set:
+        argv += ["--set", item]
+    return argv
 
 
 class _progress:
@@ -98,8 +187,14 @@ class _progress:
 
         from hpo.study import finished
 
-        self.bar = tqdm(total=self.total, initial=min(finished(self.study), self.total), desc="trials",
-                        unit="trial", disable=self.quiet, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=self.total,
+            initial=min(finished(self.study), self.total),
+            desc="trials",
+            unit="trial",
+            disable=self.quiet,
+            dynamic_ncols=True,
+        )
         return self.on_trial
 
     def on_trial(self, study, trial) -> None:
@@ -107,17 +202,17 @@ class _progress:
 
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         extra = trial.user_attrs.get("error", "")
-        line = (f"trial {trial.number} {trial.state.name} value {value} epochs "
-                f"{trial.user_attrs.get('epochs_run', '?')} {trial.params} {extra}").rstrip()
+        line = (
+            f"trial {trial.number} {trial.state.name} value {value} epochs "
+            f"{trial.user_attrs.get('epochs_run', '?')} {trial.params} {extra}"
+        ).rstrip()
         if self.quiet:
             print(line)
         else:
             self.bar.write(line)
         self.bar.n = min(finished(study), self.total)
-        try:
+        with contextlib.suppress(ValueError):
             self.bar.set_postfix(best=f"{study.best_value:.4f}")
-        except ValueError:
-            pass
         self.bar.refresh()
 
     def __exit__(self, *exc) -> None:
@@ -128,16 +223,20 @@ def _summary(study) -> str:
     from hpo.study import counts
 
     c = counts(study)
-    lines = [f"study {study.study_name}: {c['complete']} complete, {c['pruned']} pruned, "
-             f"{c['fail']} failed, {c['running']} running"]
+    lines = [
+        f"study {study.study_name}: {c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['fail']} failed, {c['running']} running"
+    ]
     try:
         best = study.best_trial
     except ValueError:
         lines.append("no completed trial yet")
         return "\n".join(lines)
     width = max(len(k) for k in best.params) if best.params else 10
-    lines.append(f"best trial {best.number}: val mAP {best.value:.4f}"
-                 + (f" (rank1 {best.user_attrs['rank1']:.4f})" if "rank1" in best.user_attrs else ""))
+    lines.append(
+        f"best trial {best.number}: val mAP {best.value:.4f}"
+        + (f" (rank1 {best.user_attrs['rank1']:.4f})" if "rank1" in best.user_attrs else "")
+    )
     lines += [f"  {k:<{width}}  {v}" for k, v in best.params.items()]
     return "\n".join(lines)
 
@@ -166,7 +265,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print("top trials:")
         for t in top:
             params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-            print(f"  #{t.number:<4} mAP {t.value:.4f}  epochs {t.user_attrs.get('epochs_run', '?'):<3} {params}")
+            print(
+                f"  #{t.number:<4} mAP {t.value:.4f}  epochs {t.user_attrs.get('epochs_run', '?'):<3} {params}"
+            )
     return 0
 
 
@@ -189,14 +290,60 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hpo.report import open_artifact_store, save_artifacts, write_report
+    from hpo.study import STUDIES_DIR, load_study
+
+    if args.top < 1:
+        raise UserError(f"--top={args.top}: must be at least 1")
+    study = load_study(args.storage, args.study)
+    report = write_report(study, args.out, top=args.top, png=not args.no_png)
+    size = report.html.stat().st_size / 1e6
+    pngs = f" and {len(report.pngs)} PNGs" if report.pngs else ""
+    print(f"wrote {report.html} ({size:.1f} MB){pngs}")
+    for note in report.notes:
+        print(f"note: {note}")
+    if not args.no_artifacts:
+        files = [report.html]
+        best = STUDIES_DIR / study.study_name / "best.yaml"
+        files += [best] if best.is_file() else []
+        save_artifacts(study, open_artifact_store(args.artifacts), files)
+        print(f"saved study artifacts {', '.join(f.name for f in files)} in {args.artifacts}")
+    print("the study's dashboard note and figures are refreshed (view them with `hpo dashboard`)")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from hpo.dashboard import LOOPBACK, make_dashboard, serve, url
+
+    server = make_dashboard(args.storage, args.host, args.port, args.artifacts)
+    if args.host not in LOOPBACK:
+        print(
+            f"warning: listening on {args.host}: anyone who can reach it can read and edit the studies",
+            file=sys.stderr,
+        )
+    print(f"optuna-dashboard on {args.storage}, artifacts in {args.artifacts}", flush=True)
+    print(f"Listening on {url(server)} (Ctrl-C to stop)", flush=True)
+    serve(server)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run (or resume) a study until it holds --trials finished trials")
-    p.add_argument("--backbone", required=True, help="rn50, vitb16, tiny-vit, tiny-rn (a file in search_spaces/)")
+    p = sub.add_parser(
+        "run", help="run (or resume) a study until it holds --trials finished trials"
+    )
+    p.add_argument(
+        "--backbone",
+        required=True,
+        help="rn50, vitb16, tiny-vit, tiny-rn (a file in search_spaces/)",
+    )
     p.add_argument("--trials", type=int, default=50, help="the study's total of finished trials")
-    p.add_argument("--data", help="dataset folder, or 'synthetic' to generate a demo set under studies/")
+    p.add_argument(
+        "--data", help="dataset folder, or 'synthetic' to generate a demo set under studies/"
+    )
     p.add_argument("--dataset", choices=["11k", "hd", "folder"])
     p.add_argument("--aspects", nargs="+", help="aspects to use, e.g. 'dorsal right' or all")
     p.add_argument("--study", help="study name (default handreid-<backbone>)")
@@ -208,9 +355,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--space", help="search-space YAML (default search_spaces/<backbone>.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a trainer key")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="fix a trainer key"
+    )
     p.add_argument("--quiet", action="store_true", help="plain lines instead of a progress bar")
-    p.set_defaults(func=_cmd_run)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the study (default 1; with more, the default storage "
+        "is the journal file studies/handreid.log)",
+    )
+    p.add_argument("--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        help="seconds between heartbeats on database storages; a worker silent for two "
+        "intervals is dead and its trial is retried (0 disables)",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_run, storage=None)
 
     p = sub.add_parser("export", help="write a trial's complete trainer config as YAML")
     p.add_argument("--study")
@@ -227,6 +392,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list the studies in a storage")
     _storage_arg(p)
     p.set_defaults(func=_cmd_ls)
+
+    from hpo.report import ARTIFACTS_DIR
+
+    p = sub.add_parser("report", help="HTML report: figures, top trials; refreshes the note")
+    p.add_argument("--study")
+    _storage_arg(p)
+    p.add_argument("--out", help="output folder (default studies/<study>/report)")
+    p.add_argument("--top", type=int, default=10, help="rows in the table of best trials")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG export of the figures")
+    artifacts_help = f"artifact folder (default {ARTIFACTS_DIR})"
+    p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help=artifacts_help)
+    p.add_argument("--no-artifacts", action="store_true", help="do not save study artifacts")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage (on 127.0.0.1)")
+    _storage_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help=artifacts_help)
+    p.set_defaults(func=_cmd_dashboard)
     return parser
 
 

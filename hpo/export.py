@@ -20,14 +20,20 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
     if number is None:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if not complete:
-            raise UserError(f"study {study.study_name!r} has no completed trial yet; nothing to export")
+            raise UserError(
+                f"study {study.study_name!r} has no completed trial yet; nothing to export"
+            )
         return study.best_trial
     by_number = {t.number: t for t in trials}
     if number not in by_number:
-        raise UserError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
+        raise UserError(
+            f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})"
+        )
     trial = by_number[number]
     if trial.state != TrialState.COMPLETE:
-        raise UserError(f"trial {number} is {trial.state.name}; only a COMPLETE trial can be exported")
+        raise UserError(
+            f"trial {number} is {trial.state.name}; only a COMPLETE trial can be exported"
+        )
     return trial
 
 
@@ -43,20 +49,23 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainC
     return cfg
 
 
-def export_trial(study: optuna.Study, out: str | Path, number: int | None = None,
-                 storage: str = "") -> tuple[Path, optuna.trial.FrozenTrial]:
+def export_trial(
+    study: optuna.Study, out: str | Path, number: int | None = None, storage: str = ""
+) -> tuple[Path, optuna.trial.FrozenTrial]:
     """Write base + params as YAML with a header; atomic, so no half-written file remains."""
     trial = pick_trial(study, number)
     cfg = trial_config(study, trial)
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
-    header = "\n".join([
-        f"handreid trainer config exported from study {study.study_name!r}"
-        + (f" ({storage})" if storage else ""),
-        f"trial {trial.number}: validation mAP {trial.value:.4f}"
-        + (f", rank1 {trial.user_attrs['rank1']:.4f}" if "rank1" in trial.user_attrs else ""),
-        f"tuned: {params}",
-        f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>",
-    ])
+    header = "\n".join(
+        [
+            f"handreid trainer config exported from study {study.study_name!r}"
+            + (f" ({storage})" if storage else ""),
+            f"trial {trial.number}: validation mAP {trial.value:.4f}"
+            + (f", rank1 {trial.user_attrs['rank1']:.4f}" if "rank1" in trial.user_attrs else ""),
+            f"tuned: {params}",
+            f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>",
+        ]
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)

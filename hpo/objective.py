@@ -37,8 +37,14 @@ class Objective:
     ``status``, and ``error`` for failures.
     """
 
-    def __init__(self, space: SearchSpace, *, device: str | None = None, data: DataPool | None = None,
-                 fit_fn=fit) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        device: str | None = None,
+        data: DataPool | None = None,
+        fit_fn=fit,
+    ) -> None:
         self.space = space
         self.device = resolve_device(device)
         self.data = data or DataPool()
@@ -51,19 +57,31 @@ class Objective:
         pruning = PruningCallback(trial)
         start = time.perf_counter()
         try:
-            result = self.fit_fn(cfg, callbacks=[pruning], device=self.device, data=self.data.get(cfg))
+            result = self.fit_fn(
+                cfg, callbacks=[pruning], device=self.device, data=self.data.get(cfg)
+            )
         except optuna.TrialPruned:
             self._record(trial, status="pruned", epochs_run=pruning.last_epoch, start=start)
             self._release()
             raise
         except torch.OutOfMemoryError:
-            self._record(trial, status="oom", epochs_run=pruning.last_epoch, start=start,
-                         error="CUDA out of memory")
+            self._record(
+                trial,
+                status="oom",
+                epochs_run=pruning.last_epoch,
+                start=start,
+                error="CUDA out of memory",
+            )
             self._release()
             raise
         except Exception as exc:
-            self._record(trial, status="failed", epochs_run=pruning.last_epoch, start=start,
-                         error=f"{type(exc).__name__}: {exc}"[:1000])
+            self._record(
+                trial,
+                status="failed",
+                epochs_run=pruning.last_epoch,
+                start=start,
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+            )
             self._release()
             raise
         try:
@@ -75,16 +93,35 @@ class Objective:
     def _finish(self, trial: optuna.Trial, result, start: float) -> float:
         peak_mb = round(result.peak_memory_bytes / 2**20, 1)
         if result.status == "diverged":
-            self._record(trial, status="diverged", epochs_run=result.epochs_run, start=start,
-                         peak_memory_mb=peak_mb)
+            self._record(
+                trial,
+                status="diverged",
+                epochs_run=result.epochs_run,
+                start=start,
+                peak_memory_mb=peak_mb,
+            )
             raise optuna.TrialPruned(f"loss diverged (not finite) in epoch {result.epochs_run}")
-        self._record(trial, status=result.status, epochs_run=result.epochs_run, start=start,
-                     best_epoch=result.best_epoch + 1, peak_memory_mb=peak_mb,
-                     **{k: float(result.best[k]) for k in METRICS})
+        self._record(
+            trial,
+            status=result.status,
+            epochs_run=result.epochs_run,
+            start=start,
+            best_epoch=result.best_epoch + 1,
+            peak_memory_mb=peak_mb,
+            **{k: float(result.best[k]) for k in METRICS},
+        )
         return float(result.best_map)
 
-    def _record(self, trial: optuna.Trial, *, status: str, epochs_run: int, start: float,
-                error: str | None = None, **extra: Any) -> None:
+    def _record(
+        self,
+        trial: optuna.Trial,
+        *,
+        status: str,
+        epochs_run: int,
+        start: float,
+        error: str | None = None,
+        **extra: Any,
+    ) -> None:
         trial.set_user_attr("status", status)
         trial.set_user_attr("epochs_run", epochs_run)
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))

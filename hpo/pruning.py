@@ -17,4 +17,6 @@ class PruningCallback:
         self.last_epoch = epoch + 1
         self.trial.report(metrics[self.metric], step=epoch + 1)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({self.metric} {metrics[self.metric]:.4f})")
+            raise optuna.TrialPruned(
+                f"pruned after epoch {epoch + 1} ({self.metric} {metrics[self.metric]:.4f})"
+            )

@@ -53,13 +53,19 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=self.step or 1)
+            return trial.suggest_int(
+                self.name, self.low, self.high, log=self.log, step=self.step or 1
+            )
         return trial.suggest_categorical(self.name, list(self.choices))
 
     def contains(self, value: Any) -> bool:
         if self.kind == "categorical":
             return value in self.choices
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,9 @@ class SearchSpace:
         """The same space with fixed keys changed (``--epochs``, ``--set``, data options)."""
         clash = sorted(set(changes) & set(self.names))
         if clash:
-            raise SpaceError(f"{self.source}: {clash[0]!r} is searched in this space; it cannot also be fixed")
+            raise SpaceError(
+                f"{self.source}: {clash[0]!r} is searched in this space; it cannot also be fixed"
+            )
         base = {**self.base, **changes}
         TrainConfig.from_dict(base, source=self.source)  # raises ConfigError on a bad value
         return SearchSpace(base, self.params, self.baselines, self.source)
@@ -110,7 +118,11 @@ class SearchSpace:
             if p.when:
                 entry["when"] = {k: list(v) for k, v in p.when.items()}
             space[p.name] = entry
-        return {"base": dict(self.base), "space": space, "baselines": [dict(b) for b in self.baselines]}
+        return {
+            "base": dict(self.base),
+            "space": space,
+            "baselines": [dict(b) for b in self.baselines],
+        }
 
 
 def space_path(backbone_or_path: str | Path) -> Path:
@@ -123,7 +135,9 @@ def space_path(backbone_or_path: str | Path) -> Path:
     candidate = SPACES_DIR / f"{backbone_or_path}.yaml"
     if not candidate.is_file():
         known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-        raise SpaceError(f"unknown backbone {str(backbone_or_path)!r}; choose one of {known} or pass --space FILE")
+        raise SpaceError(
+            f"unknown backbone {str(backbone_or_path)!r}; choose one of {known} or pass --space FILE"
+        )
     return candidate
 
 
@@ -142,7 +156,9 @@ def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
         raise SpaceError(f"{source}: expected a mapping with base, space and baselines")
     extra = sorted(set(data) - {"base", "space", "baselines", "description"})
     if extra:
-        errors.append(f"unknown section {extra[0]!r} (allowed: base, space, baselines, description)")
+        errors.append(
+            f"unknown section {extra[0]!r} (allowed: base, space, baselines, description)"
+        )
     base = data.get("base") or {}
     raw_space = data.get("space") or {}
     if not isinstance(base, dict):
@@ -182,13 +198,17 @@ def _check_value(name: str, value: Any, base_cfg: TrainConfig | None) -> str | N
     return None
 
 
-def _parse_param(name: str, spec: Any, base_cfg, earlier: list[Param], errors: list[str]) -> Param | None:
+def _parse_param(
+    name: str, spec: Any, base_cfg, earlier: list[Param], errors: list[str]
+) -> Param | None:
     where = f"space.{name}"
     if name not in KEYS:
         import difflib
 
         close = difflib.get_close_matches(str(name), KEYS, n=1, cutoff=0.5)
-        errors.append(f"{where}: not a trainer key" + (f"; did you mean {close[0]!r}?" if close else ""))
+        errors.append(
+            f"{where}: not a trainer key" + (f"; did you mean {close[0]!r}?" if close else "")
+        )
         return None
     if not isinstance(spec, dict):
         errors.append(f"{where}: expected a mapping with type and its range or choices")
@@ -217,11 +237,18 @@ def _parse_param(name: str, spec: Any, base_cfg, earlier: list[Param], errors: l
 
 
 def _parse_range(name, kind, spec, where, base_cfg, when, errors) -> Param | None:
-    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
+    low, high, log, step = (
+        spec.get("low"),
+        spec.get("high"),
+        spec.get("log", False),
+        spec.get("step"),
+    )
     numbers = (int,) if kind == "int" else (int, float)
     low, high, step = (_number(v) for v in (low, high, step))
     if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high)):
-        errors.append(f"{where}: {kind} needs numeric low and high" + (" (integers)" if kind == "int" else ""))
+        errors.append(
+            f"{where}: {kind} needs numeric low and high" + (" (integers)" if kind == "int" else "")
+        )
         return None
     if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
         errors.append(f"{where}: low={low} must be below high={high}")
@@ -269,16 +296,22 @@ def _parse_when(where, when, base_cfg, earlier: list[Param], errors) -> dict[str
                 errors.append(f"{where}: when refers to {key!r}, which is not categorical")
             for v in allowed:
                 if cond.kind == "categorical" and v not in cond.choices:
-                    errors.append(f"{where}: when {key}={v!r} can never hold; {key} takes {list(cond.choices)}")
+                    errors.append(
+                        f"{where}: when {key}={v!r} can never hold; {key} takes {list(cond.choices)}"
+                    )
         elif key in KEYS:
-            errors.append(f"{where}: when refers to {key!r}, which must be a categorical defined earlier in space")
+            errors.append(
+                f"{where}: when refers to {key!r}, which must be a categorical defined earlier in space"
+            )
         else:
             errors.append(f"{where}: when refers to unknown key {key!r}")
         out[key] = allowed
     return out
 
 
-def _parse_baselines(raw, params: list[Param], base: dict, errors: list[str]) -> list[dict[str, Any]]:
+def _parse_baselines(
+    raw, params: list[Param], base: dict, errors: list[str]
+) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         errors.append("baselines must be a list of mappings")
         return []
@@ -289,8 +322,10 @@ def _parse_baselines(raw, params: list[Param], base: dict, errors: list[str]) ->
         if not isinstance(entry, dict):
             errors.append(f"{where}: expected a mapping of tuned keys")
             continue
-        entry = {k: _number(v) if by_name.get(k) and by_name[k].kind != "categorical" else v
-                 for k, v in entry.items()}
+        entry = {
+            k: _number(v) if by_name.get(k) and by_name[k].kind != "categorical" else v
+            for k, v in entry.items()
+        }
         values = {**base, **{k: v for k, v in entry.items() if k != "name"}}
         for key, value in entry.items():
             if key == "name":

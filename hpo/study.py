@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from handreid.errors import UserError
 from hpo.space import SearchSpace
 
 DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
+DEFAULT_JOURNAL = "studies/handreid.log"
 STUDIES_DIR = Path("studies")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "random", "gp")
@@ -44,7 +47,9 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
         if not path.exists() and not create:
             raise StorageError(f"journal file not found: {path}")
         if not path.parent.is_dir():
-            raise StorageError(f"cannot create journal file {path}: folder {path.parent} does not exist")
+            raise StorageError(
+                f"cannot create journal file {path}: folder {path.parent} does not exist"
+            )
         try:
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
@@ -52,14 +57,22 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
     if storage.startswith("sqlite:///"):
         path = Path(storage.removeprefix("sqlite:///"))
         if not path.exists() and not create:
-            raise StorageError(f"no study database at {path}; run `hpo run` first or pass --storage")
+            raise StorageError(
+                f"no study database at {path}; run `hpo run` first or pass --storage"
+            )
         if not path.parent.is_dir():
             raise StorageError(f"cannot create {storage}: folder {path.parent} does not exist")
     kwargs: dict[str, Any] = {}
     if heartbeat:
-        kwargs = dict(heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
-    engine_kwargs = {"connect_args": {"connect_timeout": 5}} if storage.startswith("postgresql") else None
+        # A worker that stops beating for two intervals is dead; its trial is failed and re-queued.
+        kwargs = dict(
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+        )
+    engine_kwargs = (
+        {"connect_args": {"connect_timeout": 5}} if storage.startswith("postgresql") else None
+    )
     try:
         return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
@@ -70,8 +83,9 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
 def make_sampler(name: str, seed: int | None):
     if name == "tpe":
         # multivariate + group handle the conditional ArcFace keys; constant_liar spreads workers
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=5)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
@@ -83,7 +97,9 @@ def make_pruner(name: str, epochs: int):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(epochs, 2), reduction_factor=3
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner {name!r}; choose one of {list(PRUNERS)}")
@@ -111,13 +127,20 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=st)
 
 
-def create_or_resume(storage, name: str, space: SearchSpace, *, sampler, pruner,
-                     context: dict[str, Any]) -> optuna.Study:
+def create_or_resume(
+    storage, name: str, space: SearchSpace, *, sampler, pruner, context: dict[str, Any]
+) -> optuna.Study:
     """Create the study (baselines enqueued once) or resume it if the space matches."""
     digest = space_digest(space)
     exists = name in study_names(storage)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
     if exists:
         stored = study.user_attrs.get("space_digest")
         if stored and stored != digest:
@@ -148,38 +171,126 @@ def finished(study: optuna.Study) -> int:
     return c["complete"] + c["pruned"]
 
 
-def run_until(study: optuna.Study, objective: Callable, total: int, *, timeout: float | None = None,
-              on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-              max_failures: int | None = None) -> int:
-    """Run trials one at a time until the study holds ``total`` finished trials.
+class SurplusTrial(Exception):
+    """Raised when concurrent workers already cover the requested total."""
 
-    Finished means COMPLETE or PRUNED; a failed trial does not count, so it is replaced.
-    Returns the number of trials this call ran. Stops early after ``max_failures`` failures
-    in a row (default: ``total``) so a broken config cannot loop forever.
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _local_pid_dead(worker: str | None) -> bool:
+    """True when ``worker`` names a process on this host that no longer runs."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose worker died, and queue each for a retry.
+
+    Database storages with heartbeats fail them after the grace period through Optuna (its
+    retry callback re-queues them, recording ``failed_trial``). Other storages (journal files)
+    have no heartbeats: trials of dead worker processes on this machine are failed at once
+    and re-queued with the user attribute ``retry_of``. Returns the numbers failed here.
     """
-    import time
+    storage = study._storage
+    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+        optuna.storages.fail_stale_trials(study)
+        return []  # heartbeats cover workers on every machine; one mechanism per storage
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _local_pid_dead(t.user_attrs.get("worker")):
+            continue
+        try:
+            storage.set_trial_user_attr(
+                t._trial_id, "error", f"worker {t.user_attrs['worker']} died"
+            )
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # finished or failed by another worker meanwhile
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        failed.append(t.number)
+    return failed
 
+
+class _Guarded:
+    """Marks the trial with its worker and refuses trials that concurrent workers made surplus."""
+
+    def __init__(self, objective: Callable, total: int) -> None:
+        self.objective, self.total = objective, total
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
+        trials = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        done = sum(t.state in FINISHED for t in trials)
+        ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        if done + ahead >= self.total:
+            trial.set_user_attr(
+                "error", "surplus: other workers already cover the requested trials"
+            )
+            raise SurplusTrial(f"trial {trial.number} not needed")
+        return self.objective(trial)
+
+
+def run_until(
+    study: optuna.Study,
+    objective: Callable,
+    total: int,
+    *,
+    timeout: float | None = None,
+    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    max_failures: int | None = None,
+    poll: float = 1.0,
+) -> int:
+    """Run trials until the study holds ``total`` finished trials; safe with several workers.
+
+    Finished means COMPLETE or PRUNED; a failed trial does not count, so it is replaced. While
+    other workers' trials would reach the total, this worker waits for them (or for them to
+    be found stale and re-queued). Returns the number of trials this call ran. Stops after
+    ``max_failures`` failures in a row (default: ``total``) so a broken config cannot loop
+    forever.
+    """
     start = time.monotonic()
     ran, fails_in_row = 0, 0
     max_failures = max_failures or max(3, total)
-    callbacks = [on_trial] if on_trial else None
+    mine: list[optuna.trial.FrozenTrial] = []
+    callbacks = [lambda _study, trial: mine.append(trial)] + ([on_trial] if on_trial else [])
+    guarded = _Guarded(objective, total)
     while True:
+        recover_stale(study)
         c = counts(study)
-        if c["complete"] + c["pruned"] + c["running"] >= total:
+        done = c["complete"] + c["pruned"]
+        if done >= total or (timeout is not None and time.monotonic() - start >= timeout):
             return ran
-        if timeout is not None and time.monotonic() - start >= timeout:
-            return ran
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        if done + c["running"] >= total:
+            time.sleep(poll)
+            continue
+        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
         ran += 1
-        last = study.get_trials(deepcopy=False)[-1]
-        fails_in_row = fails_in_row + 1 if last.state == TrialState.FAIL else 0
+        last = mine[-1]
+        surplus = "surplus" in last.user_attrs.get("error", "")
+        fails_in_row = fails_in_row + 1 if last.state == TrialState.FAIL and not surplus else 0
         if fails_in_row >= max_failures:
-            raise UserError(f"{fails_in_row} trials failed in a row; last error: "
-                            f"{last.user_attrs.get('error', 'see the log')}")
+            raise UserError(
+                f"{fails_in_row} trials failed in a row; last error: "
+                f"{last.user_attrs.get('error', 'see the log')}"
+            )
 
 
-def synthetic_data(root: Path = STUDIES_DIR, *, ids: int = 64, per_id: int = 16, size: int = 64,
-                   seed: int = 0) -> Path:
+def synthetic_data(
+    root: Path = STUDIES_DIR, *, ids: int = 64, per_id: int = 16, size: int = 64, seed: int = 0
+) -> Path:
     """Generate the demo dataset once under ``studies/`` and reuse it afterwards."""
     from handreid.data.synthetic import write_synthetic
 

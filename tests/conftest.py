@@ -10,7 +10,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_11K = Path(os.environ.get("HANDREID_11K_SAMPLE", REPO.parent / "shared" / "data" / "11k-mini-100px"))
+SHARED_11K = Path(
+    os.environ.get("HANDREID_11K_SAMPLE", REPO.parent / "shared" / "data" / "11k-mini-100px")
+)
 
 
 @pytest.fixture
@@ -35,10 +37,25 @@ def tiny_cfg(synthetic_root, tmp_path_factory):
     from handreid.config import TrainConfig
 
     return TrainConfig(
-        model="tiny-vit", pretrained="none", image_size=(64, 64), batch_size=32, num_instances=4,
-        epochs=2, warmup_epochs=1, early_stop_patience=0, lr_clip_visual=3e-3, lr_modules=3e-3,
-        classifier="arcface", arcface_scale=16.0, arcface_margin=0.2, bnneck_dim=64,
-        transformer_layers=2, supcon_loss_weight=0.5, test_fraction=0.3, val_fraction=0.25,
-        num_splits=3, data_root=str(synthetic_root),
+        model="tiny-vit",
+        pretrained="none",
+        image_size=(64, 64),
+        batch_size=32,
+        num_instances=4,
+        epochs=2,
+        warmup_epochs=1,
+        early_stop_patience=0,
+        lr_clip_visual=3e-3,
+        lr_modules=3e-3,
+        classifier="arcface",
+        arcface_scale=16.0,
+        arcface_margin=0.2,
+        bnneck_dim=64,
+        transformer_layers=2,
+        supcon_loss_weight=0.5,
+        test_fraction=0.3,
+        val_fraction=0.25,
+        num_splits=3,
+        data_root=str(synthetic_root),
         cache_dir=str(tmp_path_factory.mktemp("cache")),
     )

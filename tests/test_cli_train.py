@@ -24,7 +24,9 @@ def config_file(tiny_cfg, tmp_path):
 
 def test_train_writes_outputs_and_evaluate_reproduces_them(config_file, tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = run_cli(["train", "--config", str(config_file), "--out", str(out), "--quiet"], capsys)
+    code, stdout, _ = run_cli(
+        ["train", "--config", str(config_file), "--out", str(out), "--quiet"], capsys
+    )
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "best.pt"}
     metrics = json.loads((out / "metrics.json").read_text())
@@ -55,22 +57,33 @@ def test_train_writes_outputs_and_evaluate_reproduces_them(config_file, tmp_path
         ("", ["--data", "/no/such/folder"], "does not exist"),
     ],
 )
-def test_bad_config_is_one_line_exit_2_and_no_output(tiny_cfg, tmp_path, capsys, content, extra, message):
+def test_bad_config_is_one_line_exit_2_and_no_output(
+    tiny_cfg, tmp_path, capsys, content, extra, message
+):
     path = tmp_path / "bad.yaml"
     path.write_text(tiny_cfg.to_yaml() + content)
     out = tmp_path / "run"
-    code, _, err = run_cli(["train", "--config", str(path), "--out", str(out), "--quiet", *extra], capsys)
+    code, _, err = run_cli(
+        ["train", "--config", str(path), "--out", str(out), "--quiet", *extra], capsys
+    )
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
 
 
 def test_train_on_the_real_11k_sample(sample_11k, tiny_cfg, tmp_path, capsys):
-    cfg = tiny_cfg.replace(data_root=str(sample_11k), epochs=1, aspects=("dorsal right", "dorsal left"),
-                           split="random", num_splits=2)
+    cfg = tiny_cfg.replace(
+        data_root=str(sample_11k),
+        epochs=1,
+        aspects=("dorsal right", "dorsal left"),
+        split="random",
+        num_splits=2,
+    )
     path = tmp_path / "c.yaml"
     cfg.save(path)
-    code, stdout, _ = run_cli(["train", "--config", str(path), "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    code, stdout, _ = run_cli(
+        ["train", "--config", str(path), "--out", str(tmp_path / "r"), "--quiet"], capsys
+    )
     assert code == 0, stdout
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["test"]["num_splits"] == 2 and metrics["epochs_run"] == 1

@@ -8,13 +8,45 @@ import yaml
 from handreid.config import ASPECTS, KEYS, TrainConfig, parse_overrides
 from handreid.errors import ConfigError
 
-SEED_KEYS = (
-    "model pretrained image_size batch_size num_instances epochs early_stop_patience warmup_epochs "
-    "scheduler lr_clip_visual lr_modules weight_decay max_norm classifier arcface_scale arcface_margin "
-    "bnneck_reduction bnneck_dim transformer_layers prompt_template inference_prompt loss_id_weight "
-    "label_smoothing loss_tri_weight triplet_margin supcon_loss_weight supcon_ramp supcon_temperature "
-    "unfreeze_blocks amp seed dataset data_root aspects exclude_accessories val_fraction num_splits"
-).split()
+SEED_KEYS = [
+    "model",
+    "pretrained",
+    "image_size",
+    "batch_size",
+    "num_instances",
+    "epochs",
+    "early_stop_patience",
+    "warmup_epochs",
+    "scheduler",
+    "lr_clip_visual",
+    "lr_modules",
+    "weight_decay",
+    "max_norm",
+    "classifier",
+    "arcface_scale",
+    "arcface_margin",
+    "bnneck_reduction",
+    "bnneck_dim",
+    "transformer_layers",
+    "prompt_template",
+    "inference_prompt",
+    "loss_id_weight",
+    "label_smoothing",
+    "loss_tri_weight",
+    "triplet_margin",
+    "supcon_loss_weight",
+    "supcon_ramp",
+    "supcon_temperature",
+    "unfreeze_blocks",
+    "amp",
+    "seed",
+    "dataset",
+    "data_root",
+    "aspects",
+    "exclude_accessories",
+    "val_fraction",
+    "num_splits",
+]
 
 
 def test_every_design_key_exists():
@@ -22,7 +54,9 @@ def test_every_design_key_exists():
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = TrainConfig(model="tiny-vit", image_size=(64, 48), aspects=("dorsal left", "palmar right"))
+    cfg = TrainConfig(
+        model="tiny-vit", image_size=(64, 48), aspects=("dorsal left", "palmar right")
+    )
     path = tmp_path / "c.yaml"
     cfg.save(path, header="a header\nsecond line")
     text = path.read_text()
@@ -51,7 +85,10 @@ def test_unknown_key_names_closest(tmp_path):
         ({"bnneck_dim": 0}, "bnneck_dim=0 is out of range"),
         ({"arcface_margin": math.pi / 2}, "arcface_margin=1.57"),
         ({"arcface_margin": -0.1}, "arcface_margin=-0.1 is out of range"),
-        ({"classifier": "cosface"}, r"classifier='cosface' is not allowed; choose one of \['linear', 'arcface'\]"),
+        (
+            {"classifier": "cosface"},
+            r"classifier='cosface' is not allowed; choose one of \['linear', 'arcface'\]",
+        ),
         ({"amp": "on"}, "amp='on': expected true or false"),
         ({"epochs": 2.5}, "epochs=2.5: expected an integer"),
         ({"lr_modules": "fast"}, "lr_modules='fast': expected a number"),
@@ -70,7 +107,9 @@ def test_bad_values_say_what_and_allowed(changes, message):
 
 
 def test_yaml_typing_of_values():
-    cfg = TrainConfig.from_dict({"lr_modules": "1e-4", "aspects": "all", "image_size": 64, "epochs": 3.0})
+    cfg = TrainConfig.from_dict(
+        {"lr_modules": "1e-4", "aspects": "all", "image_size": 64, "epochs": 3.0}
+    )
     assert cfg.lr_modules == 1e-4
     assert cfg.aspects == ASPECTS
     assert cfg.image_size == (64, 64)
@@ -78,8 +117,15 @@ def test_yaml_typing_of_values():
 
 
 def test_overrides_are_yaml_typed():
-    out = parse_overrides(["lr_modules=3e-4", "amp=false", "aspects=[dorsal left, palmar left]", "model=rn50"])
-    assert out == {"lr_modules": 3e-4, "amp": False, "aspects": ("dorsal left", "palmar left"), "model": "rn50"}
+    out = parse_overrides(
+        ["lr_modules=3e-4", "amp=false", "aspects=[dorsal left, palmar left]", "model=rn50"]
+    )
+    assert out == {
+        "lr_modules": 3e-4,
+        "amp": False,
+        "aspects": ("dorsal left", "palmar left"),
+        "model": "rn50",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):

@@ -35,7 +35,18 @@ def test_tiny_vit_learns_far_above_chance(tiny_cfg, data):
     assert [h["epoch"] for h in result.history] == list(range(6))
     first, last = result.history[0], result.history[-1]
     assert last["id"] < first["id"], "the identity loss goes down"
-    for key in ("loss", "id", "tri", "supcon", "supcon_w", "lr_clip_visual", "lr_modules", "grad_norm", "mAP", "rank1"):
+    for key in (
+        "loss",
+        "id",
+        "tri",
+        "supcon",
+        "supcon_w",
+        "lr_clip_visual",
+        "lr_modules",
+        "grad_norm",
+        "mAP",
+        "rank1",
+    ):
         assert key in last
 
 
@@ -51,7 +62,10 @@ def test_same_seed_repeats_exactly(tiny_cfg, data):
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("prompt_template", "A captured frame showing a person's {aspect} hand during surveillance."),
+        (
+            "prompt_template",
+            "A captured frame showing a person's {aspect} hand during surveillance.",
+        ),
         ("max_norm", 0.05),
         ("arcface_scale", 24.0),
         ("arcface_margin", 0.35),
@@ -76,8 +90,16 @@ def test_clipping_bounds_the_gradient_norm_before_each_step(tiny_cfg, data, monk
         opt = real(model, cfg, device)
 
         def before_step(optimizer, args, kwargs):
-            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            grads = [
+                p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None
+            ]
+            norms.append(
+                float(
+                    torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g) for g in grads])
+                    )
+                )
+            )
 
         opt.register_step_pre_hook(before_step)
         return opt
@@ -85,7 +107,9 @@ def test_clipping_bounds_the_gradient_norm_before_each_step(tiny_cfg, data, monk
     monkeypatch.setattr(engine, "build_optimizer", recording)
     result = fit(tiny_cfg.replace(epochs=1, max_norm=0.5), data=data, device="cpu")
     assert norms and max(norms) <= 0.5 + 1e-4
-    assert result.history[0]["grad_norm"] > 0.5, "the pre-clip norm is reported and was above the bound"
+    assert result.history[0]["grad_norm"] > 0.5, (
+        "the pre-clip norm is reported and was above the bound"
+    )
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -96,7 +120,9 @@ def test_lr_schedule_warmup_then_cosine():
     assert f[-1] == pytest.approx(0.01)
     assert all(a >= b for a, b in zip(f[warm:], f[warm + 1 :], strict=False))
     mid = warm + (total - warm - 1) // 2
-    assert f[mid] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (mid - warm) / (total - warm - 1))))
+    assert f[mid] == pytest.approx(
+        0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (mid - warm) / (total - warm - 1)))
+    )
     const = [lr_factor(s, total, warm, "constant", 0.01) for s in range(total)]
     assert const[warm:] == [1.0] * (total - warm)
 
@@ -136,7 +162,12 @@ def test_early_stopping_stops_and_restores_the_best_state(tiny_cfg, data, monkey
         return result_model["m"]
 
     monkeypatch.setattr(engine, "build_model", build)
-    result = fit(tiny_cfg.replace(epochs=6, early_stop_patience=2), data=data, device="cpu", callbacks=[snapshot])
+    result = fit(
+        tiny_cfg.replace(epochs=6, early_stop_patience=2),
+        data=data,
+        device="cpu",
+        callbacks=[snapshot],
+    )
     assert result.status == "early_stopped"
     assert result.epochs_run == 4 and result.best_epoch == 1 and result.best["mAP"] == 0.6
     final = result.model.state_dict()
@@ -191,7 +222,12 @@ def test_test_identities_never_reach_training_or_validation(data):
     train_ids = {r.identity for r in splits.train}
     val_ids = {r.identity for r in splits.val.records}
     test_ids = {r.identity for r in splits.test.records}
-    assert test_ids and not (test_ids & train_ids) and not (test_ids & val_ids) and not (train_ids & val_ids)
+    assert (
+        test_ids
+        and not (test_ids & train_ids)
+        and not (test_ids & val_ids)
+        and not (train_ids & val_ids)
+    )
     train_paths = {r.path for r in splits.train}
     assert not train_paths & {r.path for r in splits.test.records}
     assert len(data.train_images) == len(splits.train) == len(data.train_labels)

@@ -86,7 +86,8 @@ class ArcFace(nn.Module):
             sin = torch.sqrt((1.0 - cos * cos).clamp_min(self.eps))
             phi = cos * self.cos_m - sin * self.sin_m
             phi = torch.where(cos > self.th, phi, cos - self.mm)
-            target = F.one_hot(labels, cos.shape[1]).bool()
+            # a comparison, not F.one_hot: one_hot may read label values back to the host
+            target = labels[:, None] == torch.arange(cos.shape[1], device=labels.device)
             return self.scale * torch.where(target, phi, cos)
 
 

@@ -14,7 +14,13 @@ from hpo.space import parse_space
 from hpo.study import counts, create_or_resume, run_until
 
 SPACE = {
-    "base": {"model": "tiny-vit", "pretrained": "none", "image_size": [64, 64], "batch_size": 16, "epochs": 5},
+    "base": {
+        "model": "tiny-vit",
+        "pretrained": "none",
+        "image_size": [64, 64],
+        "batch_size": 16,
+        "epochs": 5,
+    },
     "space": {
         "lr_modules": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
         "max_norm": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
@@ -36,13 +42,20 @@ def fake_fit(curve=None, fail_on=None):
             raise RuntimeError("injected failure")
         history, best, best_epoch = [], {}, -1
         for epoch in range(cfg.epochs):
-            m = curve(cfg, epoch) if curve else 1.0 - abs(math.log10(cfg.lr_modules) + 3) / 10 - 0.01 * (4 - epoch)
+            m = (
+                curve(cfg, epoch)
+                if curve
+                else 1.0 - abs(math.log10(cfg.lr_modules) + 3) / 10 - 0.01 * (4 - epoch)
+            )
             if not math.isfinite(m):
                 return FitResult(history, best_epoch, best, "diverged", 0.1, 0, object(), None)
             metrics = {"mAP": m, "rank1": m, "rank5": m, "rank10": m, "loss": 1.0}
             history.append(metrics)
             if best_epoch < 0 or m > best["mAP"]:
-                best, best_epoch = {k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP")}, epoch
+                best, best_epoch = (
+                    {k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP")},
+                    epoch,
+                )
             for cb in callbacks:
                 cb(epoch, metrics)
         return FitResult(history, best_epoch, best, "completed", 0.1, 0, object(), None)
@@ -63,8 +76,14 @@ class PruneAtStep(optuna.pruners.BasePruner):
 def make_study(pruner=None, seed=0):
     space = parse_space(SPACE)
     storage = optuna.storages.InMemoryStorage()
-    study = create_or_resume(storage, "s", space, sampler=optuna.samplers.RandomSampler(seed=seed),
-                             pruner=pruner or optuna.pruners.NopPruner(), context={"command": "test"})
+    study = create_or_resume(
+        storage,
+        "s",
+        space,
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=pruner or optuna.pruners.NopPruner(),
+        context={"command": "test"},
+    )
     return study, space
 
 
@@ -80,7 +99,9 @@ def test_baseline_first_and_user_attrs():
     assert attrs["epochs_run"] == 5 and attrs["best_epoch"] == 5
     assert attrs["mAP"] == pytest.approx(trials[0].value) == pytest.approx(1.0)
     assert {"rank1", "rank5", "rank10", "seconds", "peak_memory_mb", "status"} <= set(attrs)
-    assert trials[0].intermediate_values == {e + 1: pytest.approx(1.0 - 0.01 * (4 - e)) for e in range(5)}
+    assert trials[0].intermediate_values == {
+        e + 1: pytest.approx(1.0 - 0.01 * (4 - e)) for e in range(5)
+    }
 
 
 def test_deterministic_pruner_ends_trials_at_the_right_epoch():

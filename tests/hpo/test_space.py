@@ -16,8 +16,17 @@ def space(**entries):
 @pytest.mark.parametrize("backbone", ["rn50", "vitb16", "tiny-vit", "tiny-rn"])
 def test_shipped_spaces_validate_and_cover_the_tuned_keys(backbone):
     s = load_space(backbone)
-    required = {"lr_clip_visual", "lr_modules", "max_norm", "bnneck_dim", "classifier", "arcface_scale",
-                "arcface_margin", "supcon_temperature", "prompt_template"}
+    required = {
+        "lr_clip_visual",
+        "lr_modules",
+        "max_norm",
+        "bnneck_dim",
+        "classifier",
+        "arcface_scale",
+        "arcface_margin",
+        "supcon_temperature",
+        "prompt_template",
+    }
     assert required <= set(s.names)
     assert s.baselines, "every shipped space starts from the hand-tuned settings"
     for b in s.baselines:
@@ -68,10 +77,15 @@ def test_all_errors_are_reported_together():
 
 
 def test_range_bounds_are_checked_by_the_trainer_rules():
-    with pytest.raises(SpaceError, match=r"space.arcface_margin: bound 2.0 is invalid \(arcface_margin=2.0 is out of range"):
+    with pytest.raises(
+        SpaceError,
+        match=r"space.arcface_margin: bound 2.0 is invalid \(arcface_margin=2.0 is out of range",
+    ):
         parse_space(space(arcface_margin={"type": "float", "low": 0.1, "high": 2.0}))
     with pytest.raises(SpaceError, match="step and log cannot be combined"):
-        parse_space(space(max_norm={"type": "float", "low": 0.1, "high": 2.0, "log": True, "step": 0.1}))
+        parse_space(
+            space(max_norm={"type": "float", "low": 0.1, "high": 2.0, "log": True, "step": 0.1})
+        )
     with pytest.raises(SpaceError, match="int needs numeric low and high"):
         parse_space(space(bnneck_dim={"type": "int", "low": 1.5, "high": 8}))
 
@@ -87,8 +101,11 @@ def test_when_value_must_be_possible_and_baselines_inside():
         classifier={"type": "categorical", "choices": ["linear", "arcface"]},
         arcface_scale={"type": "float", "low": 10, "high": 64, "when": {"classifier": "arcface"}},
     )
-    data["baselines"] = [{"classifier": "arcface", "arcface_scale": 100.0},
-                         {"classifier": "linear", "arcface_scale": 30.0}, {"epochs": 3}]
+    data["baselines"] = [
+        {"classifier": "arcface", "arcface_scale": 100.0},
+        {"classifier": "linear", "arcface_scale": 30.0},
+        {"epochs": 3},
+    ]
     with pytest.raises(SpaceError) as err:
         parse_space(data)
     assert "baselines[0]: arcface_scale=100.0 lies outside the space" in str(err.value)
@@ -98,7 +115,9 @@ def test_when_value_must_be_possible_and_baselines_inside():
 
 def test_base_errors_and_unknown_sections():
     with pytest.raises(SpaceError, match="unknown key 'epoch'; did you mean 'epochs'"):
-        parse_space({"base": {"epoch": 3}, "space": {"max_norm": {"type": "float", "low": 0.1, "high": 1}}})
+        parse_space(
+            {"base": {"epoch": 3}, "space": {"max_norm": {"type": "float", "low": 0.1, "high": 1}}}
+        )
     with pytest.raises(SpaceError, match="unknown section 'spaces'"):
         parse_space({"base": {}, "spaces": {}})
 
@@ -124,7 +143,10 @@ def test_conditional_suggestions_and_base_values():
 
 
 def test_unknown_backbone_lists_spaces(tmp_path):
-    with pytest.raises(SpaceError, match=r"unknown backbone 'rn5'; choose one of \['rn50', 'tiny-rn', 'tiny-vit', 'vitb16'\]"):
+    with pytest.raises(
+        SpaceError,
+        match=r"unknown backbone 'rn5'; choose one of \['rn50', 'tiny-rn', 'tiny-vit', 'vitb16'\]",
+    ):
         load_space("rn5")
     with pytest.raises(SpaceError, match="search space file not found"):
         load_space(tmp_path / "none.yaml")

@@ -54,7 +54,11 @@ def test_text_encoder_matches_encode_text(name):
 
 @pytest.mark.parametrize(
     ("name", "size", "grid"),
-    [("tiny-vit", (64, 48), (8, 6)), ("tiny-vit", (96, 64), (12, 8)), ("tiny-rn", (96, 64), (3, 2))],
+    [
+        ("tiny-vit", (64, 48), (8, 6)),
+        ("tiny-vit", (96, 64), (12, 8)),
+        ("tiny-rn", (96, 64), (3, 2)),
+    ],
 )
 def test_non_square_sizes_set_grid_and_agree_with_open_clip(name, size, grid):
     clip = _clip(name, size)

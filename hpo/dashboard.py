@@ -1,0 +1,77 @@
+"""``hpo dashboard``: optuna-dashboard on the project's storage, with the study artifacts."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import warnings
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from handreid.errors import UserError
+from hpo.report import ARTIFACTS_DIR, open_artifact_store
+from hpo.study import open_storage
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # Ctrl-C must not wait for a browser's open keep-alive connection
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:  # noqa: A002 - one line per request drowns the terminal
+        pass
+
+
+def make_dashboard(
+    storage: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    artifacts: str | Path | None = ARTIFACTS_DIR,
+) -> WSGIServer:
+    """A bound (not yet serving) server; a port in use or a bad host fails here, as a UserError."""
+    from optuna_dashboard import wsgi
+
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port={port}: must be between 0 and 65535 (0 picks a free port)")
+    st = open_storage(storage, create=False)
+    server_class = _Server6 if ":" in host else _Server
+    try:
+        server = make_server(
+            host, port, None, server_class=server_class, handler_class=_QuietHandler
+        )
+    except OSError as exc:
+        in_use = exc.errno == errno.EADDRINUSE
+        hint = "; is a dashboard already running? choose another --port" if in_use else ""
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    try:  # the artifact folder is made only once the port is ours
+        store = open_artifact_store(artifacts) if artifacts else None
+        server.set_app(wsgi(st, artifact_store=store))
+    except BaseException:
+        server.server_close()
+        raise
+    return server
+
+
+def url(server: WSGIServer) -> str:
+    host, port = server.server_address[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/dashboard"
+
+
+def serve(server: WSGIServer) -> None:
+    """Serve until Ctrl-C or SIGTERM (which ``hpo.cli`` turns into KeyboardInterrupt)."""
+    # the dashboard recomputes importances per page load; their "few trials" warnings are noise here
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

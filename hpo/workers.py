@@ -1,0 +1,109 @@
+"""Several worker processes on one study: GPU pinning, combined progress, signal forwarding."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import optuna
+
+from hpo.study import counts, recover_stale
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    from handreid.errors import UserError
+
+    if not text:
+        return []
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not all(g.isdigit() for g in gpus):
+        raise UserError(f"--gpus={text!r}: expected device numbers like 0,1,2")
+    return gpus
+
+
+def worker_env(index: int, gpus: Sequence[str], n_workers: int) -> dict[str, str]:
+    """Round-robin GPU pinning; on CPU the workers split the cores instead of fighting over them."""
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    env["HPO_WORKER_INDEX"] = str(index)
+    return env
+
+
+def run_workers(
+    study: optuna.Study,
+    child_argv: list[str],
+    n: int,
+    gpus: Sequence[str],
+    total: int,
+    quiet: bool = False,
+    poll: float = 1.0,
+) -> int:
+    """Start ``n`` ``hpo run`` workers on the study and wait for them.
+
+    Ctrl-C / SIGTERM to this process is forwarded as SIGINT to every worker (each fails its
+    running trial and exits); afterwards any trial a dead worker left RUNNING is failed.
+    Returns 0 once the study holds ``total`` finished trials (a worker that died on the way
+    is reported), 130 when interrupted, else the first worker's non-zero exit status.
+    """
+    from tqdm.auto import tqdm
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "hpo.cli", *child_argv],
+            env=worker_env(i, gpus, n),
+            start_new_session=True,
+        )  # signals reach workers only through us
+        for i in range(n)
+    ]
+    stop = {"signal": None}
+
+    def forward(signum, frame):
+        stop["signal"] = signum
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = tqdm(
+        total=total, desc=f"trials ({n} workers)", unit="trial", disable=quiet, dynamic_ncols=True
+    )
+    try:
+        while any(p.poll() is None for p in procs):
+            _update(bar, study, total)
+            time.sleep(poll)
+        _update(bar, study, total)
+    finally:
+        bar.close()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    recover_stale(study)
+    if stop["signal"] is not None:
+        return 130
+    for i, p in enumerate(procs):
+        if p.returncode and p.returncode < 0:
+            name = signal.Signals(-p.returncode).name
+            print(
+                f"warning: worker {i} was killed ({name}); its trial was failed and retried",
+                file=sys.stderr,
+            )
+    c = counts(study)
+    if c["complete"] + c["pruned"] >= total:
+        return 0  # the study is complete even if a worker died on the way
+    return next((code for code in (p.returncode for p in procs) if code), 1)
+
+
+def _update(bar, study: optuna.Study, total: int) -> None:
+    c = counts(study)
+    bar.n = min(c["complete"] + c["pruned"], total)
+    try:
+        bar.set_postfix(best=f"{study.best_value:.4f}", running=c["running"])
+    except ValueError:
+        bar.set_postfix(running=c["running"])
+    bar.refresh()

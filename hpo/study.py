@@ -68,7 +68,9 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
         kwargs = dict(
             heartbeat_interval=heartbeat,
             grace_period=2 * heartbeat,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=3
+            ),
         )
     engine_kwargs = (
         {"connect_args": {"connect_timeout": 5}} if storage.startswith("postgresql") else None

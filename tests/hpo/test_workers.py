@@ -166,7 +166,7 @@ def test_postgres_workers_recover_a_killed_worker(synthetic_root, tmp_path, pg_u
     retries = [
         t
         for t in trials
-        if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == victim.number
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim.number
     ]
     assert len(retries) == 1 and retries[0].state in FINISHED
     assert retries[0].params == victim.params

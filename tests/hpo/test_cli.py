@@ -1,0 +1,191 @@
+"""`hpo run|export|show|ls` end to end on CPU with tiny towers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from handreid.config import TrainConfig
+from hpo.cli import main
+from hpo.space import load_space
+
+
+def hpo(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def load(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.mark.slow
+def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = ["run", "--backbone", "tiny-vit", "--data", "synthetic", "--epochs", "2", "--quiet"]
+    code, out, err = hpo([*run, "--trials", "4"], capsys)
+    assert code == 0, err
+    storage = "sqlite:///studies/handreid.db"
+    study = load(storage, "handreid-tiny-vit")
+    trials = study.get_trials()
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert trials[0].user_attrs["baseline"] == "default"
+    baseline = {k: v for k, v in load_space("tiny-vit").baselines[0].items() if k != "name"}
+    assert trials[0].params == baseline
+    assert "best trial" in out and "study handreid-tiny-vit: " in out
+    assert Path("studies/synthetic-64x16-64px-seed0/HandInfo.csv").is_file()
+
+    code, out, err = hpo([*run, "--trials", "6"], capsys)
+    assert code == 0, err
+    trials = load(storage, "handreid-tiny-vit").get_trials()
+    assert len(trials) == 6, "the rerun adds exactly two trials"
+    assert sum(t.user_attrs.get("baseline") is not None for t in trials) == 1, (
+        "baselines are enqueued once"
+    )
+
+    code, out, _ = hpo(["show"], capsys)
+    assert code == 0 and "top trials:" in out
+    code, out, _ = hpo(["ls"], capsys)
+    assert code == 0 and "handreid-tiny-vit" in out and "trials 6" in out
+
+    code, out, err = hpo(["export"], capsys)
+    assert code == 0, err
+    exported = Path("studies/handreid-tiny-vit/best.yaml")
+    text = exported.read_text()
+    best = load(storage, "handreid-tiny-vit").best_trial
+    assert text.startswith("# handreid trainer config exported from study 'handreid-tiny-vit'")
+    assert f"# trial {best.number}: validation mAP {best.value:.4f}" in text
+    space = load_space("tiny-vit")
+    cfg = TrainConfig.from_yaml(exported)
+    for key, value in best.params.items():
+        assert getattr(cfg, key) == value
+    for key, value in space.base.items():
+        if key not in ("aspects", "image_size", "epochs"):  # --epochs 2 replaced the base's 8
+            assert getattr(cfg, key) == value, key
+    assert cfg.epochs == 2 and cfg.data_root.endswith("synthetic-64x16-64px-seed0")
+    assert cfg == TrainConfig.from_dict(best.user_attrs["config"])
+
+    from handreid.cli import main as handreid_main
+
+    with pytest.raises(SystemExit) as exc:
+        handreid_main(["train", "--config", str(exported), "--out", "runs/best", "--quiet"])
+    assert exc.value.code == 0
+    metrics = json.loads(Path("runs/best/metrics.json").read_text())
+    assert metrics["val"]["mAP"] == pytest.approx(best.value, abs=1e-6), (
+        "the export reproduces its trial"
+    )
+
+
+@pytest.mark.slow
+def test_study_on_the_real_11k_sample(sample_11k, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = hpo(
+        [
+            "run",
+            "--backbone",
+            "tiny-vit",
+            "--trials",
+            "3",
+            "--epochs",
+            "2",
+            "--data",
+            sample_11k,
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    study = load("sqlite:///studies/handreid.db", "handreid-tiny-vit")
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials()) == 3
+    assert study.user_attrs["data"] == str(sample_11k)
+
+
+def no_study_created(tmp_path: Path) -> bool:
+    db = tmp_path / "studies" / "handreid.db"
+    if not db.exists():
+        return True
+    return not optuna.get_all_study_summaries(f"sqlite:///{db}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backbone", "rn5"], "unknown backbone 'rn5'"),
+        (
+            ["--backbone", "tiny-vit", "--data", "/no/such/data"],
+            "dataset folder not found: /no/such/data",
+        ),
+        (
+            ["--backbone", "tiny-vit", "--storage", "postgresql://u:p@127.0.0.1:9/none"],
+            "cannot open storage",
+        ),
+        (
+            ["--backbone", "tiny-vit", "--storage", "sqlite:///no/such/dir/x.db"],
+            "folder no/such/dir does not exist",
+        ),
+        (["--backbone", "tiny-vit", "--sampler", "grid"], "unknown sampler 'grid'"),
+        (["--backbone", "tiny-vit", "--set", "max_norm=1"], "'max_norm' is searched"),
+        (
+            ["--backbone", "tiny-vit", "--set", "epoch=1"],
+            "unknown key 'epoch'; did you mean 'epochs'",
+        ),
+        (["--backbone", "tiny-vit", "--trials", "0"], "--trials=0: must be at least 1"),
+        (
+            ["--backbone", "tiny-vit", "--workers", "2", "--storage", "sqlite:///studies/x.db"],
+            "SQLite is not safe",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_study(
+    args, message, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    if "--data" not in args:
+        args = [*args, "--data", str(synthetic_root)]
+    code, _, err = hpo(["run", *args, "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert no_study_created(tmp_path)
+
+
+def test_bad_search_space_lists_every_problem(tmp_path, synthetic_root, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "bad.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "base": {"model": "tiny-vit", "pretrained": "none", "image_size": [64, 64]},
+                "space": {
+                    "lr_modules": {"type": "float", "low": 1e-2, "high": 1e-4},
+                    "bnneck_dim": {"type": "categorical", "choices": []},
+                },
+            }
+        )
+    )
+    code, _, err = hpo(
+        ["run", "--backbone", "tiny-vit", "--space", space, "--data", synthetic_root], capsys
+    )
+    assert code == 2
+    assert "space.lr_modules: low=0.01 must be below high=0.0001" in err
+    assert "space.bnneck_dim: categorical needs a non-empty list of choices" in err
+    assert no_study_created(tmp_path)
+
+
+def test_export_show_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = hpo(["export"], capsys)
+    assert code == 2 and "no study database at studies/handreid.db" in err
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="empty", storage=storage)
+    code, _, err = hpo(["export", "--storage", storage, "--study", "nope"], capsys)
+    assert code == 2 and "no study named 'nope'" in err and "['empty']" in err
+    code, _, err = hpo(["export", "--storage", storage], capsys)
+    assert code == 2 and "has no completed trial yet" in err
+    assert not (tmp_path / "studies" / "empty").exists()

@@ -22,6 +22,8 @@ def save_checkpoint(
     val: dict | None = None,
 ) -> None:
     """Write atomically so an interrupted run never leaves a truncated checkpoint."""
+    from handreid.models.promptsg import uses_quick_gelu
+
     path = Path(path)
     state = {
         k: v.detach().cpu() for k, v in getattr(model, "_orig_mod", model).state_dict().items()
@@ -30,6 +32,8 @@ def save_checkpoint(
         "format": FORMAT,
         "config": cfg.to_dict(),
         "num_classes": num_classes,
+        # the activation is no parameter: rebuilding OpenAI-weight towers needs QuickGELU again
+        "quick_gelu": uses_quick_gelu(model),
         "aspects": list(aspects),
         "val": val or {},
         "state_dict": state,
@@ -55,7 +59,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     cfg = TrainConfig.from_dict(payload["config"], source=str(path))
     # The stored weights replace everything, so skip fetching the pretrained ones.
     model = build_model(
-        cfg.replace(pretrained="none"), payload["num_classes"], tuple(payload["aspects"])
+        cfg.replace(pretrained="none"),
+        payload["num_classes"],
+        tuple(payload["aspects"]),
+        quick_gelu=bool(payload.get("quick_gelu", False)),
     )
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), cfg, payload

@@ -51,7 +51,7 @@ class TrainConfig:
     scheduler: str = "cosine"
     min_lr_ratio: float = 0.01
     lr_clip_visual: float = 1e-6
-    lr_modules: float = 1e-6
+    lr_modules: float = 1e-4
     weight_decay: float = 1e-4
     max_norm: float = 1.0
     amp: bool = True

@@ -9,7 +9,6 @@ identities are touched only by ``test_report`` after training.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ from handreid.data.augment import BatchAugment, normalize
 from handreid.data.base import DataSplits, Partition
 from handreid.data.cache import load_images
 from handreid.data.sampler import PKSampler
+from handreid.errors import UserError
 from handreid.evaluation import average_splits, cosine_similarity, evaluate_ranking
 from handreid.losses import LossComputer, supcon_weight
 from handreid.models import build_model
@@ -280,10 +280,39 @@ class FitResult:
         return self.best.get("mAP", float("nan"))
 
 
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of what training can change: trainable parameters and buffers (BN statistics).
+
+    Frozen weights (the text tower, frozen image stages) never change, so copying them for
+    every best epoch would only double the model's memory.
+    """
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    return {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if k in trainable or k in buffers
+    }
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` picks CUDA when present; anything unusable is a one-line UserError."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise UserError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -342,6 +371,7 @@ def fit(
     loss_fn = LossComputer(cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        torch.backends.cudnn.benchmark = True  # input size is fixed: time conv algorithms once
 
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, status = {}, -1, None, "completed"
@@ -376,7 +406,7 @@ def fit(
         log.info(_epoch_line(epoch, cfg, metrics))
         if best_epoch < 0 or metrics["mAP"] > best["mAP"]:
             best, best_epoch = {k: metrics[k] for k in METRICS}, epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _snapshot(model)
         try:
             for cb in callbacks:
                 cb(epoch, dict(metrics))
@@ -387,7 +417,7 @@ def fit(
             status = "early_stopped"
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return FitResult(
         history, best_epoch, best, status, time.perf_counter() - start, peak, model, data

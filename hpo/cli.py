@@ -47,17 +47,19 @@ def _data_changes(args: argparse.Namespace, space) -> dict:
         )
     if data == "synthetic":
         changes["dataset"] = "11k"
-        changes["data_root"] = str(synthetic_data(seed=args.seed or 0))
+        changes["data_root"] = str(synthetic_data(seed=args.seed or 0).resolve())
     else:
         if not Path(data).exists():
             raise UserError(f"dataset folder not found: {data}")
-        changes["data_root"] = str(data)
+        changes["data_root"] = str(Path(data).resolve())  # resumable and exportable from anywhere
     return changes
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
+    from handreid.engine import resolve_device
+    from handreid.models import build_model
     from hpo.objective import DataPool, Objective
     from hpo.space import load_space
     from hpo.study import create_or_resume, make_pruner, make_sampler, open_storage, run_until
@@ -66,14 +68,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     storage_url = _run_storage(args)
     gpus = parse_gpus(args.gpus)
     space = load_space(args.space or args.backbone)
-    worker_index = int(os.environ.get("HPO_WORKER_INDEX", "0"))
-    # each worker samples with its own seed so parallel workers do not propose the same trials
-    sampler = make_sampler(args.sampler, args.seed + worker_index)
+    make_sampler(args.sampler, args.seed)  # unknown names fail before any work
+    device = resolve_device(args.device) if args.workers == 1 else None
     space = space.with_base(**_data_changes(args, space))
     base_cfg = space.config({})
-    pruner = make_pruner(args.pruner, base_cfg.epochs)
+    pruner = make_pruner(args.pruner, base_cfg.epochs, base_cfg.warmup_epochs)
     pool = DataPool()
-    pool.get(base_cfg)  # a missing or broken dataset fails here, before a study exists
+    # a missing or broken dataset, or weights that cannot be had, fail here, before a study exists
+    data = pool.get(base_cfg)
+    build_model(base_cfg, data.num_classes, data.aspects)
     if storage_url.startswith(("sqlite:///studies/", "studies/")):
         Path("studies").mkdir(exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
@@ -84,7 +87,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "data": base_cfg.data_root,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    study = create_or_resume(storage, name, space, sampler=sampler, pruner=pruner, context=context)
+    study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
+    # Seeded by worker and by how many trials exist, so parallel workers and resumed runs do
+    # not replay the same suggestions, while a fresh single-worker study repeats exactly.
+    worker_index = int(os.environ.get("HPO_WORKER_INDEX", "0"))
+    study.sampler = make_sampler(args.sampler, args.seed + 1000 * worker_index + len(study.trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not args.worker:
         print(
@@ -92,11 +99,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"sampler {args.sampler}, pruner {args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}"
         )
     if args.workers > 1:
-        child = _worker_argv(args, storage_url, name, base_cfg.data_root)
+        child = _worker_argv(args, storage_url, name, base_cfg.data_root, base_cfg.dataset)
         code = run_workers(study, child, args.workers, gpus, args.trials, quiet=args.quiet)
         interrupted = code == 130
     else:
-        objective = Objective(space, device=args.device, data=pool)
+        objective = Objective(space, device=device, data=pool)
         interrupted, code = False, 0
         with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
             try:
@@ -134,7 +141,9 @@ def _run_storage(args: argparse.Namespace) -> str:
     return args.storage
 
 
-def _worker_argv(args: argparse.Namespace, storage: str, study: str, data: str) -> list[str]:
+def _worker_argv(
+    args: argparse.Namespace, storage: str, study: str, data: str, dataset: str
+) -> list[str]:
     """The command each worker runs: the same study, already created and validated."""
     argv = [
         "run",
@@ -146,6 +155,8 @@ def _worker_argv(args: argparse.Namespace, storage: str, study: str, data: str) 
         str(args.trials),
         "--data",
         data,
+        "--dataset",
+        dataset,
         "--study",
         study,
         "--storage",
@@ -164,7 +175,6 @@ def _worker_argv(args: argparse.Namespace, storage: str, study: str, data: str) 
     for flag, value in (
         ("--space", args.space),
         ("--epochs", args.epochs),
-        ("--dataset", args.dataset),
         ("--timeout", args.timeout),
     ):
         if value is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+import traceback
 from typing import Any
 
 import optuna
@@ -51,44 +52,43 @@ class Objective:
         self.fit_fn = fit_fn
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = self.space.suggest(trial)
-        cfg = self.space.config(params)
-        trial.set_user_attr("config", cfg.to_dict())
         pruning = PruningCallback(trial)
         start = time.perf_counter()
         try:
+            cfg = self.space.config(self.space.suggest(trial))
+            trial.set_user_attr("config", cfg.to_dict())
             result = self.fit_fn(
                 cfg, callbacks=[pruning], device=self.device, data=self.data.get(cfg)
             )
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as exc:
             self._record(trial, status="pruned", epochs_run=pruning.last_epoch, start=start)
-            self._release()
-            raise
-        except torch.OutOfMemoryError:
+            raise self._released(exc) from None
+        except torch.OutOfMemoryError as exc:
+            error = "CUDA out of memory"
             self._record(
-                trial,
-                status="oom",
-                epochs_run=pruning.last_epoch,
-                start=start,
-                error="CUDA out of memory",
+                trial, status="oom", epochs_run=pruning.last_epoch, start=start, error=error
             )
-            self._release()
-            raise
+            raise self._released(exc) from None
         except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:1000]
             self._record(
-                trial,
-                status="failed",
-                epochs_run=pruning.last_epoch,
-                start=start,
-                error=f"{type(exc).__name__}: {exc}"[:1000],
+                trial, status="failed", epochs_run=pruning.last_epoch, start=start, error=error
             )
-            self._release()
-            raise
+            raise self._released(exc) from None
         try:
             return self._finish(trial, result, start)
         finally:
-            result.model = None
+            result.model = result.data = None
             self._release()
+
+    def _released(self, exc: BaseException) -> BaseException:
+        """Drop the traceback's frames (they hold the model, optimiser and batches) and free
+        their memory before Optuna records the trial, so a pruned or failed trial leaves the
+        device as it found it."""
+        traceback.clear_frames(exc.__traceback__)
+        exc.__traceback__ = None
+        self._release()
+        return exc
 
     def _finish(self, trial: optuna.Trial, result, start: float) -> float:
         peak_mb = round(result.peak_memory_bytes / 2**20, 1)

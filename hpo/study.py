@@ -50,8 +50,12 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
             raise StorageError(
                 f"cannot create journal file {path}: folder {path.parent} does not exist"
             )
+        if path.is_file() and path.read_bytes()[:16] == b"SQLite format 3\x00":
+            raise StorageError(f"{path} is an SQLite database; pass --storage sqlite:///{path}")
         try:
             return JournalStorage(JournalFileBackend(str(path)))
+        except (UnicodeDecodeError, ValueError):
+            raise StorageError(f"{path} is not an Optuna journal file") from None
         except OSError as exc:
             raise StorageError(f"cannot open journal file {path}: {exc.strerror or exc}") from None
     if storage.startswith("sqlite:///"):
@@ -95,12 +99,17 @@ def make_sampler(name: str, seed: int | None):
     raise UserError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
 
 
-def make_pruner(name: str, epochs: int):
+def make_pruner(name: str, epochs: int, warmup_epochs: int = 0):
+    """Pruning starts after the LR warmup: during warmup low-LR trials only look worse.
+
+    Steps are epochs spent (1-based), and Optuna prunes from step ``n_warmup_steps`` on.
+    """
+    first = min(warmup_epochs + 1, max(epochs, 1))
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max(epochs, 2), reduction_factor=3
+            min_resource=first, max_resource=max(epochs, first + 1), reduction_factor=3
         )
     if name == "none":
         return optuna.pruners.NopPruner()
@@ -157,7 +166,9 @@ def create_or_resume(
         study.set_user_attr(key, value)
     for i, baseline in enumerate(space.baselines):
         params = {k: v for k, v in baseline.items() if k != "name"}
-        study.enqueue_trial(params, user_attrs={"baseline": baseline.get("name", f"baseline-{i}")})
+        name_i = baseline.get("name", f"baseline-{i}")
+        # skip_if_exists: two processes creating the study at once enqueue each baseline once
+        study.enqueue_trial(params, user_attrs={"baseline": name_i}, skip_if_exists=True)
     return study
 
 
@@ -241,6 +252,11 @@ class _Guarded:
             trial.set_user_attr(
                 "error", "surplus: other workers already cover the requested trials"
             )
+            frozen = trial.study._storage.get_trial(trial._trial_id)
+            fixed = frozen.system_attrs.get("fixed_params")
+            if fixed:  # a queued baseline or retry must not be lost to the race
+                keep = {k: v for k, v in frozen.user_attrs.items() if k in ("baseline", "retry_of")}
+                trial.study.enqueue_trial(fixed, user_attrs=keep)
             raise SurplusTrial(f"trial {trial.number} not needed")
         return self.objective(trial)
 

@@ -96,7 +96,7 @@ def run_workers(
     c = counts(study)
     if c["complete"] + c["pruned"] >= total:
         return 0  # the study is complete even if a worker died on the way
-    return next((code for code in (p.returncode for p in procs) if code), 1)
+    return next((code for code in (p.returncode for p in procs) if code), 0)  # 0: --timeout
 
 
 def _update(bar, study: optuna.Study, total: int) -> None:

@@ -65,23 +65,25 @@ def build_splits(catalog: Catalog, cfg: TrainConfig) -> DataSplits:
         )
     mode, reason = _choose_mode(catalog, cfg, by_id, eligible)
     if mode == "published":
+        # the protocol's training side is fixed by id; test-side ids with one image are unused
         test_ids = {i for i in eligible if not catalog.published(by_id[i][0])}
+        train_ids = {i for i in by_id if catalog.published(by_id[i][0])}
     else:
         test_ids = _draw_test(by_id, eligible, cfg)
-    train_ids = set(by_id) - test_ids
+        train_ids = set(by_id) - test_ids
     val_ids = _draw_val(by_id, train_ids, eligible & train_ids, cfg)
     train_ids -= val_ids
-    dropped: set[str] = set()
-    if mode == "random":  # keep people disjoint: drop other views of evaluated subjects
-        evaluated = {by_id[i][0].subject for i in val_ids | test_ids}
-        dropped = {i for i in train_ids if by_id[i][0].subject in evaluated}
-        train_ids -= dropped
+    # keep people disjoint: other views of evaluated subjects never train (the published
+    # protocol fixes its test side per aspect, so there only validation subjects are dropped)
+    evaluated = {by_id[i][0].subject for i in (val_ids | test_ids if mode == "random" else val_ids)}
+    dropped = {i for i in train_ids if by_id[i][0].subject in evaluated}
+    train_ids -= dropped
     _check_sizes(train_ids, val_ids, test_ids)
 
     train = tuple(r for i in sorted(train_ids) for r in by_id[i])
     val = _partition(by_id, val_ids, [], cfg, tag=0)
     test = _partition(by_id, test_ids, catalog.distractors, cfg, tag=1)
-    n_dropped = _count(dropped, by_id)
+    n_dropped = _count(set(by_id) - train_ids - val_ids - test_ids, by_id)
     stats = {
         "layout": catalog.layout,
         "split": mode,

@@ -126,17 +126,22 @@ def _resolve_weights(name: str, pretrained: str) -> tuple[str | None, bool]:
     return _download(name, pretrained, pcfg), bool(pcfg.get("quick_gelu", False))
 
 
-def load_clip(model: str, pretrained: str, image_size: Sequence[int]) -> nn.Module:
+def load_clip(
+    model: str, pretrained: str, image_size: Sequence[int], quick_gelu: bool | None = None
+) -> nn.Module:
     """An open_clip CLIP model with weights loaded and the image tower resized to ``image_size``.
 
     ``pretrained``: an open_clip tag (``openai``; only the local cache is used when offline),
     a ``torch.save``-d open_clip state_dict (plain or under ``"state_dict"``), or ``none``/``""``
     for random weights. Failures are one-line ModelErrors, raised within seconds.
     ``hf-hub:`` / ``local-dir:`` names bring their own weights; ``pretrained`` is ignored.
+    ``quick_gelu`` overrides the activation the weights' tag implies (a reloaded checkpoint
+    must be rebuilt with the activation it was trained with).
     """
     name = resolve_model_name(model)
     schema = name.startswith(("hf-hub:", "local-dir:"))
-    path, quick_gelu = (None, False) if schema else _resolve_weights(name, pretrained)
+    path, tag_quick_gelu = (None, False) if schema else _resolve_weights(name, pretrained)
+    quick_gelu = tag_quick_gelu if quick_gelu is None else quick_gelu
     try:
         with _quiet_random_init(path is None and not schema):
             clip = open_clip.create_model(name, pretrained=path, force_quick_gelu=quick_gelu)
@@ -431,9 +436,10 @@ def build_encoders(
     image_size: Sequence[int],
     unfreeze_blocks: int = 0,
     train_tower: bool = True,
+    quick_gelu: bool | None = None,
 ) -> tuple[ImageEncoder, TextEncoder]:
     """Load the CLIP model and return its image encoder (trainability set) and frozen text encoder."""
-    clip = load_clip(model, pretrained, image_size)
+    clip = load_clip(model, pretrained, image_size, quick_gelu)
     image = ImageEncoder(clip.visual)
     image.set_trainable(unfreeze_blocks, train_tower)
     return image, TextEncoder(clip)

@@ -129,13 +129,16 @@ class PromptSG(nn.Module):
         return self
 
 
-def build_model(cfg: TrainConfig, num_classes: int, aspects: Sequence[str]) -> PromptSG:
+def build_model(
+    cfg: TrainConfig, num_classes: int, aspects: Sequence[str], *, quick_gelu: bool | None = None
+) -> PromptSG:
     """PromptSG for ``cfg`` with ``num_classes`` identities; ``aspects`` are the data's ordered
     aspect names (``aspect_idx`` indexes them), ``("",)`` for data without aspects.
 
     The text tower is always frozen; ``unfreeze_blocks`` picks what of the image tower
     trains (see ``ImageEncoder``), and ``lr_clip_visual: 0`` freezes the whole image tower
-    so that no gradient is computed for it.
+    so that no gradient is computed for it. ``quick_gelu`` overrides the activation implied by
+    ``pretrained`` (used when rebuilding a checkpoint without its original weights).
     """
     name = resolve_model_name(cfg.open_clip_name)
     image, text = build_encoders(
@@ -144,6 +147,7 @@ def build_model(cfg: TrainConfig, num_classes: int, aspects: Sequence[str]) -> P
         cfg.image_size,
         cfg.unfreeze_blocks,
         train_tower=cfg.lr_clip_visual > 0,
+        quick_gelu=quick_gelu,
     )
     composer = PromptComposer(text, name, cfg.prompt_template, tuple(aspects))
     neck = BNNeck(image.embed_dim, cfg.bnneck_reduction, cfg.bnneck_dim)
@@ -161,3 +165,8 @@ def build_model(cfg: TrainConfig, num_classes: int, aspects: Sequence[str]) -> P
 
 
 __all__ = ["PromptSG", "build_model"]
+
+
+def uses_quick_gelu(model: nn.Module) -> bool:
+    """Whether the towers were built with QuickGELU (OpenAI weights) rather than nn.GELU."""
+    return any(type(m).__name__ == "QuickGELU" for m in model.modules())

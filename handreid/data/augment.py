@@ -10,7 +10,6 @@ they are plain memory copies, about ten times faster than an element-wise gather
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass
 

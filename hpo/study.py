@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,11 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
 def make_sampler(name: str, seed: int | None):
     if name == "tpe":
         # multivariate + group handle the conditional ArcFace keys; constant_liar spreads workers
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
-        )
+        with warnings.catch_warnings():  # both options are marked experimental; used on purpose
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":

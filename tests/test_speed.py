@@ -184,7 +184,6 @@ def plain_epoch(cfg, data) -> tuple[list[float], dict]:
     return losses, average_splits(results)
 
 
-@pytest.mark.slow
 def test_one_epoch_of_fit_equals_the_plain_loop(tiny_cfg, data):
     cfg = tiny_cfg.replace(epochs=1, eval_batch_size=16)  # several evaluation batches
     losses, val = plain_epoch(cfg, data)

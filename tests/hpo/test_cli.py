@@ -138,7 +138,10 @@ def no_study_created(tmp_path: Path) -> bool:
         ),
         (["--backbone", "tiny-vit", "--trials", "0"], "--trials=0: must be at least 1"),
         (["--backbone", "tiny-vit", "--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda"),
-        (["--backbone", "tiny-vit", "--set", "pretrained=openai"], "pretrained='openai' is neither a file"),
+        (
+            ["--backbone", "tiny-vit", "--set", "pretrained=openai"],
+            "pretrained='openai' is neither a file",
+        ),
         (["--backbone", "tiny-vit", "--storage", "/"], "Is a directory"),
         (
             ["--backbone", "tiny-vit", "--workers", "2", "--storage", "sqlite:///studies/x.db"],

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -219,8 +220,8 @@ def recover_stale(study: optuna.Study) -> list[int]:
     have no heartbeats: trials of dead worker processes on this machine are failed at once
     and re-queued with the user attribute ``retry_of``. Returns the numbers failed here.
     """
-    storage = study._storage
-    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+    storage = study._storage  # an RDBStorage arrives wrapped in Optuna's cache: test the protocol
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
         optuna.storages.fail_stale_trials(study)
         return []  # heartbeats cover workers on every machine; one mechanism per storage
     failed = []

@@ -168,7 +168,9 @@ def test_postgres_workers_recover_a_killed_worker(synthetic_root, tmp_path, pg_u
         for t in trials
         if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim.number
     ]
-    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert len(retries) == 1 and retries[0].state in FINISHED, [
+        (t.number, t.state.name, t.system_attrs, t.user_attrs.get("error")) for t in trials
+    ]
     assert retries[0].params == victim.params
 
 

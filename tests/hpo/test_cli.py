@@ -104,7 +104,7 @@ def test_study_on_the_real_11k_sample(sample_11k, tmp_path, monkeypatch, capsys)
     assert code == 0, err
     study = load("sqlite:///studies/handreid.db", "handreid-tiny-vit")
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials()) == 3
-    assert study.user_attrs["data"] == str(sample_11k)
+    assert study.user_attrs["data"] == str(sample_11k.resolve())
 
 
 def no_study_created(tmp_path: Path) -> bool:

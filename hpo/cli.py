@@ -65,6 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hpo.study import create_or_resume, make_pruner, make_sampler, open_storage, run_until
     from hpo.workers import parse_gpus, run_workers
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
     storage_url = _run_storage(args)
     gpus = parse_gpus(args.gpus)
     space = load_space(args.space or args.backbone)

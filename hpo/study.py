@@ -222,7 +222,9 @@ def recover_stale(study: optuna.Study) -> list[int]:
     """
     storage = study._storage  # an RDBStorage arrives wrapped in Optuna's cache: test the protocol
     if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # marked experimental since Optuna 2.9; used on purpose
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return []  # heartbeats cover workers on every machine; one mechanism per storage
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

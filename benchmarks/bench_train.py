@@ -28,20 +28,16 @@ import numpy as np
 import torch
 
 from handreid.config import TrainConfig
-from handreid.data.augment import BatchAugment
-from handreid.data.sampler import PKSampler
 from handreid.engine import (
     EvalSet,
     PreparedData,
     _place_data,
-    build_optimizer,
+    build_step_parts,
     evaluate_set,
-    lr_factor,
     resolve_device,
     seed_everything,
     train_one_epoch,
 )
-from handreid.losses import LossComputer
 from handreid.models import build_model
 
 TINY = ("tiny-vit", "tiny-rn")
@@ -150,18 +146,9 @@ def run(args: argparse.Namespace) -> Result:
     seed_everything(cfg.seed)
     model = build_model(cfg, data.num_classes, data.aspects).to(device)
     step_model = torch.compile(model) if cfg.compile else model
-    optimizer = build_optimizer(model, cfg, device)
-    sampler = PKSampler(data.train_labels.cpu().numpy(), cfg.num_identities_per_batch, 4, seed=0)
-    steps = len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(
-            s, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.scheduler, cfg.min_lr_ratio
-        ),
-    )
-    augment = BatchAugment(cfg.flip_prob, cfg.pad, cfg.random_erasing)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    loss_fn = LossComputer(cfg)
+    parts = build_step_parts(model, cfg, data, device)
+    optimizer, sampler, scheduler = parts.optimizer, parts.sampler, parts.scheduler
+    augment, gen, loss_fn, steps = parts.augment, parts.gen, parts.loss_fn, parts.steps
 
     def epoch(i: int) -> None:
         train_one_epoch(

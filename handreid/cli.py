@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from handreid.errors import UserError
+from handreid.errors import UserError, cli_exit
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP")
 
@@ -168,15 +167,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        code = run(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    cli_exit(run, argv)
 
 
 if __name__ == "__main__":

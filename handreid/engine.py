@@ -152,6 +152,39 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str, min_rat
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass
+class StepParts:
+    """What the training steps of one run share: optimiser, schedule, sampler, augmentation,
+    the seeded generator and the loss."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: PKSampler
+    augment: BatchAugment
+    gen: torch.Generator
+    loss_fn: LossComputer
+
+    @property
+    def steps(self) -> int:
+        return len(self.sampler)
+
+
+def build_step_parts(
+    model, cfg: TrainConfig, data: PreparedData, device: torch.device
+) -> StepParts:
+    """Seeded P x K sampler, AdamW groups and the per-step warmup/cosine schedule for ``cfg``."""
+    optimizer = build_optimizer(model, cfg, device)
+    labels = data.train_labels.cpu().numpy()
+    sampler = PKSampler(labels, cfg.num_identities_per_batch, cfg.num_instances, seed=cfg.seed)
+    total, warmup = cfg.epochs * len(sampler), cfg.warmup_epochs * len(sampler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, warmup, cfg.scheduler, cfg.min_lr_ratio)
+    )
+    augment = BatchAugment(cfg.flip_prob, cfg.pad, cfg.random_erasing)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    return StepParts(optimizer, scheduler, sampler, augment, gen, LossComputer(cfg))
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
     groups = [g for g in model.param_groups(cfg) if g["params"]]
     fused = device.type == "cuda"
@@ -352,23 +385,9 @@ def fit(
     model = build_model(cfg, data.num_classes, data.aspects).to(device)
     if cfg.compile:
         model = torch.compile(model)
-    optimizer = build_optimizer(model, cfg, device)
-    sampler = PKSampler(
-        data.train_labels.cpu().numpy(),
-        cfg.num_identities_per_batch,
-        cfg.num_instances,
-        seed=cfg.seed,
-    )
-    steps = len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(
-            s, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.scheduler, cfg.min_lr_ratio
-        ),
-    )
-    augment = BatchAugment(cfg.flip_prob, cfg.pad, cfg.random_erasing)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    loss_fn = LossComputer(cfg)
+    parts = build_step_parts(model, cfg, data, device)
+    optimizer, sampler, scheduler = parts.optimizer, parts.sampler, parts.scheduler
+    augment, gen, loss_fn, steps = parts.augment, parts.gen, parts.loss_fn, parts.steps
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.backends.cudnn.benchmark = True  # input size is fixed: time conv algorithms once

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Sequence
+
 
 class UserError(Exception):
     """A mistake in the user's input (config, data, command line).
@@ -20,3 +23,16 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """A model that cannot be built (unknown name, weights unavailable)."""
+
+
+def cli_exit(run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Run a CLI entry point: a UserError is one ``error:`` line and exit status 2."""
+    try:
+        code = run(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handreid.config import parse_overrides
-from handreid.errors import UserError
+from handreid.errors import UserError, cli_exit
 
 log = logging.getLogger("hpo")
 
@@ -443,15 +443,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        code = run(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    cli_exit(run, argv)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,20 @@ def template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in parsed if name is not None]
 
 
+def check_template(template: str) -> list[str]:
+    """The template's fields, after checking them: only ``{}`` (once) and ``{aspect}``."""
+    names = template_fields(template)
+    unknown = [n for n in names if n and n not in TEMPLATE_FIELDS]
+    if unknown:
+        raise ConfigError(
+            f"prompt_template={template!r}: unknown field {{{unknown[0]}}}; "
+            "allowed are {} (the pseudo-word) and {aspect}"
+        )
+    if names.count("") > 1:
+        raise ConfigError(f"prompt_template={template!r}: use the {{}} placeholder at most once")
+    return names
+
+
 def _validate(cfg: TrainConfig) -> None:
     inf = math.inf
     for key in KEYS:  # catch direct construction with wrong types as well
@@ -315,17 +329,15 @@ def _validate(cfg: TrainConfig) -> None:
     _choice(cfg, "eval_ap", ("standard", "trapezoid"))
     _range(cfg, "eval_batch_size", 1, 1_000_000)
     _range(cfg, "decode_workers", 0, 1024)
-    names = template_fields(cfg.prompt_template)
-    unknown = [n for n in names if n and n not in TEMPLATE_FIELDS]
-    if unknown:
-        raise ConfigError(
-            f"prompt_template={cfg.prompt_template!r}: unknown field {{{unknown[0]}}}; "
-            "allowed are {} (the pseudo-word) and {aspect}"
-        )
-    if names.count("") > 1:
-        raise ConfigError(
-            f"prompt_template={cfg.prompt_template!r}: use the {{}} placeholder at most once"
-        )
+    check_template(cfg.prompt_template)
 
 
-__all__ = ["ASPECTS", "KEYS", "MODEL_ALIASES", "TrainConfig", "parse_overrides", "template_fields"]
+__all__ = [
+    "ASPECTS",
+    "KEYS",
+    "check_template",
+    "MODEL_ALIASES",
+    "TrainConfig",
+    "parse_overrides",
+    "template_fields",
+]

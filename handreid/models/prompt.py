@@ -17,7 +17,7 @@ import open_clip
 import torch
 from torch import nn
 
-from handreid.config import TEMPLATE_FIELDS, template_fields
+from handreid.config import check_template
 from handreid.errors import ConfigError
 from handreid.models.backbone import TextEncoder
 
@@ -63,15 +63,7 @@ def render_prompt(template: str, aspect: str, word: str) -> str:
     gets the placeholder right before ``{aspect}``; without either, at the end, before a final
     period. Whitespace left by empty fields is collapsed. Unknown fields -> ConfigError.
     """
-    fields = template_fields(template)
-    unknown = [f for f in fields if f and f not in TEMPLATE_FIELDS]
-    if unknown:
-        raise ConfigError(
-            f"prompt_template={template!r}: unknown field {{{unknown[0]}}}; "
-            "allowed are {} (the pseudo-word) and {aspect}"
-        )
-    if fields.count("") > 1:
-        raise ConfigError(f"prompt_template={template!r}: use the {{}} placeholder at most once")
+    fields = check_template(template)
     if "" in fields:
         text = template.format(word, aspect=aspect)
     elif "aspect" in fields:

@@ -24,9 +24,9 @@ well, the script also reports the stricter "95 % of the gain": untrained mAP + 0
 the value, which the 100 px sample cannot show (see docs/benchmarks.md).
 
 Writes ``<name>.json``, ``.html`` and ``.png`` (PNG needs kaleido and Chrome/Chromium) under
-``--out``; ``--name`` defaults to ``hpo_efficiency`` (``hpo_efficiency_synthetic``). The last line is ``epochs_ratio_95=<x>``: epochs the first non-baseline
-strategy needed to reach 95 % of the best, divided by the epochs random sampling without
-pruning needed (summed over seeds).
+``--out``; ``--name`` defaults to ``hpo_efficiency`` (``hpo_efficiency_synthetic``). The last
+line is ``epochs_ratio_95=<x>``: epochs the first non-baseline strategy needed to reach 95 % of
+the best, divided by the epochs random sampling without pruning needed (summed over seeds).
 """
 
 from __future__ import annotations

@@ -31,31 +31,35 @@ def synthetic_root(tmp_path_factory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("synthetic"), ids=40, per_id=10, size=64, seed=0)
 
 
+# tiny-vit on the synthetic set (with data_root, cache_dir): 21 training, 7 validation, 12 test ids
+TINY = dict(
+    model="tiny-vit",
+    pretrained="none",
+    image_size=(64, 64),
+    batch_size=32,
+    num_instances=4,
+    epochs=2,
+    warmup_epochs=1,
+    early_stop_patience=0,
+    lr_clip_visual=3e-3,
+    lr_modules=3e-3,
+    classifier="arcface",
+    arcface_scale=16.0,
+    arcface_margin=0.2,
+    bnneck_dim=64,
+    transformer_layers=2,
+    supcon_loss_weight=0.5,
+    test_fraction=0.3,
+    val_fraction=0.25,
+    num_splits=3,
+)
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg(synthetic_root, tmp_path_factory):
     """tiny-vit on the synthetic set: 21 training, 7 validation, 12 test identities."""
     from handreid.config import TrainConfig
 
     return TrainConfig(
-        model="tiny-vit",
-        pretrained="none",
-        image_size=(64, 64),
-        batch_size=32,
-        num_instances=4,
-        epochs=2,
-        warmup_epochs=1,
-        early_stop_patience=0,
-        lr_clip_visual=3e-3,
-        lr_modules=3e-3,
-        classifier="arcface",
-        arcface_scale=16.0,
-        arcface_margin=0.2,
-        bnneck_dim=64,
-        transformer_layers=2,
-        supcon_loss_weight=0.5,
-        test_fraction=0.3,
-        val_fraction=0.25,
-        num_splits=3,
-        data_root=str(synthetic_root),
-        cache_dir=str(tmp_path_factory.mktemp("cache")),
+        **TINY, data_root=str(synthetic_root), cache_dir=str(tmp_path_factory.mktemp("cache"))
     )

@@ -114,53 +114,6 @@ def no_study_created(tmp_path: Path) -> bool:
     return not optuna.get_all_study_summaries(f"sqlite:///{db}")
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--backbone", "rn5"], "unknown backbone 'rn5'"),
-        (
-            ["--backbone", "tiny-vit", "--data", "/no/such/data"],
-            "dataset folder not found: /no/such/data",
-        ),
-        (
-            ["--backbone", "tiny-vit", "--storage", "postgresql://u:p@127.0.0.1:9/none"],
-            "cannot open storage",
-        ),
-        (
-            ["--backbone", "tiny-vit", "--storage", "sqlite:///no/such/dir/x.db"],
-            "folder no/such/dir does not exist",
-        ),
-        (["--backbone", "tiny-vit", "--sampler", "grid"], "unknown sampler 'grid'"),
-        (["--backbone", "tiny-vit", "--set", "max_norm=1"], "'max_norm' is searched"),
-        (
-            ["--backbone", "tiny-vit", "--set", "epoch=1"],
-            "unknown key 'epoch'; did you mean 'epochs'",
-        ),
-        (["--backbone", "tiny-vit", "--trials", "0"], "--trials=0: must be at least 1"),
-        (["--backbone", "tiny-vit", "--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda"),
-        (
-            ["--backbone", "tiny-vit", "--set", "pretrained=openai"],
-            "pretrained='openai' is neither a file",
-        ),
-        (["--backbone", "tiny-vit", "--storage", "/"], "Is a directory"),
-        (
-            ["--backbone", "tiny-vit", "--workers", "2", "--storage", "sqlite:///studies/x.db"],
-            "SQLite is not safe",
-        ),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_no_study(
-    args, message, synthetic_root, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.chdir(tmp_path)
-    if "--data" not in args:
-        args = [*args, "--data", str(synthetic_root)]
-    code, _, err = hpo(["run", *args, "--quiet"], capsys)
-    assert code == 2
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-    assert no_study_created(tmp_path)
-
-
 def test_bad_search_space_lists_every_problem(tmp_path, synthetic_root, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     space = tmp_path / "bad.yaml"

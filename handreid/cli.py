@@ -52,6 +52,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_yaml(args.config, args.set)
     if args.data:
         cfg = cfg.replace(data_root=args.data)
+    if args.refit:
+        cfg = cfg.replace(refit=True)
     if not cfg.data_root:
         raise UserError("no data: set data_root in the config or pass --data DIR")
     _setup_logging(args.quiet)
@@ -69,7 +71,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     test = test_report(result.model, result.data, cfg, args.device)
     metrics = {
         "status": result.status,
-        "val": {**result.best, "epoch": result.best_epoch + 1},
+        # a refit has no validation identities: its model is the last epoch's
+        "val": None if cfg.refit else {**result.best, "epoch": result.best_epoch + 1},
+        "refit": cfg.refit,
+        "identities": data.splits.identity_lists(),
         "test": test,
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 2),
@@ -83,12 +88,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg,
         num_classes=data.num_classes,
         aspects=data.aspects,
-        val=metrics["val"],
+        val=metrics["val"] or {},
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(
-        f"status {result.status}; best epoch {result.best_epoch + 1}: val mAP {result.best_map:.4f}"
-    )
+    if cfg.refit:
+        print(f"status {result.status}; refit on all training-side identities, {cfg.epochs} epochs")
+    else:
+        print(
+            f"status {result.status}; best epoch {result.best_epoch + 1}: "
+            f"val mAP {result.best_map:.4f}"
+        )
     print(_format_test(test))
     print(f"wrote {out}/config.yaml, metrics.json, best.pt")
     return 0 if result.status != "diverged" else 1
@@ -150,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/<model>-<time>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="train on train+val identities for `epochs` epochs (no validation, the last epoch "
+        "is kept) and report test: the published protocol's final model (same as --set refit=true)",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="re-run the test report of a checkpoint")

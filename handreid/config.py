@@ -56,7 +56,7 @@ class TrainConfig:
     max_norm: float = 1.0
     amp: bool = True
     compile: bool = False
-    seed: int = 0
+    seed: int = 0  # initialisation, sampling, augmentation, dropout; never the identity split
     # losses
     loss_id_weight: float = 1.0
     label_smoothing: float = 0.1
@@ -75,8 +75,13 @@ class TrainConfig:
     aspects: tuple[str, ...] = ("dorsal right",)
     exclude_accessories: bool = True
     split: str = "auto"
+    split_seed: int = 0  # train/val/test identities, validation folds, query/gallery splits
     test_fraction: float = 0.5
     val_fraction: float = 0.15
+    val_folds: int = 1  # K > 1: training-side identities in K disjoint validation folds
+    val_fold: int = 0  # the fold this run validates on (0..val_folds-1)
+    val_repeats: int = 1  # R > 1: a trial averages R training seeds (seed, seed+1, ...)
+    refit: bool = False  # train on all training-side identities (no validation), report test
     num_splits: int = 10
     eval_ap: str = "standard"
     eval_batch_size: int = 256
@@ -325,6 +330,13 @@ def _validate(cfg: TrainConfig) -> None:
     _choice(cfg, "split", ("auto", "published", "random"))
     _range(cfg, "test_fraction", 0.0, 1.0, low_open=True, high_open=True)
     _range(cfg, "val_fraction", 0.0, 1.0, low_open=True, high_open=True)
+    _range(cfg, "val_folds", 1, 100)
+    _range(cfg, "val_repeats", 1, 100)
+    if not 0 <= cfg.val_fold < cfg.val_folds:
+        raise ConfigError(
+            f"val_fold={cfg.val_fold} is out of range; with val_folds={cfg.val_folds} "
+            f"allowed [0, {cfg.val_folds - 1}]"
+        )
     _range(cfg, "num_splits", 1, 1000)
     _choice(cfg, "eval_ap", ("standard", "trapezoid"))
     _range(cfg, "eval_batch_size", 1, 1_000_000)

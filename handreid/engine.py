@@ -72,6 +72,7 @@ class PreparedData:
     num_classes: int
     val: EvalSet
     test: EvalSet
+    eval_names: tuple[str, ...] = ()  # identity name of each integer id in ``val``/``test``
 
     def to(self, device: torch.device) -> PreparedData:
         move = dict(
@@ -84,12 +85,25 @@ class PreparedData:
         return PreparedData(**{**self.__dict__, **move})
 
 
+DATA_KEYS = (
+    "dataset",
+    "aspects",
+    "exclude_accessories",
+    "split",
+    "split_seed",
+    "test_fraction",
+    "val_fraction",
+    "val_folds",
+    "val_fold",
+    "refit",
+    "image_size",
+    "num_splits",
+)
+
+
 def data_key(cfg: TrainConfig, data_root: str | Path | None = None) -> tuple:
-    """The config keys that decide which images and splits a run sees."""
-    keys = ("dataset", "aspects", "exclude_accessories", "split", "test_fraction", "val_fraction")
-    return (str(data_root or cfg.data_root), cfg.image_size, cfg.num_splits, cfg.seed) + tuple(
-        getattr(cfg, k) for k in keys
-    )
+    """The config keys that decide which images and splits a run sees (never ``seed``)."""
+    return (str(data_root or cfg.data_root), *(getattr(cfg, k) for k in DATA_KEYS))
 
 
 def _aspect_index(records, aspects: tuple[str, ...]) -> torch.Tensor:
@@ -124,6 +138,7 @@ def prepare_data(cfg: TrainConfig, data_root: str | Path | None = None) -> Prepa
         num_classes=len(classes),
         val=_eval_set(splits.val, images[n_train : n_train + n_val], aspects, eval_ids),
         test=_eval_set(splits.test, images[n_train + n_val :], aspects, eval_ids),
+        eval_names=tuple(eval_ids),
     )
 
 
@@ -277,8 +292,14 @@ def extract_features(
     return torch.cat(feats)
 
 
-def evaluate_set(model, evalset: EvalSet, cfg: TrainConfig, device: torch.device) -> dict:
-    """Mean (and std) of Rank-1/5/10 and mAP over the partition's query/gallery splits."""
+def evaluate_set(
+    model, evalset: EvalSet, cfg: TrainConfig, device: torch.device, per_identity: bool = False
+) -> dict:
+    """Mean (and std) of Rank-1/5/10 and mAP over the partition's query/gallery splits.
+
+    ``per_identity`` adds ``identity_ap``: ``{integer id: [AP sum, queries]}`` over every split,
+    whose pooled ratio is the mAP (each split has the same queries per identity).
+    """
     feats = extract_features(model, evalset.images, evalset.aspects, cfg, device)
     sim = cosine_similarity(feats, feats)  # float32 scores even from half features
     ids = evalset.ids.to(device)
@@ -286,8 +307,21 @@ def evaluate_set(model, evalset: EvalSet, cfg: TrainConfig, device: torch.device
     for q, g in evalset.splits:
         q = torch.as_tensor(q, device=device)
         g = torch.as_tensor(g, device=device)
-        results.append(evaluate_ranking(sim[q][:, g], ids[q], ids[g], ap=cfg.eval_ap))
-    return average_splits(results)
+        results.append(
+            evaluate_ranking(
+                sim[q][:, g], ids[q], ids[g], ap=cfg.eval_ap, per_identity=per_identity
+            )
+        )
+    out = average_splits(results)
+    if per_identity:
+        totals: dict[int, list] = {}
+        for r in results:
+            for ident, (ap_sum, n) in r["identity_ap"].items():
+                t = totals.setdefault(ident, [0.0, 0])
+                t[0] += ap_sum
+                t[1] += n
+        out["identity_ap"] = totals
+    return out
 
 
 # ---- fit ----------------------------------------------------------------------------------
@@ -303,6 +337,8 @@ class FitResult:
     peak_memory_bytes: int
     model: Any = field(repr=False)
     data: PreparedData = field(repr=False)
+    # identity -> [AP sum, queries] on the validation set at the best epoch (empty for refit)
+    val_identity_ap: dict[str, list] = field(default_factory=dict, repr=False)
 
     @property
     def epochs_run(self) -> int:
@@ -355,10 +391,10 @@ def seed_everything(seed: int) -> None:
 
 
 def _epoch_line(epoch: int, cfg: TrainConfig, m: dict) -> str:
+    val = f" val mAP {m['mAP']:.4f} R1 {m['rank1']:.4f}" if "mAP" in m else ""
     return (
         f"epoch {epoch + 1}/{cfg.epochs} loss {m['loss']:.4f} (id {m.get('id', 0):.4f} "
-        f"tri {m.get('tri', 0):.4f} supcon {m.get('supcon', 0):.4f}) lr {m['lr_modules']:.2e} "
-        f"val mAP {m['mAP']:.4f} R1 {m['rank1']:.4f}"
+        f"tri {m.get('tri', 0):.4f} supcon {m.get('supcon', 0):.4f}) lr {m['lr_modules']:.2e}" + val
     )
 
 
@@ -394,6 +430,8 @@ def fit(
 
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, status = {}, -1, None, "completed"
+    best_ap: dict[str, list] = {}
+    validate = len(data.val.ids) > 0  # a refit has no validation identities: last epoch wins
     epochs_bar = tqdm(range(cfg.epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in epochs_bar:
         with tqdm(total=steps, desc=f"epoch {epoch + 1}", disable=not progress, leave=False) as bar:
@@ -419,13 +457,19 @@ def fit(
             status = "diverged"
             log.warning("epoch %d: loss is %s; training stopped", epoch + 1, metrics["loss"])
             break
-        val = evaluate_set(model, data.val, cfg, device)
+        if not validate:
+            history.append({"epoch": epoch, **metrics})
+            log.info(_epoch_line(epoch, cfg, metrics))
+            best_epoch = epoch
+            continue
+        val = evaluate_set(model, data.val, cfg, device, per_identity=True)
         metrics.update({k: val[k] for k in METRICS})
         history.append({"epoch": epoch, **metrics})
         log.info(_epoch_line(epoch, cfg, metrics))
         if best_epoch < 0 or metrics["mAP"] > best["mAP"]:
             best, best_epoch = {k: metrics[k] for k in METRICS}, epoch
             best_state = _snapshot(model)
+            best_ap = {data.eval_names[i]: v for i, v in sorted(val["identity_ap"].items())}
         try:
             for cb in callbacks:
                 cb(epoch, dict(metrics))
@@ -439,7 +483,7 @@ def fit(
         model.load_state_dict(best_state, strict=False)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return FitResult(
-        history, best_epoch, best, status, time.perf_counter() - start, peak, model, data
+        history, best_epoch, best, status, time.perf_counter() - start, peak, model, data, best_ap
     )
 
 

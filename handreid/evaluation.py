@@ -60,6 +60,7 @@ def evaluate_ranking(
     ap: str = "standard",
     max_rank: int = 10,
     chunk_size: int | None = None,
+    per_identity: bool = False,
 ) -> dict:
     """Rank-1/5/10, CMC and mAP of a query x gallery similarity matrix (higher = more similar).
 
@@ -72,6 +73,10 @@ def evaluate_ranking(
         ``p_before = i/r`` (the precision one rank earlier), or 1.0 when r == 0.
     max_rank: length of the returned ``cmc`` curve (cmc[k-1] = Rank-k).
     chunk_size: process this many queries at a time to bound memory (None = all at once).
+
+    per_identity: also return ``identity_ap``, a dict ``{query id: (sum of AP, queries)}``
+        over the evaluated queries, from which mAP over any subset of identities (e.g. a
+        bootstrap resample) is ``sum(sums) / sum(queries)``.
 
     Queries with no true match in the gallery are left out of every metric and counted in
     ``num_excluded``. Returns floats in [0, 1]: rank1, rank5, rank10, mAP, cmc (list), and
@@ -90,9 +95,14 @@ def evaluate_ranking(
     step = chunk_size or max(num_q, 1)
     width = max(max_rank, _RANKS[-1])
     totals = torch.zeros(2 + width, dtype=torch.float64, device=similarity.device)
+    per_query = []
     for start in range(0, num_q, step):  # a few chunks, not a loop over queries
         stop = start + step
-        totals += _chunk_sums(similarity[start:stop], query_ids[start:stop], gallery_ids, ap, width)
+        sums, ap_q, matched = _chunk_sums(
+            similarity[start:stop], query_ids[start:stop], gallery_ids, ap, width
+        )
+        totals += sums
+        per_query.append((ap_q, matched))
     num_valid, ap_sum, *cmc_sums = totals.tolist()  # the single host sync
     num_valid = int(num_valid)
     if num_valid == 0:
@@ -105,7 +115,25 @@ def evaluate_ranking(
         num_queries=num_valid,
         num_excluded=num_q - num_valid,
     )
+    if per_identity:
+        out["identity_ap"] = _identity_sums(query_ids, per_query)
     return out
+
+
+def _identity_sums(query_ids: Tensor, per_query: list[tuple[Tensor, Tensor]]) -> dict:
+    """{query id: (sum of AP, matched queries)} from per-chunk AP and match flags."""
+    ap_q = torch.cat([a for a, _ in per_query])
+    matched = torch.cat([m for _, m in per_query]).to(torch.float64)
+    ids, inverse = torch.unique(query_ids, return_inverse=True)
+    sums = torch.zeros(len(ids), dtype=torch.float64, device=ap_q.device)
+    counts = torch.zeros_like(sums)
+    sums.index_add_(0, inverse, ap_q * matched)
+    counts.index_add_(0, inverse, matched)
+    return {
+        int(i): (float(a), int(n))
+        for i, a, n in zip(ids.tolist(), sums.tolist(), counts.tolist(), strict=True)
+        if n > 0
+    }
 
 
 def _check_shapes(
@@ -133,11 +161,14 @@ def _check_shapes(
     return q_ids, g_ids
 
 
-def _chunk_sums(sim: Tensor, q_ids: Tensor, g_ids: Tensor, ap: str, width: int) -> Tensor:
-    """Sums over one chunk of queries, as one float64 tensor on the device.
+def _chunk_sums(
+    sim: Tensor, q_ids: Tensor, g_ids: Tensor, ap: str, width: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sums over one chunk of queries, as one float64 tensor on the device, plus per query AP.
 
-    sim: (q, G), q_ids: (q,), g_ids: (G,) -> (2 + width,) holding
-    [queries with a match, sum of their AP, queries matched within rank 1 .. width].
+    sim: (q, G), q_ids: (q,), g_ids: (G,) -> ((2 + width,) holding
+    [queries with a match, sum of their AP, queries matched within rank 1 .. width],
+    (q,) float64 AP (0 without a match), (q,) bool has a match).
     Queries without a match contribute zeros everywhere, so no boolean indexing (which
     would sync with the host) is needed.
     """
@@ -162,7 +193,7 @@ def _chunk_sums(sim: Tensor, q_ids: Tensor, g_ids: Tensor, ap: str, width: int) 
     if seen < width:  # past the end of a short gallery every matched query stays matched
         cmc = torch.cat([cmc, cmc[-1:].expand(width - seen)])
     head = torch.stack([(num_pos > 0).sum(dtype=torch.float64), ap_per_query.sum()])
-    return torch.cat([head, cmc])
+    return torch.cat([head, cmc]), ap_per_query, num_pos > 0
 
 
 def average_splits(results: Sequence[Mapping[str, float]]) -> dict:

@@ -73,7 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device) if args.workers == 1 else None
     space = space.with_base(**_data_changes(args, space))
     base_cfg = space.config({})
-    pruner = make_pruner(args.pruner, base_cfg.epochs, base_cfg.warmup_epochs)
+    runs = base_cfg.val_folds * base_cfg.val_repeats
+    pruner = make_pruner(args.pruner, base_cfg.epochs, base_cfg.warmup_epochs, runs)
     pool = DataPool()
     # a missing or broken dataset, or weights that cannot be had, fail here, before a study exists
     data = pool.get(base_cfg)
@@ -243,13 +244,94 @@ def _summary(study) -> str:
     except ValueError:
         lines.append("no completed trial yet")
         return "\n".join(lines)
+    from hpo.export import value_text
+
     width = max(len(k) for k in best.params) if best.params else 10
     lines.append(
-        f"best trial {best.number}: val mAP {best.value:.4f}"
+        f"best trial {best.number}: val mAP {value_text(best)}"
         + (f" (rank1 {best.user_attrs['rank1']:.4f})" if "rank1" in best.user_attrs else "")
     )
     lines += [f"  {k:<{width}}  {v}" for k, v in best.params.items()]
+    if "confirm" not in study.user_attrs:
+        lines.append(
+            "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
+            "trials and the baseline on fresh seeds before you export"
+        )
     return "\n".join(lines)
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    import optuna
+
+    from handreid.engine import resolve_device
+    from hpo import confirm as cf
+    from hpo.export import study_space
+    from hpo.objective import DataPool, Objective
+    from hpo.study import load_study, open_storage
+    from hpo.workers import parse_gpus, run_workers
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.workers < 1:
+        raise UserError(f"--workers={args.workers}: must be at least 1")
+    gpus = parse_gpus(args.gpus)
+    device = resolve_device(args.device) if args.workers == 1 else None
+    storage = open_storage(args.storage, create=False, heartbeat=args.heartbeat or None)
+    study = load_study(args.storage, args.study)
+    space = study_space(study)
+    if space is None:
+        raise UserError(
+            f"study {study.study_name!r} stored no search space; it cannot be confirmed"
+        )
+    p = cf.plan(study, args.top, args.seeds)
+    pool = DataPool()
+    pool.get(space.config({}))  # the study's data must still be there before anything is queued
+    companion = cf.open_companion(study, storage)
+    if not args.worker:
+        cf.fail_dead_runs(companion)
+        added = cf.queue(study, companion, p)
+        print(
+            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
+            f"{p.seeds}: {len(p.pairs())} runs, {len(added)} to do "
+            f"(runs are trials of study {companion.study_name!r})",
+            flush=True,
+        )
+    code = 0
+    if args.workers > 1:
+        done = sum(t.state.name == "COMPLETE" for t in companion.get_trials(deepcopy=False))
+        todo = sum(t.state.name == "WAITING" for t in companion.get_trials(deepcopy=False))
+        child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
+        child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
+        child += ["--heartbeat", str(args.heartbeat)]
+        code = run_workers(companion, child, args.workers, gpus, done + todo, quiet=args.quiet)
+    else:
+        objective = Objective(
+            space, device=device, data=pool, prune_between_runs=False, keep_identity_ap=True
+        )
+
+        def on_run(_study, t) -> None:
+            if not args.quiet or args.worker:
+                value = "-" if t.value is None else f"{t.value:.4f}"
+                print(
+                    f"confirm run: trial {t.user_attrs.get('candidate')} seed "
+                    f"{t.user_attrs.get('confirm_seed')} {t.state.name} value {value}",
+                    flush=True,
+                )
+
+        try:
+            cf.work(companion, objective, on_run)
+        except KeyboardInterrupt:
+            code = 130
+    if args.worker:
+        return code
+    summary = cf.summarize(study, companion, p)
+    study.set_user_attr("confirm", summary)
+    print(cf.format_summary(summary))
+    if code == 130:
+        print(
+            "interrupted: finished runs are kept; re-run the same command to do the rest",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -259,7 +341,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study)
     out = Path(args.out) if args.out else STUDIES_DIR / study.study_name / "best.yaml"
     path, trial = export_trial(study, out, args.trial, storage=args.storage)
-    print(f"wrote {path} (trial {trial.number}, val mAP {trial.value:.4f})")
+    from hpo.confirm import verdict
+    from hpo.export import value_text
+
+    print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
+    summary = study.user_attrs.get("confirm")
+    if summary and summary.get("winner") == trial.number:
+        print(verdict(summary))
     return 0
 
 
@@ -273,12 +361,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     top = sorted(done, key=lambda t: t.value, reverse=True)[:5]
     if top:
-        print("top trials:")
+        print("top trials (val mAP +- SE):")
         for t in top:
             params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+            se = t.user_attrs.get("value_se")
+            value = f"{t.value:.4f}" + (f" +- {se:.4f}" if se is not None else "")
+            label = " baseline" if t.user_attrs.get("baseline") else ""
             print(
-                f"  #{t.number:<4} mAP {t.value:.4f}  epochs {t.user_attrs.get('epochs_run', '?'):<3} {params}"
+                f"  #{t.number:<4} mAP {value}{label}  "
+                f"epochs {t.user_attrs.get('epochs_run', '?'):<3} {params}"
             )
+    from hpo.confirm import format_summary
+
+    summary = study.user_attrs.get("confirm")
+    if summary:
+        print(format_summary(summary))
     return 0
 
 
@@ -387,6 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)
+
+    p = sub.add_parser(
+        "confirm",
+        help="re-train the top trials and the baselines on fresh seeds; compare them paired",
+    )
+    p.add_argument("--study", help="study name (may be omitted when the storage holds one)")
+    _storage_arg(p)
+    p.add_argument("--top", type=int, default=5, help="how many of the best trials (default 5)")
+    p.add_argument(
+        "--seeds", type=int, default=3, help="fresh training seeds per config (default 3)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument(
+        "--heartbeat", type=int, default=30, help="heartbeat seconds on database storages"
+    )
+    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_confirm)
 
     p = sub.add_parser("export", help="write a trial's complete trainer config as YAML")
     p.add_argument("--study")

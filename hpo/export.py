@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -12,17 +13,20 @@ from optuna.trial import TrialState
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
-from hpo.space import parse_space
+from hpo.space import SearchSpace, parse_space
 
 
 def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
         if not complete:
             raise UserError(
                 f"study {study.study_name!r} has no completed trial yet; nothing to export"
             )
+        winner = (study.user_attrs.get("confirm") or {}).get("winner")
+        if winner in complete:  # raced on fresh seeds: a better pick than the noisy maximum
+            return complete[winner]
         return study.best_trial
     by_number = {t.number: t for t in trials}
     if number not in by_number:
@@ -37,16 +41,81 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
     return trial
 
 
-def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainConfig:
-    """The study's fixed keys + the trial's params, checked against the config it trained."""
+def study_space(study: optuna.Study) -> SearchSpace | None:
+    """The search space (with its fixed keys) the study was created with, if it stored one."""
     space_dict = study.user_attrs.get("space")
     if space_dict is None:
+        return None
+    return parse_space(space_dict, source=f"study {study.study_name}")
+
+
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainConfig:
+    """The study's fixed keys + the trial's params, checked against the config it trained."""
+    space = study_space(study)
+    if space is None:
         return TrainConfig.from_dict(trial.user_attrs["config"], source=f"trial {trial.number}")
-    cfg = parse_space(space_dict, source=f"study {study.study_name}").config(trial.params)
+    cfg = space.config(trial.params)
     recorded = trial.user_attrs.get("config")
     if recorded is not None and TrainConfig.from_dict(recorded) != cfg:
         raise UserError(f"trial {trial.number}: its recorded config differs from base + params")
     return cfg
+
+
+def value_text(trial: optuna.trial.FrozenTrial) -> str:
+    """``0.6123 +- 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
+    se = trial.user_attrs.get("value_se")
+    if se is None:
+        return f"{trial.value:.4f}"
+    runs = len(trial.user_attrs.get("fold_values") or [1])
+    folds = int(trial.user_attrs.get("n_folds", 1))
+    what = f"{folds} folds" if folds > 1 else ("1 split" if runs == 1 else f"{runs} seeds")
+    return f"{trial.value:.4f} +- {se:.4f} (SE, {what})"
+
+
+def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:
+    """What the exported values mean: the objective, the confirmation, the refit command."""
+    from hpo.confirm import verdict
+
+    params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
+    label = (
+        f" (baseline {trial.user_attrs['baseline']})" if trial.user_attrs.get("baseline") else ""
+    )
+    lines = [
+        f"handreid trainer config exported from study {study.study_name!r}"
+        + (f" ({storage})" if storage else ""),
+        f"trial {trial.number}{label}: objective (best-epoch validation mAP) {value_text(trial)}",
+        f"tuned: {params}",
+    ]
+    summary = study.user_attrs.get("confirm") or {}
+    rows = {r["trial"]: r for r in summary.get("rows", [])}
+    epochs = trial.user_attrs.get("best_epochs") or []
+    if trial.number in rows:
+        r = rows[trial.number]
+        lo, hi = r["ci"]
+        lines.append(
+            f"confirmed on fresh training seeds {summary['seeds']}: mean validation mAP "
+            f"{r['mean']:.4f} (95% CI {lo:.4f} to {hi:.4f}, {r['n']} runs)"
+        )
+        if summary.get("winner") == trial.number:
+            lines.append(verdict(summary))
+        epochs = r.get("best_epochs") or epochs
+    elif summary:
+        lines.append(f"not among the confirmed trials; `hpo show` lists them ({verdict(summary)})")
+    else:
+        lines.append(
+            "not confirmed: the objective is the maximum of noisy estimates; "
+            "`hpo confirm` re-trains the top trials on fresh seeds"
+        )
+    lines.append(
+        f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>"
+    )
+    if epochs:
+        n = round(statistics.median(epochs))
+        lines.append(
+            "final model on all training identities (published protocol): handreid train "
+            f"--config <this file> --refit --set epochs={n}"
+        )
+    return lines
 
 
 def export_trial(
@@ -55,17 +124,7 @@ def export_trial(
     """Write base + params as YAML with a header; atomic, so no half-written file remains."""
     trial = pick_trial(study, number)
     cfg = trial_config(study, trial)
-    params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
-    header = "\n".join(
-        [
-            f"handreid trainer config exported from study {study.study_name!r}"
-            + (f" ({storage})" if storage else ""),
-            f"trial {trial.number}: validation mAP {trial.value:.4f}"
-            + (f", rank1 {trial.user_attrs['rank1']:.4f}" if "rank1" in trial.user_attrs else ""),
-            f"tuned: {params}",
-            f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>",
-        ]
-    )
+    header = "\n".join(export_header(study, trial, storage))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)

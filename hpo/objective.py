@@ -1,24 +1,36 @@
-"""The objective: base config + suggestions -> fit() with pruning -> best validation mAP."""
+"""The objective: base config + suggestions -> one fit() per run -> mean best validation mAP.
+
+A trial's value is the mean, over its runs, of each run's best validation mAP. The runs are
+the ``val_folds`` folds (fold k validates on its own identities) times the ``val_repeats``
+training seeds (``seed``, ``seed + 1``, ...); with one fold and one repeat a trial is exactly
+one ``fit()`` of the config, as before folds existed. Each trial records the run values and a
+standard error (identity bootstrap, and over folds), so every value is reported with its
+uncertainty.
+"""
 
 from __future__ import annotations
 
 import gc
+import math
+import statistics
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import torch
 
+from handreid.config import TrainConfig
 from handreid.engine import PreparedData, data_key, fit, prepare_data, resolve_device
-from hpo.pruning import PruningCallback
-from hpo.space import SearchSpace
+from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se
+from hpo.pruning import PruningCallback, between_runs_prune
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
 
 
 class DataPool:
-    """Decoded data per data-relevant config, shared by every trial of this process."""
+    """Decoded data per data-relevant config (one per fold), shared by a process's trials."""
 
     def __init__(self) -> None:
         self._items: dict[tuple, PreparedData] = {}
@@ -30,56 +42,215 @@ class DataPool:
         return self._items[key]
 
 
-class Objective:
-    """Callable for ``study.optimize``; one trainer run per trial.
+def run_configs(cfg: TrainConfig, seed_offset: int = 0) -> list[TrainConfig]:
+    """The training runs that make up one evaluation of ``cfg``: repeats x folds.
 
-    User attributes written per trial: ``config`` (resolved trainer config), ``rank1``..``mAP``
-    of the best epoch, ``best_epoch``, ``epochs_run``, ``seconds``, ``peak_memory_mb``,
-    ``status``, and ``error`` for failures.
+    Run ``(r, k)`` validates on fold k with training seed ``cfg.seed + seed_offset + r``; the
+    same fold and seed for every trial, so runs pair across trials.
+    """
+    return [
+        cfg.replace(val_fold=k, seed=cfg.seed + seed_offset + r)
+        for r in range(cfg.val_repeats)
+        for k in range(cfg.val_folds)
+    ]
+
+
+def run_label(cfg: TrainConfig, index: int) -> str:
+    """``"fold 2/3, "`` / ``"repeat 1/2, "`` / ``""`` for run ``index`` of ``run_configs``."""
+    k, r = index % cfg.val_folds, index // cfg.val_folds
+    parts = []
+    if cfg.val_folds > 1:
+        parts.append(f"fold {k + 1}/{cfg.val_folds}")
+    if cfg.val_repeats > 1:
+        parts.append(f"repeat {r + 1}/{cfg.val_repeats}")
+    return "".join(f"{p}, " for p in parts)
+
+
+@dataclass
+class RunResult:
+    """One training run's outcome, as stored and compared."""
+
+    fold: int
+    seed: int
+    value: float  # best val mAP
+    best_epoch: int  # 1-based
+    epochs_run: int
+    status: str
+    metrics: dict[str, float]
+    identity_ap: dict[str, list] = field(default_factory=dict)
+    identities: dict = field(default_factory=dict)  # identity_lists() of the run's split
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+def value_se(runs: list[RunResult], folds: int) -> float:
+    """Standard error of the mean run value.
+
+    Folds hold disjoint identities: a two-stage bootstrap over runs, then identities within
+    each. With one fold every run saw the same identities, so the seed spread between runs
+    cannot show identity sampling: its bootstrap variance is added to the between-run one.
+    """
+    aps = [r.identity_ap for r in runs if r.identity_ap]
+    if folds > 1 and len(aps) == len(runs):
+        return bootstrap_se(aps)
+    identity_var = (
+        statistics.fmean(bootstrap_se([a]) ** 2 for a in aps) if aps else 0.0
+    )  # NaN-free: bootstrap_se of a non-empty run is finite
+    return mean_se([r.value for r in runs], extra_var=identity_var)[1]
+
+
+def summarize(runs: list[RunResult], cfg: TrainConfig) -> dict[str, Any]:
+    """User attributes of a finished set of runs: value, spread, SE, per-run values, metrics."""
+    values = [r.value for r in runs]
+    out: dict[str, Any] = {
+        "fold_values": [round(v, 6) for v in values],
+        "n_folds": cfg.val_folds,
+        "n_repeats": cfg.val_repeats,
+        "value_sd": round(statistics.stdev(values), 6) if len(values) > 1 else 0.0,
+        "value_se": round(value_se(runs, cfg.val_folds), 6),
+        "best_epochs": [r.best_epoch for r in runs],
+        "best_epoch": round(statistics.median(r.best_epoch for r in runs)),
+        "epochs_run": sum(r.epochs_run for r in runs),
+        "peak_memory_mb": round(max(r.peak_memory_bytes for r in runs) / 2**20, 1),
+    }
+    for key in METRICS:
+        out[key] = statistics.fmean(r.metrics.get(key, math.nan) for r in runs)
+    digests = {r.identities.get("digest") for r in runs} - {None}
+    if digests:
+        out["split_digest"] = ",".join(sorted(digests)) if len(digests) > 1 else digests.pop()
+    return out
+
+
+def paired_difference_var(a: list[RunResult], b: list[RunResult]) -> float:
+    """Identity-sampling variance of mean(a) - mean(b) for runs paired on the same identities."""
+    terms = [
+        paired_bootstrap_se(x.identity_ap, y.identity_ap) ** 2
+        for x, y in zip(a, b, strict=True)
+        if x.identity_ap and y.identity_ap
+    ]
+    terms = [t for t in terms if math.isfinite(t)]
+    return statistics.fmean(terms) / max(len(terms), 1) if terms else 0.0
+
+
+class Objective:
+    """Callable for ``study.optimize``; the runs of ``run_configs`` per trial.
+
+    User attributes written per trial: ``config`` (resolved trainer config), ``fold_values``,
+    ``value_sd``, ``value_se``, ``n_folds``, ``n_repeats``, mean ``rank1``..``mAP`` of the
+    runs' best epochs, ``best_epoch`` (median), ``best_epochs``, ``epochs_run``, ``seconds``,
+    ``peak_memory_mb``, ``status``, ``split_digest``; ``pruned_at`` and ``prune_reason`` for
+    pruned trials, ``error`` for failures.
     """
 
     def __init__(
         self,
-        space: SearchSpace,
+        space,
         *,
         device: str | None = None,
         data: DataPool | None = None,
         fit_fn=fit,
+        prune_between_runs: bool = True,
+        keep_identity_ap: bool = False,
     ) -> None:
         self.space = space
         self.device = resolve_device(device)
         self.data = data or DataPool()
         self.fit_fn = fit_fn
+        self.prune_between_runs = prune_between_runs
+        self.keep_identity_ap = keep_identity_ap  # per-run identity AP, for paired comparisons
 
     def __call__(self, trial: optuna.Trial) -> float:
-        pruning = PruningCallback(trial)
         start = time.perf_counter()
+        runs: list[RunResult] = []
+        pruning = None
         try:
             cfg = self.space.config(self.space.suggest(trial))
             trial.set_user_attr("config", cfg.to_dict())
-            result = self.fit_fn(
-                cfg, callbacks=[pruning], device=self.device, data=self.data.get(cfg)
-            )
+            # a trial runs on the base seeds; ``hpo confirm`` sets an offset for fresh ones
+            offset = int(trial.user_attrs.get("seed_offset", 0))
+            for index, run_cfg in enumerate(run_configs(cfg, offset)):
+                where = run_label(cfg, index)
+                # the study's pruner waits out the first run's warm-up (make_pruner); later
+                # runs restart the schedule, so their warm-up epochs are skipped here
+                warmup = cfg.warmup_epochs if index else 0
+                pruning = PruningCallback(
+                    trial, offset=index * cfg.epochs, warmup=warmup, where=where
+                )
+                runs.append(self._run(run_cfg, [pruning], where))
+                if self.prune_between_runs and len(runs) < cfg.val_folds * cfg.val_repeats:
+                    trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
+                    reason = between_runs_prune(trial.study, [r.value for r in runs])
+                    if reason:
+                        pruning = None
+                        raise optuna.TrialPruned(reason)
         except optuna.TrialPruned as exc:
-            self._record(trial, status="pruned", epochs_run=pruning.last_epoch, start=start)
+            if pruning is not None:
+                where = f"{run_label(cfg, len(runs))}epoch {pruning.last_epoch}"
+            else:
+                where = f"after {run_label(cfg, len(runs) - 1).rstrip(', ') or 'the run'}"
+            diverged = str(exc).startswith("loss diverged")
+            trial.set_user_attr("prune_reason", str(exc))
+            trial.set_user_attr("pruned_at", where)
+            status = "diverged" if diverged else "pruned"
+            self._record(trial, status=status, runs=runs, pruning=pruning, start=start)
             raise self._released(exc) from None
         except torch.OutOfMemoryError as exc:
-            error = "CUDA out of memory"
             self._record(
-                trial, status="oom", epochs_run=pruning.last_epoch, start=start, error=error
+                trial,
+                status="oom",
+                runs=runs,
+                pruning=pruning,
+                start=start,
+                error="CUDA out of memory",
             )
             raise self._released(exc) from None
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
             self._record(
-                trial, status="failed", epochs_run=pruning.last_epoch, start=start, error=error
+                trial, status="failed", runs=runs, pruning=pruning, start=start, error=error
             )
             raise self._released(exc) from None
+        self._release()
+        return self._finish(trial, cfg, runs, start)
+
+    def _run(self, cfg: TrainConfig, callbacks: list, where: str = "") -> RunResult:
+        data = self.data.get(cfg)
+        result = self.fit_fn(cfg, callbacks=callbacks, device=self.device, data=data)
         try:
-            return self._finish(trial, result, start)
+            if result.status == "diverged":
+                raise optuna.TrialPruned(
+                    f"loss diverged (not finite) in {where}epoch {result.epochs_run}"
+                )
+            splits = getattr(result.data, "splits", None)
+            return RunResult(
+                fold=cfg.val_fold,
+                seed=cfg.seed,
+                value=float(result.best_map),
+                best_epoch=result.best_epoch + 1,
+                epochs_run=result.epochs_run,
+                status=result.status,
+                metrics={k: float(result.best[k]) for k in METRICS},
+                identity_ap=dict(getattr(result, "val_identity_ap", {}) or {}),
+                identities=splits.identity_lists() if splits is not None else {},
+                seconds=result.seconds,
+                peak_memory_bytes=result.peak_memory_bytes,
+            )
         finally:
             result.model = result.data = None
-            self._release()
+
+    def _finish(
+        self, trial: optuna.Trial, cfg: TrainConfig, runs: list[RunResult], start: float
+    ) -> float:
+        attrs = summarize(runs, cfg)
+        statuses = {r.status for r in runs}
+        status = "completed" if statuses == {"completed"} else ",".join(sorted(statuses))
+        if self.keep_identity_ap:
+            attrs["run_identity_ap"] = [
+                {k: [round(v[0], 6), int(v[1])] for k, v in r.identity_ap.items()} for r in runs
+            ]
+        self._record(trial, status=status, runs=runs, pruning=None, start=start, **attrs)
+        _remember_identities(trial, runs)
+        return statistics.fmean(r.value for r in runs)
 
     def _released(self, exc: BaseException) -> BaseException:
         """Drop the traceback's frames (they hold the model, optimiser and batches) and free
@@ -90,40 +261,20 @@ class Objective:
         self._release()
         return exc
 
-    def _finish(self, trial: optuna.Trial, result, start: float) -> float:
-        peak_mb = round(result.peak_memory_bytes / 2**20, 1)
-        if result.status == "diverged":
-            self._record(
-                trial,
-                status="diverged",
-                epochs_run=result.epochs_run,
-                start=start,
-                peak_memory_mb=peak_mb,
-            )
-            raise optuna.TrialPruned(f"loss diverged (not finite) in epoch {result.epochs_run}")
-        self._record(
-            trial,
-            status=result.status,
-            epochs_run=result.epochs_run,
-            start=start,
-            best_epoch=result.best_epoch + 1,
-            peak_memory_mb=peak_mb,
-            **{k: float(result.best[k]) for k in METRICS},
-        )
-        return float(result.best_map)
-
     def _record(
         self,
         trial: optuna.Trial,
         *,
         status: str,
-        epochs_run: int,
+        runs: list[RunResult],
+        pruning: PruningCallback | None,
         start: float,
         error: str | None = None,
         **extra: Any,
     ) -> None:
+        epochs = sum(r.epochs_run for r in runs) + (pruning.last_epoch if pruning else 0)
         trial.set_user_attr("status", status)
-        trial.set_user_attr("epochs_run", epochs_run)
+        trial.set_user_attr("epochs_run", extra.pop("epochs_run", epochs))
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         if error:
             trial.set_user_attr("error", error)
@@ -137,4 +288,16 @@ class Objective:
             torch.cuda.empty_cache()
 
 
-__all__ = ["DataPool", "Objective", "METRICS"]
+def _remember_identities(trial: optuna.Trial, runs: list[RunResult]) -> None:
+    """Store each split's identity lists once per study, under its digest."""
+    known = trial.study.user_attrs.get("identities", {})
+    new = {
+        r.identities["digest"]: {k: r.identities[k] for k in ("val", "test", "train_count")}
+        for r in runs
+        if r.identities and r.identities["digest"] not in known
+    }
+    if new:
+        trial.study.set_user_attr("identities", {**known, **new})
+
+
+__all__ = ["DataPool", "METRICS", "Objective", "RunResult", "run_configs", "summarize"]

@@ -103,17 +103,19 @@ def make_sampler(name: str, seed: int | None):
     raise UserError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
 
 
-def make_pruner(name: str, epochs: int, warmup_epochs: int = 0):
+def make_pruner(name: str, epochs: int, warmup_epochs: int = 0, runs: int = 1):
     """Pruning starts after the LR warmup: during warmup low-LR trials only look worse.
 
-    Steps are epochs spent (1-based), and Optuna prunes from step ``n_warmup_steps`` on.
+    Steps are epochs spent (1-based) over the trial's ``runs`` training runs (folds x
+    repeats), and Optuna prunes from step ``n_warmup_steps`` on.
     """
     first = min(warmup_epochs + 1, max(epochs, 1))
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if name == "hyperband":
+        total = epochs * runs
         return optuna.pruners.HyperbandPruner(
-            min_resource=first, max_resource=max(epochs, first + 1), reduction_factor=3
+            min_resource=first, max_resource=max(total, first + 1), reduction_factor=3
         )
     if name == "none":
         return optuna.pruners.NopPruner()
@@ -134,9 +136,10 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
     st = open_storage(storage, create=False)
     names = study_names(st)
     if name is None:
-        if len(names) != 1:
-            raise UserError(f"{storage} holds {len(names)} studies {names}; pick one with --study")
-        name = names[0]
+        main = [n for n in names if not n.endswith(".confirm")]  # hpo confirm's run records
+        if len(main) != 1:
+            raise UserError(f"{storage} holds {len(main)} studies {main}; pick one with --study")
+        name = main[0]
     if name not in names:
         raise UserError(f"no study named {name!r} in {storage}; studies there: {names or 'none'}")
     return optuna.load_study(study_name=name, storage=st)

@@ -7,6 +7,8 @@ test ``Partition``s, each with seeded query/gallery splits.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,3 +64,15 @@ class DataSplits:
     @property
     def train_identities(self) -> list[str]:
         return sorted({r.identity for r in self.train})
+
+    def identity_lists(self) -> dict:
+        """Validation and test identities with a short digest, so anyone can check which
+        identities a number was measured on (and that another run used the same ones)."""
+        val, test = self.val.identities, sorted({r.identity for r in self.test.records})
+        text = json.dumps({"val": val, "test": test, "train": self.train_identities})
+        return {
+            "digest": hashlib.sha256(text.encode()).hexdigest()[:12],
+            "val": val,
+            "test": test,
+            "train_count": len(self.train_identities),
+        }

@@ -18,9 +18,15 @@ Rules, the same for every layout:
   ``stats["split_reason"]`` says why.
 - Validation identities are ``val_fraction`` of the training identities (grouped by subject,
   drawn from those that can be evaluated) and are removed from training.
+- With ``val_folds = K > 1`` the training-side subjects that can be evaluated are dealt into K
+  disjoint folds instead (``val_fraction`` is unused); a run validates on fold ``val_fold``
+  and trains on the rest, so K runs rotate the validation role over every such subject.
+- ``refit`` trains on every training-side identity and has no validation partition: the
+  published protocol's final model, reported on the test identities only.
 - Every query/gallery split puts one randomly chosen image of each identity in the gallery and
   the rest in the queries; distractors (HD ids 502-712) join every test gallery, never queries.
-- All randomness derives from ``cfg.seed``: the same seed gives identical splits.
+- All randomness derives from ``cfg.split_seed``: the same split seed gives identical splits,
+  whatever the training ``seed``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from handreid.data.base import DataSplits, Partition, Record
 from handreid.errors import DataError
 
 MIN_COVERAGE = 0.9  # share of listed images that must exist before "auto" picks the published split
-_TAG_TEST, _TAG_VAL, _TAG_QUERY = 1, 2, 3  # separate random streams derived from cfg.seed
+_TAG_TEST, _TAG_VAL, _TAG_QUERY, _TAG_FOLDS = 1, 2, 3, 4  # random streams from cfg.split_seed
 
 
 @dataclass
@@ -71,17 +77,23 @@ def build_splits(catalog: Catalog, cfg: TrainConfig) -> DataSplits:
     else:
         test_ids = _draw_test(by_id, eligible, cfg)
         train_ids = set(by_id) - test_ids
-    val_ids = _draw_val(by_id, train_ids, eligible & train_ids, cfg)
+    if cfg.refit:
+        val_ids: set[str] = set()
+    elif cfg.val_folds > 1:
+        val_ids = validation_folds(by_id, eligible & train_ids, cfg)[cfg.val_fold]
+    else:
+        val_ids = _draw_val(by_id, train_ids, eligible & train_ids, cfg)
     train_ids -= val_ids
     # keep people disjoint: other views of evaluated subjects never train (the published
     # protocol fixes its test side per aspect, so there only validation subjects are dropped)
     evaluated = {by_id[i][0].subject for i in (val_ids | test_ids if mode == "random" else val_ids)}
     dropped = {i for i in train_ids if by_id[i][0].subject in evaluated}
     train_ids -= dropped
-    _check_sizes(train_ids, val_ids, test_ids)
+    _check_sizes(train_ids, val_ids, test_ids, cfg.refit)
 
     train = tuple(r for i in sorted(train_ids) for r in by_id[i])
-    val = _partition(by_id, val_ids, [], cfg, tag=0)
+    # fold k > 0 gets its own query/gallery stream; K = 1 keeps the single validation stream
+    val = _partition(by_id, val_ids, [], cfg, tag=0 if cfg.val_folds == 1 else 10 + cfg.val_fold)
     test = _partition(by_id, test_ids, catalog.distractors, cfg, tag=1)
     n_dropped = _count(set(by_id) - train_ids - val_ids - test_ids, by_id)
     stats = {
@@ -146,6 +158,29 @@ def _subjects(by_id: dict[str, list[Record]], ids: set[str]) -> dict[str, list[s
     return dict(sorted(groups.items()))
 
 
+def validation_folds(
+    by_id: dict[str, list[Record]], candidates: set[str], cfg: TrainConfig
+) -> list[set[str]]:
+    """``cfg.val_folds`` disjoint identity sets covering ``candidates``, grouped by subject.
+
+    Subjects are shuffled with the split seed and dealt round-robin, so fold sizes differ by
+    at most one subject.
+    """
+    groups = _subjects(by_id, candidates)
+    k = cfg.val_folds
+    if len(groups) < k:
+        raise DataError(
+            f"val_folds={k}: the training side has only {len(groups)} subjects with 2 or more "
+            f"images; use at most {len(groups)} folds (or val_repeats on one split)"
+        )
+    names = list(groups)
+    order = np.random.default_rng([cfg.split_seed, _TAG_FOLDS]).permutation(len(names))
+    folds: list[set[str]] = [set() for _ in range(k)]
+    for rank, idx in enumerate(order):
+        folds[rank % k].update(groups[names[idx]])
+    return folds
+
+
 def _draw(groups: dict[str, list[str]], n: int, tag: int, seed: int) -> set[str]:
     rng = np.random.default_rng([seed, tag])
     names = list(groups)
@@ -161,7 +196,7 @@ def _draw_test(by_id: dict[str, list[Record]], eligible: set[str], cfg: TrainCon
             "(one for testing, one for validation)"
         )
     n = min(max(round(cfg.test_fraction * len(groups)), 1), len(groups) - 1)
-    return _draw(groups, n, _TAG_TEST, cfg.seed)
+    return _draw(groups, n, _TAG_TEST, cfg.split_seed)
 
 
 def _draw_val(
@@ -177,11 +212,13 @@ def _draw_val(
             f"cannot hold out validation identities: the training side has {total} subjects, "
             f"{len(groups)} of them with 2 or more images"
         )
-    return _draw(groups, n, _TAG_VAL, cfg.seed)
+    return _draw(groups, n, _TAG_VAL, cfg.split_seed)
 
 
-def _check_sizes(train_ids: set[str], val_ids: set[str], test_ids: set[str]) -> None:
-    if not (train_ids and val_ids and test_ids):
+def _check_sizes(
+    train_ids: set[str], val_ids: set[str], test_ids: set[str], refit: bool = False
+) -> None:
+    if not (train_ids and (val_ids or refit) and test_ids):
         raise DataError(
             f"too few identities to split: train {len(train_ids)}, val {len(val_ids)}, "
             f"test {len(test_ids)}; each needs at least one"
@@ -200,7 +237,7 @@ def _partition(
     extra = np.arange(len(records), len(records) + len(distractors), dtype=np.int64)
     splits = []
     for s in range(cfg.num_splits):
-        rng = np.random.default_rng([cfg.seed, _TAG_QUERY, tag, s])
+        rng = np.random.default_rng([cfg.split_seed, _TAG_QUERY, tag, s])
         counts = np.diff(starts)
         picks = starts[:-1] + (rng.random(len(counts)) * counts).astype(np.int64)
         is_query = np.ones(len(records), dtype=bool)
@@ -211,4 +248,4 @@ def _partition(
     return Partition(records=tuple(records) + tuple(distractors), splits=tuple(splits))
 
 
-__all__ = ["MIN_COVERAGE", "Catalog", "build_splits"]
+__all__ = ["MIN_COVERAGE", "Catalog", "build_splits", "validation_folds"]

@@ -60,18 +60,65 @@ def test_sample_random_split_is_disjoint(sample_11k):
     assert 0.05 * n_train_side <= len(val) <= 0.3 * n_train_side
 
 
-def test_same_seed_same_splits_other_seed_differs(sample_11k):
-    a = _quiet_load(TrainConfig(seed=3, num_splits=4), sample_11k)
-    b = _quiet_load(TrainConfig(seed=3, num_splits=4), sample_11k)
-    c = _quiet_load(TrainConfig(seed=4, num_splits=4), sample_11k)
+def test_split_seed_decides_the_splits_and_seed_does_not(sample_11k):
+    a = _quiet_load(TrainConfig(split_seed=3, seed=0, num_splits=4), sample_11k)
+    b = _quiet_load(TrainConfig(split_seed=3, seed=7, num_splits=4), sample_11k)
+    c = _quiet_load(TrainConfig(split_seed=4, seed=0, num_splits=4), sample_11k)
     assert (
         a.train == b.train and a.val.records == b.val.records and a.test.records == b.test.records
     )
-    for (qa, ga), (qb, gb) in zip(a.test.splits, b.test.splits, strict=True):
-        assert np.array_equal(qa, qb) and np.array_equal(ga, gb)
+    for part in ("val", "test"):
+        pairs = zip(getattr(a, part).splits, getattr(b, part).splits, strict=True)
+        for (qa, ga), (qb, gb) in pairs:
+            assert np.array_equal(qa, qb) and np.array_equal(ga, gb)
     assert _ids(a.test.records) != _ids(c.test.records)
     # The query/gallery splits differ from one another.
     assert not np.array_equal(a.test.splits[0][1], a.test.splits[1][1])
+
+
+def test_validation_folds_rotate_over_the_training_side(sample_11k):
+    """K folds: disjoint validation sets covering every evaluable training-side identity, the
+    same test side, no person on both sides of any fold, and fold k's own query streams."""
+    base = TrainConfig(split="random", aspects=("all",), num_splits=2, val_folds=3)
+    runs = [_quiet_load(base.replace(val_fold=k), sample_11k) for k in range(3)]
+    vals = [_ids(r.val.records) for r in runs]
+    assert all(vals) and not (vals[0] & vals[1] or vals[0] & vals[2] or vals[1] & vals[2])
+    sizes = [len({r.subject for r in run.val.records}) for run in runs]
+    assert max(sizes) - min(sizes) <= 1
+    for run in runs:
+        assert run.test.records == runs[0].test.records
+        assert not _ids(run.train) & _ids(run.val.records)
+        assert not {r.subject for r in run.train} & {r.subject for r in run.val.records}
+        check_partition(run.val, 2)
+    # every evaluable training-side identity validates in exactly one fold
+    single = _quiet_load(base.replace(val_folds=1), sample_11k)
+    side = _ids(single.train) | _ids(single.val.records)
+    by_id = {}
+    for r in single.train + single.val.records:
+        by_id.setdefault(r.identity, []).append(r)
+    evaluable = {i for i in side if len(by_id[i]) >= 2}
+    assert set().union(*vals) == evaluable
+
+
+def test_one_fold_is_the_single_validation_split(sample_11k):
+    a = _quiet_load(TrainConfig(num_splits=3), sample_11k)
+    b = _quiet_load(TrainConfig(num_splits=3, val_folds=1, val_fold=0), sample_11k)
+    assert a.val.records == b.val.records and a.train == b.train
+    for (qa, ga), (qb, gb) in zip(a.val.splits, b.val.splits, strict=True):
+        assert np.array_equal(qa, qb) and np.array_equal(ga, gb)
+
+
+def test_refit_trains_on_every_training_side_identity(sample_11k):
+    normal = _quiet_load(TrainConfig(split="random", num_splits=2), sample_11k)
+    refit = _quiet_load(TrainConfig(split="random", num_splits=2, refit=True), sample_11k)
+    assert not refit.val.records
+    assert _ids(refit.train) == _ids(normal.train) | _ids(normal.val.records)
+    assert refit.test.records == normal.test.records
+
+
+def test_too_many_folds_is_one_line(sample_11k):
+    with pytest.raises(DataError, match=r"val_folds=90: the training side has only \d+ subjects"):
+        _quiet_load(TrainConfig(split="random", num_splits=2, val_folds=90, val_fold=0), sample_11k)
 
 
 def write_hd(root: Path, ids: range, distractors: range, per_id: int = 3) -> Path:

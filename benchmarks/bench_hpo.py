@@ -71,6 +71,7 @@ def run_study(strategy: str, seed: int, opts: dict) -> dict:
         epochs=opts["epochs"],
         split="random",
         seed=seed,
+        split_seed=seed,  # the seed drew both before they were separate keys
         num_splits=opts["num_splits"],
     )
     study = create_or_resume(

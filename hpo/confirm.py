@@ -309,29 +309,36 @@ def _folds(trial: FrozenTrial) -> int:
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """One plain line: is the confirmed winner better than the baseline?"""
+    """One plain line: is the confirmed winner distinguishable from the baseline?"""
     rows = {r["trial"]: r for r in summary.get("rows", [])}
     winner, ref = summary.get("winner"), summary.get("reference_baseline")
     if winner is None:
         return "no confirm run has finished yet"
-    w = rows[winner]
     if ref is None:
         return f"confirmed winner: trial {winner}; no baseline was confirmed to compare with"
+    others = [r for r in rows.values() if r["trial"] != ref and r["role"] != "baseline"]
     if winner == ref:
-        return (
-            f"the baseline (trial {ref}, {rows[ref]['baseline']}) is the confirmed best: "
-            "no candidate beat it on fresh seeds"
-        )
-    d = w["vs_baseline"]
+        if not others:
+            return f"the baseline (trial {ref}) is the only confirmed config"
+        best = max(others, key=lambda r: r["mean"])
+        lead = f"the baseline (trial {ref}) has the best confirmed mean; the best candidate, "
+        return lead + _against_baseline(best, ref)
+    return "the confirmed winner, " + _against_baseline(rows[winner], ref)
+
+
+def _against_baseline(row: dict[str, Any], ref: int) -> str:
+    d = row["vs_baseline"]
     if d is None:
-        return f"confirmed winner: trial {winner}; too few paired runs to compare with the baseline"
+        return f"trial {row['trial']}, has too few runs paired with the baseline to compare"
     lo, hi = d["ci"]
     text = (
-        f"trial {winner} vs baseline trial {ref}: {d['diff']:+.4f} val mAP "
+        f"trial {row['trial']}, differs from baseline trial {ref} by {d['diff']:+.4f} val mAP "
         f"(95% CI {lo:+.4f} to {hi:+.4f}, p={d['p']:.3f}, {d['n']} paired runs)"
     )
     if lo > 0:
         return f"{text}: better than the baseline"
+    if hi < 0:
+        return f"{text}: worse than the baseline"
     return f"{text}: not distinguishable from the baseline"
 
 

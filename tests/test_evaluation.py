@@ -219,3 +219,20 @@ def test_cosine_similarity_extreme_scale_and_shape_errors():
         cosine_similarity(torch.rand(2, 3), torch.rand(2, 4))
     with pytest.raises(ValueError, match="2-D"):
         cosine_similarity(torch.rand(3), torch.rand(2, 3))
+
+
+def test_per_identity_sums_pool_to_the_map():
+    gen = torch.Generator().manual_seed(3)
+    sim = torch.rand(40, 12, generator=gen)
+    q_ids = torch.randint(0, 6, (40,), generator=gen)
+    g_ids = torch.arange(12) % 6
+    out = evaluate_ranking(sim, q_ids, g_ids, per_identity=True, chunk_size=7)
+    sums = out["identity_ap"]
+    assert set(sums) == set(q_ids.tolist())
+    assert sum(n for _, n in sums.values()) == out["num_queries"]
+    assert sum(a for a, _ in sums.values()) / out["num_queries"] == pytest.approx(out["mAP"])
+    # one identity alone: its AP sum over its queries is the mAP of those queries only
+    ident = int(q_ids[0])
+    mask = q_ids == ident
+    alone = evaluate_ranking(sim[mask], q_ids[mask], g_ids)
+    assert sums[ident][0] / sums[ident][1] == pytest.approx(alone["mAP"])

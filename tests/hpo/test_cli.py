@@ -51,7 +51,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     )
 
     code, out, _ = hpo(["show"], capsys)
-    assert code == 0 and "top trials:" in out
+    assert code == 0 and "top trials (val mAP +- SE):" in out
     code, out, _ = hpo(["ls"], capsys)
     assert code == 0 and "handreid-tiny-vit" in out and "trials 6" in out
 
@@ -61,7 +61,9 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     text = exported.read_text()
     best = load(storage, "handreid-tiny-vit").best_trial
     assert text.startswith("# handreid trainer config exported from study 'handreid-tiny-vit'")
-    assert f"# trial {best.number}: validation mAP {best.value:.4f}" in text
+    assert f"# trial {best.number}" in text
+    assert f"objective (best-epoch validation mAP) {best.value:.4f} +- " in text
+    assert "not confirmed" in text
     space = load_space("tiny-vit")
     cfg = TrainConfig.from_yaml(exported)
     for key, value in best.params.items():

@@ -1,0 +1,326 @@
+"""Does the exported config generalise? Today's objective against folds + confirm.
+
+For each dataset and each of ``--studies`` studies (sampler seeds 0, 1, ...), two pipelines
+tune the tiny-vit space at the same total budget of training epochs:
+
+- old: one validation split (``val_folds=1``), TPE + median pruning; export the best trial;
+  the reported value is that trial's value.
+- new: ``val_folds=3`` with pruning between folds, then ``hpo confirm`` of the top 3 trials
+  and the baseline on 2 fresh seeds (its epochs come out of the same budget); export the
+  confirmed winner; the reported value is its confirmed mean (with a 95 % CI).
+
+The split is fixed (``split_seed=0``: the same test identities everywhere). Then the exported
+config of each pipeline and the space's baseline are trained on ``--fresh`` new seeds, and:
+
+(a) test gain: paired test-mAP difference exported - baseline over those seeds (95 % CI);
+(b) optimism: reported value - mean validation mAP of fresh re-runs of the exported config
+    (the same quantity: one split for old, the 3-fold mean for new, on 2 of the seeds);
+(c) Spearman: rank correlation between the objective and the test mAP of each complete
+    trial's own model(s) (fold models averaged), per study.
+
+    python benchmarks/bench_generalisation.py               # synthetic + 11k sample, 3 studies
+    python benchmarks/bench_generalisation.py --quick       # 1 study, tiny budget (a smoke run)
+
+Writes ``generalisation.json`` under ``--out``. The last line is
+``optimism_new=<x> optimism_old=<y> test_gain_new=<z> test_gain_old=<w> spearman_new=<a>
+spearman_old=<b>`` (means over studies and datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "11k-mini-100px"
+SYNTHETIC = dict(ids=120, per_id=3, size=64, seed=0)
+FRESH_OFFSET = 5000  # fresh seeds: never a study's or a confirm's seed
+FOLDS, TOP, CONFIRM_SEEDS = 3, 3, 2
+
+
+def base_space(data: str, opts: dict, folds: int):
+    from hpo.space import load_space
+
+    return load_space("tiny-vit").with_base(
+        data_root=data,
+        aspects=["all"],
+        split="random",
+        split_seed=0,
+        epochs=opts["epochs"],
+        early_stop_patience=2,
+        num_splits=opts["num_splits"],
+        val_folds=folds,
+    )
+
+
+class _TestObjective:
+    """The objective, plus the test mAP of every run's model, kept per trial for (c)."""
+
+    def __init__(self, space):
+        from handreid.engine import fit, test_report
+        from hpo.objective import Objective
+
+        self.tests: list[float] = []
+
+        def fit_and_test(cfg, **kw):
+            result = fit(cfg, **kw)
+            if result.status != "diverged":
+                self.tests.append(test_report(result.model, result.data, cfg, "cpu")["mAP"])
+            return result
+
+        self.inner = Objective(space, device="cpu", fit_fn=fit_and_test)
+
+    def __call__(self, trial):
+        self.tests = []
+        try:
+            return self.inner(trial)
+        finally:
+            trial.set_user_attr("bench_test_mAP", statistics.fmean(self.tests or [math.nan]))
+
+
+def spent(study) -> int:
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+
+
+def tune(space, seed: int, budget: int, name: str):
+    """Trials until ``budget`` epochs are spent; returns the study."""
+    import optuna
+
+    from hpo.study import create_or_resume, make_pruner, make_sampler, run_until
+
+    cfg = space.config({})
+    study = create_or_resume(
+        optuna.storages.InMemoryStorage(),
+        name,
+        space,
+        sampler=make_sampler("tpe", seed),
+        pruner=make_pruner("median", cfg.epochs, cfg.warmup_epochs, cfg.val_folds),
+        context={},
+    )
+    objective = _TestObjective(space)
+    while spent(study) < budget:
+        run_until(study, objective, len([t for t in study.trials if t.state.is_finished()]) + 1)
+    return study
+
+
+def confirm(study, space) -> tuple[dict, int]:
+    """``hpo confirm`` in process; returns its summary and the epochs it trained."""
+    from hpo import confirm as cf
+    from hpo.objective import Objective
+
+    p = cf.plan(study, TOP, CONFIRM_SEEDS)
+    companion = cf.open_companion(study, study._storage)
+    cf.queue(study, companion, p)
+    objective = Objective(space, device="cpu", prune_between_runs=False, keep_identity_ap=True)
+    cf.work(companion, objective)
+    return cf.summarize(study, companion, p), spent(companion)
+
+
+def fresh_runs(space, params: dict, seeds: list[int], folds: int) -> list[dict]:
+    """Train ``params`` on fresh seeds; per seed the val mAP (fold mean) and test mAP."""
+    from handreid.engine import fit, test_report
+
+    out = []
+    for seed in seeds:
+        vals, tests = [], []
+        for k in range(folds):
+            cfg = space.config(params).replace(val_folds=folds, val_fold=k, seed=seed)
+            result = fit(cfg, device="cpu")
+            vals.append(result.best_map)
+            tests.append(test_report(result.model, result.data, cfg, "cpu")["mAP"])
+        out.append({"seed": seed, "val": statistics.fmean(vals), "test": tests[0]})
+    return out
+
+
+def spearman(study) -> float:
+    from optuna.trial import TrialState
+    from scipy.stats import spearmanr
+
+    pairs = [
+        (t.value, t.user_attrs["bench_test_mAP"])
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE and math.isfinite(t.user_attrs.get("bench_test_mAP", 0))
+    ]
+    if len(pairs) < 3:
+        return math.nan
+    return float(spearmanr(*zip(*pairs, strict=True)).statistic)
+
+
+def paired_gain(exported: list[dict], baseline: list[dict]) -> dict:
+    from handreid.stats import mean_se, t_interval
+
+    diffs = [a["test"] - b["test"] for a, b in zip(exported, baseline, strict=True)]
+    mean, se = mean_se(diffs)
+    lo, hi = t_interval(mean, se, len(diffs) - 1)
+    return {"diff": mean, "ci": [lo, hi], "diffs": diffs}
+
+
+def one_study(dataset: str, data: str, seed: int, opts: dict) -> dict:
+    """Both pipelines for one sampler seed, and their fresh evaluations."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("handreid").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    fresh = [FRESH_OFFSET + 100 * seed + i for i in range(opts["fresh"])]
+    old_space, new_space = base_space(data, opts, 1), base_space(data, opts, FOLDS)
+    baseline = {k: v for k, v in old_space.baselines[0].items() if k != "name"}
+
+    old = tune(old_space, seed, opts["budget"], f"old-{seed}")
+    old_best = old.best_trial
+    old_runs = fresh_runs(old_space, old_best.params, fresh, 1)
+
+    confirm_cost = (TOP + 1) * CONFIRM_SEEDS * FOLDS * opts["epochs"]  # upper bound, no pruning
+    new = tune(new_space, seed, max(opts["budget"] - confirm_cost, 0), f"new-{seed}")
+    summary, confirm_epochs = confirm(new, new_space)
+    tune_new = spent(new)
+    winner = next(t for t in new.get_trials(deepcopy=False) if t.number == summary["winner"])
+    row = next(r for r in summary["rows"] if r["trial"] == winner.number)
+    # test gains compare like with like: exported and baseline trained on the one-split protocol
+    new_test = fresh_runs(old_space, winner.params, fresh, 1)
+    new_val = fresh_runs(new_space, winner.params, fresh[:2], FOLDS)  # what new reported
+    base_runs = fresh_runs(old_space, baseline, fresh, 1)
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "old": {
+            "epochs": spent(old),
+            "trials": len(old.trials),
+            "exported": old_best.number,
+            "params": old_best.params,
+            "reported": old_best.value,
+            "reported_se": old_best.user_attrs.get("value_se"),
+            "fresh": old_runs,
+            "optimism": old_best.value - statistics.fmean(r["val"] for r in old_runs),
+            "test_gain": paired_gain(old_runs, base_runs),
+            "spearman": spearman(old),
+        },
+        "new": {
+            "epochs": tune_new + confirm_epochs,
+            "confirm_epochs": confirm_epochs,
+            "trials": len(new.trials),
+            "exported": winner.number,
+            "params": winner.params,
+            "objective": winner.value,
+            "reported": row["mean"],
+            "reported_ci": row["ci"],
+            "verdict_vs_baseline": row["vs_baseline"],
+            "fresh": new_val,
+            "fresh_test": new_test,
+            "optimism": row["mean"] - statistics.fmean(r["val"] for r in new_val),
+            "test_gain": paired_gain(new_test, base_runs),
+            "spearman": spearman(new),
+        },
+        "baseline_fresh": base_runs,
+    }
+
+
+def mean(values) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
+def report(results: list[dict]) -> str:
+    lines = [
+        "| dataset | study | pipeline | epochs | trials | reported | fresh val | optimism "
+        "| test gain vs baseline [95% CI] | Spearman |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in sorted(results, key=lambda r: (r["dataset"], r["seed"])):
+        for name in ("old", "new"):
+            p = r[name]
+            fresh_val = mean(x["val"] for x in p["fresh"])
+            rep = f"{p['reported']:.4f}"
+            if name == "new":
+                rep += f" [{p['reported_ci'][0]:.3f}, {p['reported_ci'][1]:.3f}]"
+            g = p["test_gain"]
+            lines.append(
+                f"| {r['dataset']} | {r['seed']} | {name} | {p['epochs']} | {p['trials']} | {rep} "
+                f"| {fresh_val:.4f} | {p['optimism']:+.4f} | {g['diff']:+.4f} "
+                f"[{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] | {p['spearman']:.2f} |"
+            )
+    within = [
+        r["new"]["reported_ci"][0]
+        <= mean(x["val"] for x in r["new"]["fresh"])
+        <= r["new"]["reported_ci"][1]
+        for r in results
+    ]
+    lines.append("")
+    lines.append(
+        f"new pipeline: fresh re-runs inside the reported 95% CI in {sum(within)} of "
+        f"{len(within)} studies"
+    )
+    agg = {
+        f"{key}_{name}": mean(
+            r[name][key] if key != "test_gain" else r[name]["test_gain"]["diff"] for r in results
+        )
+        for key in ("optimism", "test_gain", "spearman")
+        for name in ("new", "old")
+    }
+    lines.append(" ".join(f"{k}={v:.4f}" for k, v in agg.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--studies", type=int, default=3)
+    p.add_argument("--budget", type=int, default=240, help="training epochs per pipeline")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per training run")
+    p.add_argument("--fresh", type=int, default=3, help="fresh seeds per evaluated config")
+    p.add_argument("--num-splits", type=int, default=3)
+    p.add_argument("--datasets", default="synthetic,sample")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="1 study, budget 60, 2 epochs, 2 seeds")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--from-json", help="re-print the tables of a saved run")
+    args = p.parse_args(argv)
+    if args.from_json:
+        print(report(json.loads(Path(args.from_json).read_text())["results"]))
+        return 0
+    if args.quick:
+        args.studies, args.budget, args.epochs, args.fresh = 1, 60, 2, 2
+    from hpo.study import synthetic_data
+
+    roots = {}
+    for name in args.datasets.split(","):
+        if name == "synthetic":
+            roots[name] = str(synthetic_data(REPO / "studies", **SYNTHETIC))
+        elif name == "sample" and (SAMPLE / "HandInfo.csv").is_file():
+            roots[name] = str(SAMPLE)
+    opts = {
+        "budget": args.budget,
+        "epochs": args.epochs,
+        "fresh": args.fresh,
+        "num_splits": args.num_splits,
+    }
+    jobs = [
+        (name, root, seed, opts) for name, root in roots.items() for seed in range(args.studies)
+    ]
+    start = time.time()
+    with ProcessPoolExecutor(args.processes) as pool:
+        results = list(pool.map(one_study, *zip(*jobs, strict=True)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {**opts, "studies": args.studies, "seconds": time.time() - start}
+    name = "generalisation_quick.json" if args.quick else "generalisation.json"
+    (out / name).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(f"{len(results)} studies in {time.time() - start:.0f} s; wrote {out / name}")
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`hpo run` with folds, `hpo confirm`, `hpo export`, and `handreid train` on the export:
+the whole path with real tiny training; and a killed confirm that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from handreid.cli import main as handreid_main
+from hpo.cli import main
+
+
+def hpo(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+STORAGE = "sqlite:///studies/handreid.db"
+NAME = "handreid-tiny-vit"
+
+
+@pytest.mark.slow
+def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = ["run", "--backbone", "tiny-vit", "--trials", "4", "--epochs", "2"]
+    code, out, err = hpo([*run, "--data", "synthetic", "--set", "val_folds=3", "--quiet"], capsys)
+    assert code == 0, err
+    study = optuna.load_study(study_name=NAME, storage=STORAGE)
+    finished = [t for t in study.get_trials() if t.state.is_finished()]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in finished) == 4
+    for t in finished:
+        if t.state == TrialState.COMPLETE:
+            folds = t.user_attrs["fold_values"]
+            assert len(folds) == 3 and t.user_attrs["n_folds"] == 3
+            assert t.value == pytest.approx(sum(folds) / 3, abs=1e-5)
+            assert t.user_attrs["value_se"] > 0
+        elif t.state == TrialState.PRUNED:
+            assert t.user_attrs["pruned_at"].startswith(("fold ", "after fold ")), t.user_attrs
+    assert "+- " in out  # the best value is shown with its standard error
+
+    code, out, err = hpo(["confirm", "--study", NAME, "--top", "2", "--seeds", "2"], capsys)
+    assert code == 0, err
+    summary = optuna.load_study(study_name=NAME, storage=STORAGE).user_attrs["confirm"]
+    assert summary["seeds"] == [1, 2] and summary["complete"]
+    assert all(r["n"] == 6 for r in summary["rows"])  # 2 seeds x 3 folds per config
+    assert "95% CI" in out and "baseline" in out
+
+    code, out, err = hpo(["export", "--study", NAME], capsys)
+    assert code == 0, err
+    exported = Path(f"studies/{NAME}/best.yaml")
+    header = [line for line in exported.read_text().splitlines() if line.startswith("#")]
+    winner = summary["winner"]
+    assert any(line.startswith(f"# trial {winner}") for line in header)
+    assert any("confirmed on fresh training seeds [1, 2]" in h and "95% CI" in h for h in header)
+    assert any(
+        "baseline" in h and ("distinguishable" in h or "best confirmed" in h) for h in header
+    )
+
+    with pytest.raises(SystemExit) as exc:
+        handreid_main(["train", "--config", str(exported), "--out", "runs/best", "--quiet"])
+    assert exc.value.code == 0
+    metrics = json.loads(Path("runs/best/metrics.json").read_text())
+    assert yaml.safe_load(exported.read_text())["val_folds"] == 3
+    assert len(metrics["identities"]["val"]) > 0
+
+
+def confirm_cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "hpo.cli", "confirm", "--study", NAME, *extra]
+
+
+@pytest.mark.slow
+def test_a_killed_confirm_resumes_without_repeating_finished_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "1", "--quiet"]
+    code, _, err = hpo([*run, "--data", "synthetic", "--pruner", "none"], capsys)
+    assert code == 0, err
+    cmd = confirm_cmd("--top", "2", "--seeds", "2")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, text=True)
+    companion = None
+    end = time.monotonic() + 240
+    while time.monotonic() < end:
+        try:
+            companion = optuna.load_study(study_name=f"{NAME}.confirm", storage=STORAGE)
+        except KeyError:
+            time.sleep(0.5)
+            continue
+        states = [t.state for t in companion.get_trials()]
+        if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError("the confirm never had a finished and a running run at once")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = [
+        (t.user_attrs["candidate"], t.user_attrs["confirm_seed"])
+        for t in companion.get_trials()
+        if t.state == TrialState.COMPLETE
+    ]
+    assert before
+
+    done = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name=f"{NAME}.confirm", storage=STORAGE).get_trials()
+    complete = [
+        (t.user_attrs["candidate"], t.user_attrs["confirm_seed"])
+        for t in trials
+        if t.state == TrialState.COMPLETE
+    ]
+    assert len(complete) == len(set(complete)), "a finished run was repeated"
+    assert set(before) <= set(complete)
+    summary = optuna.load_study(study_name=NAME, storage=STORAGE).user_attrs["confirm"]
+    assert summary["complete"] and len(complete) == 2 * len(
+        set(summary["candidates"]) | set(summary["baselines"])
+    )
+    assert sum(t.state == TrialState.FAIL for t in trials) == 1  # the killed run, failed once

@@ -469,7 +469,7 @@ def fit(
         if best_epoch < 0 or metrics["mAP"] > best["mAP"]:
             best, best_epoch = {k: metrics[k] for k in METRICS}, epoch
             best_state = _snapshot(model)
-            best_ap = {data.eval_names[i]: v for i, v in sorted(val["identity_ap"].items())}
+            best_ap = {data.eval_names[i]: v for i, v in sorted(val.get("identity_ap", {}).items())}
         try:
             for cb in callbacks:
                 cb(epoch, dict(metrics))

@@ -138,7 +138,7 @@ def test_fit_follows_the_schedule(tiny_cfg, data):
 def scripted_validation(monkeypatch, maps):
     calls = []
 
-    def fake(model, evalset, cfg, device):
+    def fake(model, evalset, cfg, device, per_identity=False):
         calls.append(evalset)
         m = maps[len(calls) - 1]
         return {"rank1": m, "rank5": m, "rank10": m, "mAP": m}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from handreid.config import TrainConfig
 from tests.conftest import SHARED_11K, TINY
@@ -38,11 +39,24 @@ Setup = Callable[[Path, Path], None]  # (case folder, synthetic data root)
 
 
 def config_with(extra: str, name: str = "tiny.yaml") -> Setup:
-    """A valid tiny-vit trainer config on the synthetic set, plus ``extra`` YAML lines."""
+    """A valid tiny-vit trainer config on the synthetic set with the keys of ``extra`` (YAML)
+    set; appending them as text would repeat keys, which configs refuse."""
 
     def setup(tmp: Path, synthetic: Path) -> None:
         cfg = TrainConfig(**TINY, data_root=str(synthetic), cache_dir=str(tmp.parent / "cache"))
-        (tmp / name).write_text(cfg.to_yaml() + extra)
+        data = {**cfg.to_dict(), **(yaml.safe_load(extra) or {})}
+        (tmp / name).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return setup
+
+
+def config_text(extra: str | bytes, name: str = "tiny.yaml") -> Setup:
+    """A valid tiny-vit trainer config on the synthetic set followed by ``extra`` as raw text."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        cfg = TrainConfig(**TINY, data_root=str(synthetic), cache_dir=str(tmp.parent / "cache"))
+        raw = extra if isinstance(extra, bytes) else extra.encode()
+        (tmp / name).write_bytes(cfg.to_yaml().encode() + raw)
 
     return setup
 

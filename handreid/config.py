@@ -185,6 +185,21 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors let Python's errors escape for some input ('!!int' with
+        # no digits, 2001-13-01, a 5,000-digit integer): report them with their line instead.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as exc:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            what = _show(node.value, 40) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read {what} as {kind} ({_cut(str(exc))})",
+                node.start_mark,
+            ) from None
+
 
 def parse_yaml(text: str, source: str = "<yaml>", *, error: type[UserError] = ConfigError) -> Any:
     """YAML text -> Python data, refusing duplicate keys; every failure is one ``error`` line.
@@ -207,9 +222,8 @@ def parse_yaml(text: str, source: str = "<yaml>", *, error: type[UserError] = Co
         raise error(f"{source}: not valid YAML{where}{detail}") from None
     except RecursionError:
         raise error(f"{source}: not valid YAML: nested too deeply") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # PyYAML lets some scalar conversions escape: a date 2001-13-01, a 5,000-digit integer
-        raise error(f"{source}: not valid YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # outside a node, if ever
+        raise error(f"{source}: not valid YAML: {_cut(str(exc))}") from None
 
 
 def load_yaml(path: str | Path, *, error: type[UserError] = ConfigError) -> Any:
@@ -244,6 +258,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = raw  # not YAML: the text itself (a prompt template with a colon, ...)
         out[key] = _coerce(key, value)
     return out
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value: Any, limit: int = 80) -> str:

@@ -255,7 +255,7 @@ HANDREID_CASES = [
     ),
     train(
         "train-yaml-bad-date",
-        "not valid YAML: month must be in 1..12",
+        "not valid YAML (line 1): cannot read '2001-13-01' as timestamp (month must be in 1..12)",
         setup=write("tiny.yaml", "epochs: 2001-13-01\n"),
     ),
     train(

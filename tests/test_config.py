@@ -211,9 +211,11 @@ def test_parse_yaml_raises_the_callers_error_type():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("epochs: 2001-13-01\n", "not valid YAML: month must be in 1..12"),
+        ("epochs: 2001-13-01\n", r"\(line 1\): cannot read '2001-13-01' as timestamp \(month must"),
         ("epochs: " + "[" * 3000 + "]" * 3000 + "\n", "not valid YAML: nested too deeply"),
-        ("epochs: " + "9" * 5000 + "\n", "not valid YAML: Exceeds the limit"),
+        ("epochs: " + "9" * 5000 + "\n", r"not valid YAML \(line 1\): cannot read .* as int"),
+        ("epochs: !!int\n", r"not valid YAML \(line 1\): cannot read '' as int"),
+        ("epochs: !!timestamp x\n", r"not valid YAML \(line 1\): cannot read 'x' as timestamp"),
         ("epochs: [1\n", r"not valid YAML \(line 2\)"),
         ("? [a]\n: 1\n", r"not valid YAML \(line 1\): found unhashable key"),
     ],

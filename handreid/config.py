@@ -156,9 +156,8 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping that names one key twice (PyYAML keeps the last value without a word)."""
 
     def __init__(self, key: Any, mark: yaml.Mark | None, first: yaml.Mark | None) -> None:
-        super().__init__(
-            None, first, f"found duplicate key {_show(key)}", mark
-        )  # context_mark: the first occurrence, problem_mark: the repeat
+        # context_mark: the first occurrence; problem_mark: the repeat
+        super().__init__(None, first, f"found duplicate key {_show(key)}", mark)
         self.key = key
         self.line = mark.line + 1 if mark is not None else None
 
@@ -208,7 +207,7 @@ def parse_yaml(text: str, source: str = "<yaml>", *, error: type[UserError] = Co
     configs both read YAML through here, so both refuse a key given twice.
     """
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: builds no objects
     except DuplicateKeyError as exc:
         where = f" (line {exc.line})" if exc.line is not None else ""
         raise error(
@@ -269,7 +268,9 @@ def _show(value: Any, limit: int = 80) -> str:
     try:
         text = repr(value)
     except ValueError:  # an int past the interpreter's 4,300-digit conversion limit
-        return f"<integer of {value.bit_length()} bits>"
+        if isinstance(value, int):
+            return f"<integer of {value.bit_length()} bits>"
+        return f"<{type(value).__name__}>"
     except RecursionError:  # a self-containing list from YAML anchors
         return f"<nested {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -279,9 +280,7 @@ def _check_known(key: Any, source: str) -> None:
     if key in KEYS:
         return
     close = (
-        difflib.get_close_matches(_show(key, 200), KEYS, n=1, cutoff=0.5)
-        if isinstance(key, str)
-        else []
+        difflib.get_close_matches(key[:200], KEYS, n=1, cutoff=0.5) if isinstance(key, str) else []
     )
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"{source}: unknown key {_show(key)}{hint}")

@@ -171,8 +171,6 @@ def checkpoint_file(name: str = "best.pt", num_classes: int = 21, **changes) -> 
 
 def torch_file(name: str, payload: object) -> Setup:
     def setup(tmp: Path, synthetic: Path) -> None:
-        import torch
-
         torch.save(payload, tmp / name)
 
     return setup
@@ -196,7 +194,8 @@ SYNTH = ("synth", "--ids", "2", "--per-id", "2", "--size", "16", "--out")
 
 
 def train(case_id: str, message: str, *extra: str, setup: Setup | None = None, **kw) -> Case:
-    """A ``handreid train`` case on the tiny config (``setup`` adds to it)."""
+    """A ``handreid train`` case on the tiny config; ``setup`` runs after writing it (and may
+    write tiny.yaml anew)."""
     base = config_with("")
     return Case(
         case_id,

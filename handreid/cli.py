@@ -6,12 +6,13 @@ import argparse
 import json
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from handreid.errors import UserError, cli_exit
+from handreid.errors import DataError, UserError, cli_exit
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP")
 
@@ -20,7 +21,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from handreid.data.synthetic import write_synthetic
 
     out = write_synthetic(
-        args.out, ids=args.ids, per_id=args.per_id, size=args.size, seed=args.seed
+        args.out,
+        ids=args.ids,
+        per_id=args.per_id,
+        size=args.size,
+        seed=args.seed,
+        force=args.force,
     )
     print(f"wrote {args.ids} identities x {args.per_id} images x 4 aspects to {out}")
     return 0
@@ -31,6 +37,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     report = inspect_data(args.data, dataset=args.dataset, aspects=args.aspects)
     print(json.dumps(report, indent=2) if args.json else format_inspect(report))
+    bad = report["images_unreadable_used"]
+    if bad:  # the report is printed in full first: it is what the user needs to fix the data
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise DataError(
+            f"{len(bad)} image(s) a run would use cannot be decoded ({bad[0]}{more}); "
+            "train refuses this data until they are replaced or removed"
+        )
     return 0
 
 
@@ -44,8 +57,9 @@ def _setup_logging(quiet: bool = False) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from handreid.checkpoint import save_checkpoint
-    from handreid.config import TrainConfig
+    from handreid.checkpoint import check_run_folder, save_checkpoint, write_run_folder
+    from handreid.config import TrainConfig, config_warnings
+    from handreid.data.inspect import check_batches
     from handreid.engine import fit, prepare_data, test_report
     from handreid.models import build_model
 
@@ -56,16 +70,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = cfg.replace(refit=True)
     if not cfg.data_root:
         raise UserError("no data: set data_root in the config or pass --data DIR")
-    _setup_logging(args.quiet)
-    # Everything that can fail on user input (data, images, model weights) fails before the
-    # output folder exists, so a bad run never leaves a half-written folder behind.
-    data = prepare_data(cfg)
-    build_model(cfg, data.num_classes, data.aspects)
+    # absolute, so that `evaluate --checkpoint` finds the data from any folder
+    cfg = cfg.replace(data_root=str(Path(cfg.data_root).expanduser().resolve()))
+    for message in config_warnings(cfg):
+        warnings.warn(message, UserWarning, stacklevel=1)
     out = (
         Path(args.out)
         if args.out
         else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    # Everything that can fail on user input (output folder, data, images, batch size, model
+    # weights) fails before training, and nothing is written until the run is complete.
+    check_run_folder(out, args.overwrite)
+    _setup_logging(args.quiet)
+    data = prepare_data(cfg)
+    check_batches(cfg, data.train_labels.tolist())
+    build_model(cfg, data.num_classes, data.aspects)
     with logging_redirect_tqdm(loggers=[logging.getLogger("handreid")]):
         result = fit(cfg, data=data, device=args.device, progress=not args.quiet)
     test = test_report(result.model, result.data, cfg, args.device)
@@ -80,17 +100,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 2),
         "history": result.history,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml", header=f"resolved config of {out}")
-    save_checkpoint(
-        out / "best.pt",
-        result.model,
-        cfg,
-        num_classes=data.num_classes,
-        aspects=data.aspects,
-        val=metrics["val"] or {},
-    )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    def write(folder: Path) -> None:
+        cfg.save(folder / "config.yaml", header=f"resolved config of {out}")
+        save_checkpoint(
+            folder / "best.pt",
+            result.model,
+            cfg,
+            num_classes=data.num_classes,
+            aspects=data.aspects,
+            val=metrics["val"] or {},
+        )
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    write_run_folder(out, write, overwrite=args.overwrite)
     if cfg.refit:
         print(f"status {result.status}; refit on all training-side identities, {cfg.epochs} epochs")
     else:
@@ -116,6 +139,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model, cfg, payload = load_checkpoint(args.checkpoint, device)
     if args.data:
         cfg = cfg.replace(data_root=args.data)
+    elif not Path(cfg.data_root).expanduser().is_dir():
+        raise UserError(
+            f"the checkpoint's data_root {cfg.data_root!r} is not a folder here; "
+            "pass --data DIR to point at the dataset it was trained on"
+        )
     data = prepare_data(cfg)
     if data.num_classes != payload["num_classes"]:
         raise UserError(
@@ -137,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-id", type=int, default=8, help="images per identity and aspect")
     p.add_argument("--size", type=int, default=96, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--force", action="store_true", help="replace a set that synth wrote there before"
+    )
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("inspect", help="check a dataset folder and report what a run would use")
@@ -157,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="dataset root (overrides data_root)")
     p.add_argument("--out", help="output folder (default runs/<model>-<time>)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in the --out folder"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument(

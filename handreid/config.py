@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from handreid.errors import ConfigError
+from handreid.errors import ConfigError, UserError
 
 ASPECTS = ("dorsal right", "dorsal left", "palmar right", "palmar left")
 MODEL_ALIASES = {"rn50": "RN50", "vitb16": "ViT-B-16"}
 DATASETS = ("11k", "hd", "folder")
 TEMPLATE_FIELDS = ("aspect",)
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding and many tools take 32-bit seeds
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,9 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" (line {line + 1})" if line is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        data = load_yaml(path)
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values")
         data.update(parse_overrides(overrides))
@@ -158,6 +156,97 @@ KEYS = tuple(f.name for f in fields(TrainConfig))
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 
 
+# ---- YAML ---------------------------------------------------------------------------------
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names one key twice (PyYAML keeps the last value without a word)."""
+
+    def __init__(self, key: Any, mark: yaml.Mark | None, first: yaml.Mark | None) -> None:
+        # context_mark: the first occurrence; problem_mark: the repeat
+        super().__init__(None, first, f"found duplicate key {_show(key)}", mark)
+        self.key = key
+        self.line = mark.line + 1 if mark is not None else None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Keys brought in by a merge (``<<: *base``) may be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable: the base class reports it
+                    continue
+                if key in seen:
+                    raise DuplicateKeyError(key, key_node.start_mark, first)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors let Python's errors escape for some input ('!!int' with
+        # no digits, 2001-13-01, a 5,000-digit integer): report them with their line instead.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as exc:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            what = _show(node.value, 40) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read {what} as {kind} ({_cut(str(exc))})",
+                node.start_mark,
+            ) from None
+
+
+def parse_yaml(text: str, source: str = "<yaml>", *, error: type[UserError] = ConfigError) -> Any:
+    """YAML text -> Python data, refusing duplicate keys; every failure is one ``error`` line.
+
+    ``source`` names the text in messages (a path, ``--set``). Search-space files and trainer
+    configs both read YAML through here, so both refuse a key given twice.
+    """
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: builds no objects
+    except DuplicateKeyError as exc:
+        where = f" (line {exc.line})" if exc.line is not None else ""
+        raise error(
+            f"{source}: duplicate key {_show(exc.key)}{where}; each key may appear once"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if problem else ""
+        raise error(f"{source}: not valid YAML{where}{detail}") from None
+    except RecursionError:
+        raise error(f"{source}: not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # outside a node, if ever
+        raise error(f"{source}: not valid YAML: {_cut(str(exc))}") from None
+
+
+def load_yaml(path: str | Path, *, error: type[UserError] = ConfigError) -> Any:
+    """The YAML file at ``path`` (UTF-8), parsed by ``parse_yaml``; unreadable is one line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+    return parse_yaml(text, str(path), error=error)
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """``["lr_modules=1e-4", "aspects=[dorsal right]"]`` -> dict with YAML-typed values."""
     out: dict[str, Any] = {}
@@ -165,34 +254,58 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_show(item)}")
         _check_known(key, "--set")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+            value = parse_yaml(raw, "--set") if raw.strip() else ""
+        except ConfigError:
+            value = raw  # not YAML: the text itself (a prompt template with a colon, ...)
         out[key] = _coerce(key, value)
     return out
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about any input at all."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past the interpreter's 4,300-digit conversion limit
+        if isinstance(value, int):
+            return f"<integer of {value.bit_length()} bits>"
+        return f"<{type(value).__name__}>"
+    except RecursionError:  # a self-containing list from YAML anchors
+        return f"<nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_known(key: Any, source: str) -> None:
     if key in KEYS:
         return
-    close = difflib.get_close_matches(str(key), KEYS, n=1, cutoff=0.5)
+    close = (
+        difflib.get_close_matches(key[:200], KEYS, n=1, cutoff=0.5) if isinstance(key, str) else []
+    )
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    raise ConfigError(f"{source}: unknown key {_show(key)}{hint}")
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Turn YAML values into the field's type, rejecting what does not fit."""
     kind = _TYPES[key]
-    given = f"{key}={value!r}"
+    given = f"{key}={_show(value)}"
     if kind == "bool":
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{given}: expected true or false")
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value != int(value)
+        ):
             raise ConfigError(f"{given}: expected an integer")
         return int(value)
     if kind == "float":
@@ -233,7 +346,7 @@ def _choice(cfg: TrainConfig, key: str, allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     if getattr(cfg, key) not in allowed:
         raise ConfigError(
-            f"{key}={getattr(cfg, key)!r} is not allowed; choose one of {list(allowed)}"
+            f"{key}={_show(getattr(cfg, key))} is not allowed; choose one of {list(allowed)}"
         )
 
 
@@ -243,7 +356,7 @@ def _range(cfg: TrainConfig, key: str, low: float, high: float, *, low_open=Fals
     if not ok or (isinstance(v, float) and math.isnan(v)):
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
-        raise ConfigError(f"{key}={v!r} is out of range; allowed {lo}{low}, {high}{hi}")
+        raise ConfigError(f"{key}={_show(v)} is out of range; allowed {lo}{low}, {high}{hi}")
 
 
 def template_fields(template: str) -> list[str]:
@@ -266,7 +379,22 @@ def check_template(template: str) -> list[str]:
         )
     if names.count("") > 1:
         raise ConfigError(f"prompt_template={template!r}: use the {{}} placeholder at most once")
+    try:  # conversions and format specs ({aspect!x}, {:{}}) fail only when the prompt is built
+        template.format("word", aspect="dorsal right")
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise ConfigError(f"prompt_template={template!r}: {exc}") from None
     return names
+
+
+def config_warnings(cfg: TrainConfig) -> list[str]:
+    """Legal settings that probably do not do what was meant, one message each."""
+    out = []
+    if cfg.warmup_epochs >= cfg.epochs:
+        out.append(
+            f"warmup_epochs={cfg.warmup_epochs} >= epochs={cfg.epochs}: the whole run is "
+            f"warmup, so the {cfg.scheduler} phase of the learning-rate schedule never starts"
+        )
+    return out
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -280,7 +408,7 @@ def _validate(cfg: TrainConfig) -> None:
     h, w = cfg.image_size
     if h < 16 or w < 16 or h > 1024 or w > 1024:
         raise ConfigError(
-            f"image_size={list(cfg.image_size)} is out of range; each side in [16, 1024]"
+            f"image_size={_show(list(cfg.image_size))} is out of range; each side in [16, 1024]"
         )
     _range(cfg, "transformer_layers", 1, 12)
     _range(cfg, "dropout", 0.0, 1.0, high_open=True)
@@ -299,6 +427,8 @@ def _validate(cfg: TrainConfig) -> None:
             "multiple of num_instances holding at least 2 identities (P x K batches)"
         )
     _range(cfg, "epochs", 1, 100_000)
+    _range(cfg, "seed", 0, SEED_MAX)
+    _range(cfg, "split_seed", 0, SEED_MAX)
     _range(cfg, "early_stop_patience", 0, 100_000)
     _range(cfg, "warmup_epochs", 0, 100_000)
     _choice(cfg, "scheduler", ("cosine", "constant"))
@@ -347,9 +477,15 @@ def _validate(cfg: TrainConfig) -> None:
 __all__ = [
     "ASPECTS",
     "KEYS",
+    "SEED_MAX",
+    "DuplicateKeyError",
+    "UniqueKeyLoader",
     "check_template",
+    "config_warnings",
     "MODEL_ALIASES",
     "TrainConfig",
+    "load_yaml",
     "parse_overrides",
+    "parse_yaml",
     "template_fields",
 ]

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+# What a program killed by SIGPIPE reports (128 + 13), as `cat` or `grep` do at the head of a
+# pipe: a shell with `set -o pipefail` treats us like them, and a truncated listing is never
+# mistaken for a complete one.
+EXIT_BROKEN_PIPE = 141
 
 
 class UserError(Exception):
@@ -25,14 +33,74 @@ class ModelError(UserError):
     """A model that cannot be built (unknown name, weights unavailable)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks folded into spaces: an error is one line."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <reason>`` (``No space left on device``, ``Permission denied``, ...)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    where = os.fsdecode(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {os.fsdecode(exc.filename2)}"
+    return f"{where}: {reason}"
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # A warning for the user is about their input; where in our code it was raised is noise.
+    with contextlib.suppress(OSError):
+        print(f"warning: {one_line(str(message))}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        yield
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _error(message: str) -> None:
+    with contextlib.suppress(OSError):
+        print(f"error: {one_line(message)}", file=sys.stderr)
+
+
 def cli_exit(run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
-    """Run a CLI entry point: a UserError is one ``error:`` line and exit status 2."""
-    try:
-        code = run(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
+    """Run a CLI entry point and exit with its status.
+
+    - a ``UserError`` is one ``error:`` line and exit status 2;
+    - an ``OSError`` that escapes (disk full, no permission, read-only file system) is one
+      ``error:`` line naming the path and the reason, exit status 2;
+    - a closed output pipe (``handreid inspect ... | head -1``) ends quietly with
+      ``EXIT_BROKEN_PIPE`` (141), no traceback;
+    - Ctrl-C is ``interrupted`` and 130;
+    - warnings are printed as one ``warning:`` line each.
+    """
+    with _one_line_warnings():
+        try:
+            code = run(argv)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        except BrokenPipeError:  # before OSError: it is one
+            _silence_stdout()
+            code = EXIT_BROKEN_PIPE
+        except UserError as exc:
+            _error(str(exc))
+            code = 2
+        except OSError as exc:
+            _error(describe_os_error(exc))
+            code = 2
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                print("interrupted", file=sys.stderr)
+            code = 130
     sys.exit(code)

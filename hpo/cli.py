@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def _data_changes(args: argparse.Namespace, space) -> dict:
 def _cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
+    from handreid.config import config_warnings
+    from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
     from hpo.objective import DataPool, Objective
@@ -78,7 +81,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pool = DataPool()
     # a missing or broken dataset, or weights that cannot be had, fail here, before a study exists
     data = pool.get(base_cfg)
+    check_batches(base_cfg, data.train_labels.tolist())
     build_model(base_cfg, data.num_classes, data.aspects)
+    for message in config_warnings(base_cfg):
+        warnings.warn(message, UserWarning, stacklevel=1)
     if storage_url.startswith(("sqlite:///studies/", "studies/")):
         Path("studies").mkdir(exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from handreid.config import TrainConfig
+from handreid.data.hands11k import COLUMNS
 from tests.conftest import SHARED_11K, TINY
 
 
@@ -38,11 +41,24 @@ Setup = Callable[[Path, Path], None]  # (case folder, synthetic data root)
 
 
 def config_with(extra: str, name: str = "tiny.yaml") -> Setup:
-    """A valid tiny-vit trainer config on the synthetic set, plus ``extra`` YAML lines."""
+    """A valid tiny-vit trainer config on the synthetic set with the keys of ``extra`` (YAML)
+    set; appending them as text would repeat keys, which configs refuse."""
 
     def setup(tmp: Path, synthetic: Path) -> None:
         cfg = TrainConfig(**TINY, data_root=str(synthetic), cache_dir=str(tmp.parent / "cache"))
-        (tmp / name).write_text(cfg.to_yaml() + extra)
+        data = {**cfg.to_dict(), **(yaml.safe_load(extra) or {})}
+        (tmp / name).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return setup
+
+
+def config_text(extra: str | bytes, name: str = "tiny.yaml") -> Setup:
+    """A valid tiny-vit trainer config on the synthetic set followed by ``extra`` as raw text."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        cfg = TrainConfig(**TINY, data_root=str(synthetic), cache_dir=str(tmp.parent / "cache"))
+        raw = extra if isinstance(extra, bytes) else extra.encode()
+        (tmp / name).write_bytes(cfg.to_yaml().encode() + raw)
 
     return setup
 
@@ -67,51 +83,525 @@ def both(*setups: Setup) -> Setup:
     return setup
 
 
+# ---- handreid: train, evaluate, synth, inspect ----------------------------------------------
+def synth_set(name: str = "data", mutate: Callable[[Path], None] | None = None) -> Setup:
+    """A small synthetic 11k set in the case's folder (8 ids x 3 images x 4 aspects, 16 px)."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        from handreid.data.synthetic import write_synthetic
+
+        root = write_synthetic(tmp / name, ids=8, per_id=3, size=16)
+        if mutate:
+            mutate(root)
+
+    return setup
+
+
+def csv_set(
+    rows: list[str], header: str = ",".join(COLUMNS), images: bool = True, hands: bool = True
+) -> Setup:
+    """An 11k folder ``data``: HandInfo.csv is ``header`` + ``rows``; images are empty files
+    (the loader checks only that they exist), or absent; ``hands=False``: no Hands/ folder."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / "data").mkdir()
+        (tmp / "data" / "HandInfo.csv").write_text("\n".join([header, *rows]) + "\n")
+        if not hands:
+            return
+        (tmp / "data" / "Hands").mkdir()
+        for row in rows if images else ():
+            name = next((c for c in row.split(",") if c.startswith("Hand_")), None)
+            if name:
+                (tmp / "data" / "Hands" / name).write_bytes(b"")
+
+    return setup
+
+
+def rows(aspect: str = "dorsal right", ids: int = 6, per_id: int = 3, acc: str = "0") -> list[str]:
+    return [
+        f"{i:07d},30,male,fair,{acc},0,{aspect},Hand_{i:03d}{n}.jpg,0"
+        for i in range(ids)
+        for n in range(per_id)
+    ]
+
+
+def append_to(name: str, content: bytes) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        with open(root / name, "ab") as f:
+            f.write(content)
+
+    return mutate
+
+
+def replace_in_csv(old: bytes, new: bytes) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        path = root / "HandInfo.csv"
+        path.write_bytes(path.read_bytes().replace(old, new, 1))
+
+    return mutate
+
+
+def break_image(root: Path) -> None:
+    (root / "Hands" / "Hand_0000000.jpg").write_bytes(b"not a jpeg")
+
+
+def run_folder(name: str, files: tuple[str, ...]) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / name).mkdir()
+        for f in files:
+            (tmp / name / f).write_text(f"earlier {f}")
+
+    return setup
+
+
+def checkpoint_file(name: str = "best.pt", num_classes: int = 21, **changes) -> Setup:
+    """A tiny-vit checkpoint of the synthetic set's config (``changes`` applied), untrained."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        from handreid.checkpoint import save_checkpoint
+        from handreid.models import build_model
+
+        cfg = TrainConfig(**TINY, data_root=str(synthetic), cache_dir=str(tmp.parent / "cache"))
+        cfg = cfg.replace(**changes)
+        model = build_model(cfg, num_classes, cfg.aspects)
+        save_checkpoint(tmp / name, model, cfg, num_classes=num_classes, aspects=cfg.aspects)
+
+    return setup
+
+
+def torch_file(name: str, payload: object) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        torch.save(payload, tmp / name)
+
+    return setup
+
+
+def hd_set(ids: range) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / "data" / "Original Images").mkdir(parents=True)
+        for i in ids:
+            for n in (1, 2):
+                (tmp / "data" / "Original Images" / f"{i}_{n}.jpg").write_bytes(b"")
+
+    return setup
+
+
 RUN = ("run", "--backbone", "tiny-vit", "--quiet")
 TRAIN = ("train", "--config", "{tmp}/tiny.yaml", "--out", "{tmp}/run", "--quiet")
+TRAIN_ON = (*TRAIN, "--data", "{tmp}/data")
+EVALUATE = ("evaluate", "--checkpoint", "{tmp}/best.pt")
+SYNTH = ("synth", "--ids", "2", "--per-id", "2", "--size", "16", "--out")
 
-# ---- handreid: train, evaluate, synth, inspect ----------------------------------------------
+
+def train(case_id: str, message: str, *extra: str, setup: Setup | None = None, **kw) -> Case:
+    """A ``handreid train`` case on the tiny config; ``setup`` runs after writing it (and may
+    write tiny.yaml anew)."""
+    base = config_with("")
+    return Case(
+        case_id,
+        "handreid",
+        (*TRAIN, *extra),
+        message,
+        setup=both(base, setup) if setup else base,
+        **kw,
+    )
+
+
+def train_on(case_id: str, message: str, data: Setup, *extra: str) -> Case:
+    """A ``handreid train`` case on the tiny config with ``--data {tmp}/data`` made by ``data``."""
+    return Case(
+        case_id, "handreid", (*TRAIN_ON, *extra), message, setup=both(config_with(""), data)
+    )
+
+
 HANDREID_CASES = [
-    Case(
+    # -- config file and --set
+    train(
         "train-unknown-key",
-        "handreid",
-        TRAIN,
         "unknown key 'lr_modlues'; did you mean 'lr_modules'?",
-        setup=config_with("lr_modlues: 0.1\n"),
+        setup=config_with("lr_modlues: 0.1"),
     ),
-    Case(
-        "train-not-an-int",
-        "handreid",
-        TRAIN,
-        "epochs='many': expected an integer",
-        setup=config_with("epochs: many\n"),
+    train(
+        "train-not-an-int", "epochs='many': expected an integer", setup=config_with("epochs: many")
     ),
-    Case(
+    train(
         "train-margin-range",
-        "handreid",
-        TRAIN,
         "arcface_margin=3.0 is out of range",
-        setup=config_with("arcface_margin: 3.0\n"),
+        setup=config_with("arcface_margin: 3.0"),
     ),
-    Case(
-        "train-set-range",
-        "handreid",
-        (*TRAIN, "--set", "bnneck_dim=0"),
-        "bnneck_dim=0 is out of range",
-        setup=config_with(""),
-    ),
-    Case(
-        "train-missing-data",
-        "handreid",
-        (*TRAIN, "--data", "/no/such/folder"),
-        "does not exist",
-        setup=config_with(""),
-    ),
+    train("train-set-range", "bnneck_dim=0 is out of range", "--set", "bnneck_dim=0"),
+    train("train-missing-data", "does not exist", "--data", "/no/such/folder"),
     Case(
         "train-missing-config",
         "handreid",
         ("train", "--config", "{tmp}/none.yaml", "--out", "{tmp}/run"),
         "config file not found",
+    ),
+    train(
+        "train-duplicate-key",
+        "tiny.yaml: duplicate key 'epochs' (line",
+        setup=config_text("epochs: 3\n"),
+    ),
+    train(
+        "train-non-utf8-config",
+        "tiny.yaml: not UTF-8 text (byte 0xe9",
+        setup=write("tiny.yaml", b"model: tiny-vit\n# caf\xe9\n"),
+    ),
+    train(
+        "train-invalid-yaml",
+        "tiny.yaml: not valid YAML (line 2)",
+        setup=write("tiny.yaml", "model: [tiny-vit\n"),
+    ),
+    train(
+        "train-yaml-bad-date",
+        "not valid YAML (line 1): cannot read '2001-13-01' as timestamp (month must be in 1..12)",
+        setup=write("tiny.yaml", "epochs: 2001-13-01\n"),
+    ),
+    train(
+        "train-yaml-too-deep",
+        "not valid YAML: nested too deeply",
+        setup=write("tiny.yaml", "epochs: " + "[" * 3000 + "]" * 3000 + "\n"),
+    ),
+    train(
+        "train-config-not-a-mapping",
+        "expected a mapping of keys to values",
+        setup=write("tiny.yaml", "- epochs\n- 3\n"),
+    ),
+    train(
+        "train-seed-negative",
+        "seed=-1 is out of range; allowed [0, 4294967295]",
+        setup=config_with("seed: -1"),
+    ),
+    train(
+        "train-seed-huge",
+        "seed=99999999999 is out of range; allowed [0, 4294967295]",
+        "--set",
+        "seed=99999999999",
+    ),
+    train("train-seed-inf", "seed=inf: expected an integer", "--set", "seed=.inf"),
+    train("train-set-no-equals", "--set expects key=value, got 'epochs'", "--set", "epochs"),
+    train(
+        "train-set-unknown-key", "unknown key 'epoch'; did you mean 'epochs'?", "--set", "epoch=1"
+    ),
+    train("train-not-a-bool", "amp='on': expected true or false", setup=config_with("amp: 'on'")),
+    train("train-not-a-number", "lr_modules='fast': expected a number", "--set", "lr_modules=fast"),
+    train("train-not-a-string", "model=[1, 2]: expected a string", "--set", "model=[1, 2]"),
+    train(
+        "train-choice",
+        "classifier='cosface' is not allowed; choose one of ['linear', 'arcface']",
+        setup=config_with("classifier: cosface"),
+    ),
+    train(
+        "train-batch-not-pxk",
+        "batch_size must be a multiple of num_instances",
+        "--set",
+        "batch_size=30",
+    ),
+    train(
+        "train-image-size",
+        "image_size=[8, 8] is out of range; each side in [16, 1024]",
+        "--set",
+        "image_size=8",
+    ),
+    train(
+        "train-image-size-shape",
+        "expected [height, width] as two integers",
+        "--set",
+        "image_size=[64]",
+    ),
+    train("train-empty-model", "model is empty", setup=config_with("model: ''")),
+    train(
+        "train-template-field",
+        "unknown field {finger}",
+        setup=config_with("prompt_template: 'A {} {finger} hand.'"),
+    ),
+    train(
+        "train-template-twice",
+        "use the {} placeholder at most once",
+        setup=config_with("prompt_template: 'A {} {} hand.'"),
+    ),
+    train(
+        "train-template-format",
+        "Replacement index 1 out of range",
+        setup=config_with("prompt_template: 'A {:{}} hand.'"),
+    ),
+    train(
+        "train-template-unbalanced",
+        "prompt_template='A {aspect hand.'",
+        setup=config_with("prompt_template: 'A {aspect hand.'"),
+    ),
+    train(
+        "train-aspect-unknown", "unknown aspect 'dorsal middle'", "--set", "aspects=dorsal middle"
+    ),
+    train(
+        "train-aspect-twice", "lists an aspect twice", "--set", "aspects=[dorsal left, dorsal left]"
+    ),
+    train("train-aspects-empty", "aspects is empty", "--set", "aspects=[]"),
+    train(
+        "train-no-data-root",
+        "no data: set data_root in the config or pass --data DIR",
+        setup=config_with("data_root: ''"),
+    ),
+    # -- the output folder, checked before any data is read
+    train("train-out-is-a-file", "--out", setup=write("run", "a file")),
+    train(
+        "train-out-holds-a-run",
+        "already holds a run; pass --overwrite",
+        setup=run_folder("run", ("config.yaml", "best.pt")),
+    ),
+    train(
+        "train-out-holds-other-files",
+        "holds 'notes.txt', which no handreid run writes",
+        "--overwrite",
+        setup=run_folder("run", ("notes.txt", "best.pt")),
+    ),
+    Case(
+        "train-out-under-a-file",
+        "handreid",
+        ("train", "--config", "{tmp}/tiny.yaml", "--out", "{tmp}/taken/run"),
+        "taken is a file, not a folder",
+        setup=both(config_with(""), write("taken", "x")),
+    ),
+    # -- data: layouts, CSV, images, splits
+    train_on("train-11k-no-csv", "HandInfo.csv not found", write("data/readme.txt", "x")),
+    train_on(
+        "train-11k-wrong-layout", "(the folder looks like the 'hd' layout)", hd_set(range(1, 9))
+    ),
+    train_on(
+        "train-11k-missing-column",
+        "missing column(s) imageName",
+        csv_set(
+            rows(),
+            header="id,age,gender,skinColor,accessories,nailPolish,aspectOfHand,irregularities",
+        ),
+    ),
+    train_on(
+        "train-11k-short-row",
+        "line 3: 7 cell(s), so no imageName",
+        csv_set(
+            [
+                "0000001,30,male,fair,0,0,dorsal right,Hand_0011.jpg,0",
+                "0000001,30,male,fair,0,0,dorsal right",
+            ]
+        ),
+    ),
+    train_on(
+        "train-11k-non-utf8-csv",
+        "HandInfo.csv: not UTF-8 text (byte 0xe4",
+        synth_set(mutate=replace_in_csv(b"male", b"m\xe4le")),
+    ),
+    train_on(
+        "train-11k-unparsable-csv",
+        "not a readable CSV row (field larger than field limit",
+        synth_set(mutate=append_to("HandInfo.csv", b"1," + b"x" * 200_000 + b"\n")),
+    ),
+    train_on(
+        "train-11k-accessories",
+        "accessories='yes' for 'Hand_0000000.jpg' is not 0 or 1",
+        synth_set(mutate=replace_in_csv(b'"medium",0,', b'"medium","yes",')),
+    ),
+    train_on("train-11k-no-hands-folder", "Hands not found", csv_set(rows(), hands=False)),
+    train_on(
+        "train-11k-no-image-present",
+        "none of the 18 images listed in HandInfo.csv exist",
+        csv_set(rows(), images=False),
+    ),
+    train_on(
+        "train-11k-nothing-after-filtering",
+        "no identity left after filtering (aspects ['palmar left'], accessories == 0)",
+        csv_set(rows() + rows("palmar left", acc="1")),
+        "--set",
+        "aspects=palmar left",
+    ),
+    train_on(
+        "train-11k-no-evaluable-identity",
+        "no identity has 2 or more images",
+        csv_set(rows(per_id=1)),
+    ),
+    train_on("train-unreadable-image", "image(s) could not be read", synth_set(mutate=break_image)),
+    train_on(
+        "train-hd-on-11k-data",
+        "Original Images not found; an HD folder holds 'Original Images/<id>_<n>.jpg' "
+        "(the folder looks like the '11k' layout)",
+        synth_set(),
+        "--set",
+        "dataset=hd",
+    ),
+    train_on(
+        "train-one-subject",
+        "only 1 subject has 2 or more images; a random split needs at least 2",
+        both(*(write(f"data/alice/{n}.jpg", b"") for n in range(3))),
+        "--set",
+        "dataset=folder",
+    ),
+    train_on(
+        "train-hd-only-distractors",
+        "no identity left",
+        hd_set(range(502, 510)),
+        "--set",
+        "dataset=hd",
+    ),
+    train_on(
+        "train-folder-without-images",
+        "no identity left",
+        write("data/alice/readme.txt", "x"),
+        "--set",
+        "dataset=folder",
+    ),
+    train_on(
+        "train-published-on-folders",
+        "split='published' is defined only for 11k",
+        both(*(write(f"data/id{k}/{n}.jpg", b"") for k in range(6) for n in range(2))),
+        "--set",
+        "dataset=folder",
+        "--set",
+        "split=published",
+    ),
+    # -- after the data is decoded, still before training
+    train(
+        "train-batch-larger-than-the-data",
+        "batch_size=128 with num_instances=4 needs 32 training identities per batch (P x K), but the training split has 21",
+        "--set",
+        "batch_size=128",
+    ),
+    train("train-unknown-model", "unknown model 'resnet9000'", "--set", "model=resnet9000"),
+    train(
+        "train-weights-unavailable",
+        "pretrained='openai' is neither a file",
+        "--set",
+        "pretrained=openai",
+    ),
+    train("train-bad-device", "--device 'gpu': expected auto, cpu, cuda", "--device", "gpu"),
+    *(
+        []
+        if torch.cuda.is_available()
+        else [
+            train("train-no-cuda", "no CUDA device is available here; use cpu", "--device", "cuda")
+        ]
+    ),
+    # -- evaluate
+    Case("evaluate-missing-checkpoint", "handreid", EVALUATE, "checkpoint not found"),
+    Case(
+        "evaluate-not-a-checkpoint",
+        "handreid",
+        EVALUATE,
+        "not a handreid checkpoint (UnpicklingError)",
+        setup=write("best.pt", b"garbage"),
+    ),
+    Case(
+        "evaluate-other-format",
+        "handreid",
+        EVALUATE,
+        "not a handreid checkpoint (format 1 expected)",
+        setup=torch_file("best.pt", {"format": 99}),
+    ),
+    Case(
+        "evaluate-data-root-gone",
+        "handreid",
+        EVALUATE,
+        "the checkpoint's data_root '/no/such/data' is not a folder here; pass --data DIR",
+        setup=checkpoint_file(data_root="/no/such/data"),
+    ),
+    Case(
+        "evaluate-other-data",
+        "handreid",
+        EVALUATE,
+        "the data has 21 training identities but the checkpoint was trained on 5",
+        setup=checkpoint_file(num_classes=5),
+    ),
+    Case(
+        "evaluate-bad-device",
+        "handreid",
+        (*EVALUATE, "--device", "gpu"),
+        "--device 'gpu': expected auto, cpu, cuda",
+    ),
+    # -- synth: never destroys data
+    Case(
+        "synth-into-an-11k-copy",
+        "handreid",
+        (*SYNTH, "{tmp}/data"),
+        "is not empty and was not written by synth; nothing was changed",
+        setup=csv_set(rows()),
+    ),
+    Case(
+        "synth-force-into-an-11k-copy",
+        "handreid",
+        (*SYNTH, "{tmp}/data", "--force"),
+        "is not empty and was not written by synth",
+        setup=csv_set(rows()),
+    ),
+    Case(
+        "synth-over-its-own-set",
+        "handreid",
+        (*SYNTH, "{tmp}/data"),
+        "holds a synthetic set written earlier; pass --force to replace it",
+        setup=synth_set(),
+    ),
+    Case(
+        "synth-force-with-other-files",
+        "handreid",
+        (*SYNTH, "{tmp}/data", "--force"),
+        "now also holds notes.txt; --force replaces only what synth wrote",
+        setup=both(synth_set(), write("data/notes.txt", "mine")),
+    ),
+    Case(
+        "synth-out-is-a-file",
+        "handreid",
+        (*SYNTH, "{tmp}/taken"),
+        "is a file; synth writes a dataset folder",
+        setup=write("taken", "x"),
+    ),
+    Case(
+        "synth-zero-ids",
+        "handreid",
+        ("synth", "--out", "{tmp}/new", "--ids", "0"),
+        "ids=0 and per_id=8 must both be at least 1",
+    ),
+    Case(
+        "synth-size",
+        "handreid",
+        ("synth", "--out", "{tmp}/new", "--size", "4"),
+        "size=4 is out of range; allowed [16, 2048]",
+    ),
+    Case(
+        "synth-negative-seed",
+        "handreid",
+        ("synth", "--out", "{tmp}/new", "--seed", "-1"),
+        "seed=-1 must be a non-negative integer",
+    ),
+    # -- inspect
+    Case(
+        "inspect-missing-root",
+        "handreid",
+        ("inspect", "--data", "{tmp}/none"),
+        "does not exist or is not a folder",
+    ),
+    Case(
+        "inspect-unknown-layout",
+        "handreid",
+        ("inspect", "--data", "{tmp}/data"),
+        "cannot tell the layout",
+        setup=write("data/readme.txt", "x"),
+    ),
+    Case(
+        "inspect-unknown-aspect",
+        "handreid",
+        ("inspect", "--data", "{synthetic}", "--aspects", "dorsal middle"),
+        "unknown aspect 'dorsal middle'",
+    ),
+    Case(
+        "inspect-short-row",
+        "handreid",
+        ("inspect", "--data", "{tmp}/data"),
+        "line 98: 3 cell(s), so no accessories, aspectOfHand, imageName",
+        setup=synth_set(mutate=append_to("HandInfo.csv", b"1,30,male\n")),
+    ),
+    Case(
+        "inspect-unreadable-image",
+        "handreid",
+        ("inspect", "--data", "{tmp}/data"),
+        "1 image(s) a run would use cannot be decoded (Hand_0000000.jpg)",
+        setup=synth_set(mutate=break_image),
     ),
 ]
 

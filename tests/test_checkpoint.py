@@ -1,9 +1,23 @@
 from __future__ import annotations
 
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
 import torch
 
-from handreid.checkpoint import load_checkpoint, save_checkpoint
+from handreid import checkpoint
+from handreid.checkpoint import (
+    RUN_FILES,
+    check_run_folder,
+    load_checkpoint,
+    save_checkpoint,
+    write_run_folder,
+)
 from handreid.config import TrainConfig
+from handreid.errors import UserError
 from handreid.models.promptsg import build_model, uses_quick_gelu
 
 
@@ -20,3 +34,126 @@ def test_checkpoint_keeps_the_activation_and_reproduces_outputs(tmp_path):
     with torch.no_grad():
         assert torch.equal(model.extract(x, asp), loaded.extract(x, asp))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# ---- atomic writes: a full disk leaves no partial file and no temporary ------------------------
+def _tiny_model(cfg):
+    return build_model(cfg, 3, ("dorsal right",))
+
+
+def disk_full(*args, **kwargs):
+    """Write a little, then fail as a full disk does."""
+    target = args[1] if len(args) > 1 else kwargs.get("f")
+    if hasattr(target, "write"):
+        target.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _listing(folder: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_save_checkpoint_is_atomic_on_a_full_disk(tmp_path, monkeypatch):
+    cfg = TrainConfig(model="tiny-vit", pretrained="none", image_size=(64, 64), bnneck_dim=32)
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"the previous best")
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as err:
+        save_checkpoint(path, _tiny_model(cfg), cfg, num_classes=3, aspects=("dorsal right",))
+    assert err.value.filename == str(path)  # torch's writer drops it; the error names the file
+    assert _listing(tmp_path) == {"best.pt": b"the previous best"}
+
+
+def test_save_checkpoint_keeps_the_umask_mode(tmp_path):
+    cfg = TrainConfig(model="tiny-vit", pretrained="none", image_size=(64, 64), bnneck_dim=32)
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(
+            tmp_path / "b.pt", _tiny_model(cfg), cfg, num_classes=3, aspects=("dorsal right",)
+        )
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == 0o644
+
+
+def _write_run(folder: Path) -> None:
+    for name in RUN_FILES:
+        (folder / name).write_text(f"new {name}")
+
+
+@pytest.mark.parametrize("failing", RUN_FILES)
+def test_write_run_folder_leaves_nothing_when_a_write_fails(tmp_path, monkeypatch, failing):
+    real = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == failing:
+            real(self, "half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    before = _listing(tmp_path)
+    with pytest.raises(UserError, match="cannot write the run folder .*No space left on device"):
+        write_run_folder(tmp_path / "runs" / "a" / "run", _write_run)
+    assert _listing(tmp_path) == before  # no run, no temporary sibling, no created parents
+
+
+def test_write_run_folder_keeps_the_earlier_run_when_overwriting_fails(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    write_run_folder(out, _write_run)
+    before = _listing(tmp_path)
+
+    def failing(folder: Path) -> None:
+        (folder / "config.yaml").write_text("x")
+        raise OSError(errno.EIO, "Input/output error", str(folder / "best.pt"))
+
+    with pytest.raises(UserError, match="Input/output error"):
+        write_run_folder(out, failing, overwrite=True)
+    assert _listing(tmp_path) == before
+
+    def other(folder: Path) -> None:
+        (folder / "config.yaml").write_text("second")
+
+    write_run_folder(out, other, overwrite=True)
+    assert _listing(tmp_path) == {"run": None, "run/config.yaml": b"second"}
+
+
+def test_write_run_folder_removes_its_temporary_on_interrupt(tmp_path):
+    def interrupted(folder: Path) -> None:
+        (folder / "config.yaml").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_run_folder(tmp_path / "run", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_folder_rules(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file; give a folder"):
+        check_run_folder(tmp_path / "file")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        check_run_folder(tmp_path / "file" / "run")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "mine" / "best.pt").write_text("x")
+    for overwrite in (False, True):  # --overwrite replaces a run, never other files
+        with pytest.raises(UserError, match="holds 'notes.txt', which no handreid run writes"):
+            check_run_folder(tmp_path / "mine", overwrite)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds a run; pass --overwrite"):
+        check_run_folder(tmp_path / "old")
+    check_run_folder(tmp_path / "old", overwrite=True)
+    (tmp_path / "empty").mkdir()
+    check_run_folder(tmp_path / "empty")  # an empty folder is fine, and so is a new one
+    check_run_folder(tmp_path / "new" / "deeper")
+
+
+def test_unwritable_parent_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)
+    with pytest.raises(UserError, match="cannot create it in .* \\(permission denied\\)"):
+        check_run_folder(tmp_path / "run")

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
 
+from handreid import checkpoint
 from handreid.cli import main
 
 
@@ -22,12 +26,21 @@ def config_file(tiny_cfg, tmp_path):
     return path
 
 
-def test_train_writes_outputs_and_evaluate_reproduces_them(config_file, tmp_path, capsys):
+def test_train_writes_outputs_and_evaluate_reproduces_them(tiny_cfg, tmp_path, capsys, monkeypatch):
+    # data_root relative to where the run starts; evaluate runs from another folder
+    start = tmp_path / "start"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    config_file = start / "tiny.yaml"
+    tiny_cfg.replace(data_root=os.path.relpath(tiny_cfg.data_root, start)).save(config_file)
     out = tmp_path / "run"
     code, stdout, _ = run_cli(
         ["train", "--config", str(config_file), "--out", str(out), "--quiet"], capsys
     )
     assert code == 0
+    stored = yaml.safe_load((out / "config.yaml").read_text())["data_root"]
+    assert stored == str(Path(tiny_cfg.data_root).resolve())
+    monkeypatch.chdir(tmp_path)
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.json", "best.pt"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["val"]) >= {"rank1", "rank5", "rank10", "mAP", "epoch"}
@@ -39,6 +52,7 @@ def test_train_writes_outputs_and_evaluate_reproduces_them(config_file, tmp_path
     assert {"loss", "lr_modules", "mAP"} <= set(metrics["history"][0])
     assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 2
     assert "val mAP" in stdout and "test (3 splits)" in stdout
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
     code, stdout, _ = run_cli(["evaluate", "--checkpoint", str(out / "best.pt"), "--json"], capsys)
     assert code == 0
@@ -63,3 +77,71 @@ def test_train_on_the_real_11k_sample(sample_11k, tiny_cfg, tmp_path, capsys):
     assert code == 0, stdout
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["test"]["num_splits"] == 2 and metrics["epochs_run"] == 1
+
+
+ONE_EPOCH = ["--set", "epochs=1", "--set", "warmup_epochs=0"]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_an_earlier_run_is_replaced_only_with_overwrite(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.yaml", "metrics.json", "best.pt"):
+        (out / name).write_text(f"earlier {name}")
+    before = _files(tmp_path)
+    argv = [
+        "train",
+        "--config",
+        str(config_file),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "epochs=1",
+    ]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "already holds a run; pass --overwrite" in err
+    assert _files(tmp_path) == before
+    code, _, _ = run_cli([*argv, "--overwrite"], capsys)
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.yaml"]
+
+
+def test_disk_full_while_writing_the_run_is_one_line_and_leaves_nothing(
+    config_file, tmp_path, capsys, monkeypatch
+):
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    before = _files(tmp_path)
+    code, _, err = run_cli(
+        ["train", "--config", str(config_file), "--out", str(tmp_path / "runs" / "r"), "--quiet"]
+        + ONE_EPOCH,
+        capsys,
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: cannot write the run folder")
+    assert f"{tmp_path}/runs/r/best.pt: No space left on device" in err
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nor an empty runs/
+
+
+def test_warmup_over_the_whole_run_is_a_warning(config_file, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")  # fail right after the config is read
+    code, _, err = run_cli(
+        ["train", "--config", str(config_file), "--out", str(tmp_path / "taken")]
+        + ["--set", "epochs=2", "--set", "warmup_epochs=2"],
+        capsys,
+    )
+    assert code == 2
+    warning, error = err.splitlines()
+    assert warning.startswith("warning: warmup_epochs=2 >= epochs=2: the whole run is warmup")
+    assert error.startswith("error: --out") and "is a file" in error

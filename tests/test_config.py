@@ -5,7 +5,15 @@ import math
 import pytest
 import yaml
 
-from handreid.config import ASPECTS, KEYS, TrainConfig, parse_overrides
+from handreid.config import (
+    ASPECTS,
+    KEYS,
+    TrainConfig,
+    config_warnings,
+    load_yaml,
+    parse_overrides,
+    parse_yaml,
+)
 from handreid.errors import ConfigError
 
 SEED_KEYS = [
@@ -99,6 +107,15 @@ def test_unknown_key_names_closest(tmp_path):
         ({"prompt_template": "A {} and {} hand"}, "at most once"),
         ({"max_norm": 0}, "max_norm=0.0 is out of range"),
         ({"supcon_temperature": 0}, "supcon_temperature=0.0 is out of range"),
+        ({"seed": -1}, r"seed=-1 is out of range; allowed \[0, 4294967295\]"),
+        ({"seed": 2**32}, r"seed=4294967296 is out of range; allowed \[0, 4294967295\]"),
+        ({"seed": 1e30}, r"seed=1000000000000000019884624838656 is out of range"),
+        ({"seed": 10**5000}, r"seed=<integer of 16610 bits> is out of range"),
+        ({"seed": math.inf}, "seed=inf: expected an integer"),
+        ({"epochs": math.nan}, "epochs=nan: expected an integer"),
+        ({"prompt_template": "A {:{}} hand"}, "Replacement index 1 out of range"),
+        ({"prompt_template": "A {aspect!x} hand"}, "Unknown conversion specifier x"),
+        ({"prompt_template": "A {aspect:d} hand"}, "Unknown format code 'd'"),
     ],
 )
 def test_bad_values_say_what_and_allowed(changes, message):
@@ -157,3 +174,94 @@ def test_aliases():
     assert TrainConfig(model="rn50").open_clip_name == "RN50"
     assert TrainConfig(model="vitb16").open_clip_name == "ViT-B-16"
     assert TrainConfig(model="ViT-L-14").open_clip_name == "ViT-L-14"
+
+
+def test_seed_bounds_are_accepted():
+    assert TrainConfig(seed=0).seed == 0
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+
+
+# ---- YAML: duplicate keys, encodings, what PyYAML lets escape -----------------------------------
+def test_duplicate_key_names_the_key_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: tiny-vit\nepochs: 4\nlr_modules: 1e-4\nepochs: 8\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: duplicate key 'epochs' \(line 4\)"):
+        TrainConfig.from_yaml(path)
+
+
+def test_duplicate_keys_in_nested_mappings_and_merges():
+    with pytest.raises(ConfigError, match=r"duplicate key 'low' \(line 3\)"):
+        parse_yaml("space:\n  lr: {type: float,\n    low: 1, low: 2}\n", "s.yaml")
+    # a merge brings keys that the mapping may override: that is not a duplicate
+    data = parse_yaml("a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  x: 5\n")
+    assert data["b"] == {"x": 5, "y": 2}
+    # 1 and 1.0 are one dict key: PyYAML would keep the last silently
+    with pytest.raises(ConfigError, match="duplicate key 1.0"):
+        parse_yaml("{1: a, 1.0: b}")
+
+
+def test_parse_yaml_raises_the_callers_error_type():
+    class SpaceLikeError(ConfigError):
+        pass
+
+    with pytest.raises(SpaceLikeError, match="duplicate key 'a'"):
+        parse_yaml("a: 1\na: 2\n", error=SpaceLikeError)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 2001-13-01\n", r"\(line 1\): cannot read '2001-13-01' as timestamp \(month must"),
+        ("epochs: " + "[" * 3000 + "]" * 3000 + "\n", "not valid YAML: nested too deeply"),
+        ("epochs: " + "9" * 5000 + "\n", r"not valid YAML \(line 1\): cannot read .* as int"),
+        ("epochs: !!int\n", r"not valid YAML \(line 1\): cannot read '' as int"),
+        ("epochs: !!timestamp x\n", r"not valid YAML \(line 1\): cannot read 'x' as timestamp"),
+        ("epochs: [1\n", r"not valid YAML \(line 2\)"),
+        ("? [a]\n: 1\n", r"not valid YAML \(line 1\): found unhashable key"),
+    ],
+)
+def test_yaml_that_pyyaml_cannot_build_is_one_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        TrainConfig.from_yaml(path)
+    assert "\n" not in str(err.value)
+
+
+def test_non_utf8_config_names_the_byte(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model: tiny-vit\nprompt_template: A photo of a {} \xe9 hand.\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(byte 0xe9 at offset 49\)"):
+        TrainConfig.from_yaml(path)
+    path.write_bytes(b"\xef\xbb\xbfmodel: tiny-vit\n")  # a UTF-8 byte-order mark is fine
+    assert TrainConfig.from_yaml(path).model == "tiny-vit"
+
+
+def test_load_yaml_of_an_unreadable_path(tmp_path):
+    with pytest.raises(ConfigError, match=f"cannot read {tmp_path}: Is a directory"):
+        load_yaml(tmp_path)
+
+
+def test_overrides_fall_back_to_text_when_not_yaml():
+    out = parse_overrides(["prompt_template=A {} {aspect} hand: up: left", "pretrained=2001-13-01"])
+    assert out == {"prompt_template": "A {} {aspect} hand: up: left", "pretrained": "2001-13-01"}
+    with pytest.raises(ConfigError, match="epochs='2001-13-01': expected an integer"):
+        parse_overrides(["epochs=2001-13-01"])
+
+
+def test_empty_and_non_mapping_files(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("# only a comment\n")
+    assert TrainConfig.from_yaml(path) == TrainConfig()
+    path.write_text("[]\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        TrainConfig.from_yaml(path)
+
+
+# ---- legal but probably unintended: a warning that names the values -----------------------------
+def test_warmup_covering_the_whole_run_is_a_warning():
+    assert config_warnings(TrainConfig(epochs=3, warmup_epochs=2)) == []
+    (message,) = config_warnings(TrainConfig(epochs=3, warmup_epochs=3))
+    assert "warmup_epochs=3 >= epochs=3" in message and "cosine" in message
+    (message,) = config_warnings(TrainConfig(epochs=2, warmup_epochs=5, scheduler="constant"))
+    assert "warmup_epochs=5 >= epochs=2" in message and "constant" in message

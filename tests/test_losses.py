@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from handreid.config import TrainConfig
 from handreid.errors import ConfigError
@@ -147,14 +146,36 @@ def test_supcon_prefers_aligned_pairs():
 
 
 # ---- cross-entropy and weights -----------------------------------------------------------
-def test_cross_entropy_wraps_torch():
-    g = torch.Generator().manual_seed(0)
-    logits, labels = torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
-    want = F.cross_entropy(logits, labels, label_smoothing=0.1)
-    assert cross_entropy(logits, labels, 0.1).item() == pytest.approx(want.item())
-    assert cross_entropy(logits, labels).item() == pytest.approx(
-        F.cross_entropy(logits, labels).item()
-    )
+def _smoothed_ce_reference(logits: torch.Tensor, labels: list[int], eps: float) -> float:
+    """Label-smoothed cross-entropy written out in float64 (Szegedy et al. 2016): the target
+    puts 1 - eps + eps/C on the true class and eps/C on each of the C classes' others, and the
+    loss is the mean over rows of -sum_c target_c * log_softmax(row)_c."""
+    total = 0.0
+    for row, y in zip(logits.double().tolist(), labels, strict=True):
+        c = len(row)
+        top = max(row)
+        log_z = top + math.log(sum(math.exp(v - top) for v in row))
+        target = [(1 - eps) * (k == y) + eps / c for k in range(c)]
+        total += -sum(t * (v - log_z) for t, v in zip(target, row, strict=True))
+    return total / len(labels)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cross_entropy_matches_the_label_smoothing_formula(seed, eps):
+    g = torch.Generator().manual_seed(seed)
+    logits, labels = 4 * torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
+    want = _smoothed_ce_reference(logits, labels.tolist(), eps)
+    assert cross_entropy(logits, labels, eps).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_cross_entropy_without_smoothing_is_minus_log_p_of_the_label():
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), torch.tensor([0, 2])
+    p0 = math.exp(2) / (math.exp(2) + 1 + math.exp(-1))
+    want = (-math.log(p0) - math.log(1 / 3)) / 2
+    assert cross_entropy(logits, labels).item() == pytest.approx(want, rel=1e-6)
+    half = cross_entropy(logits.to(torch.bfloat16), labels)
+    assert half.dtype == torch.float32  # computed in float32 whatever the input
 
 
 def test_supcon_weight_ramps():

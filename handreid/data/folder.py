@@ -19,10 +19,15 @@ def is_image(path: Path) -> bool:
 def load_catalog(root: Path, cfg: TrainConfig) -> Catalog:
     """One identity per subfolder; hidden folders and other files are ignored."""
     records = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(folder.iterdir()):
-            if is_image(path) and path.is_file():
-                records.append(Record(path, folder.name, folder.name))
+    try:
+        for folder in sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
+            for path in sorted(folder.iterdir()):
+                if is_image(path) and path.is_file():
+                    records.append(Record(path, folder.name, folder.name))
+    except OSError as exc:  # an unreadable subfolder: say which, not a traceback
+        raise DataError(f"cannot list {exc.filename or root}: {exc.strerror or exc}") from None
     if not records:
         raise DataError(
             f"no identity left: {root} has no <identity>/<image> subfolders with "

@@ -7,8 +7,10 @@ common, so rows whose file is absent are skipped with one warning that gives the
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from handreid.config import ASPECTS, TrainConfig
@@ -40,25 +42,54 @@ PUBLISHED_TRAIN_MAX = {
 
 
 def read_rows(root: Path) -> list[dict[str, str]]:
-    """Rows of ``HandInfo.csv`` with stripped keys and values; checks the required columns."""
+    """Rows of ``HandInfo.csv`` with stripped keys and values; checks the required columns.
+
+    Blank rows are skipped and cells past the header ignored; a row too short to hold a
+    required column (a truncated file) is an error naming its line.
+    """
     path = root / CSV_NAME
     if not path.is_file():
         raise DataError(f"{path} not found; an 11k Hands folder holds {CSV_NAME} and {IMAGE_DIR}/")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 (the official file is plain ASCII)"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _rows(reader, path)
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num}: not a readable CSV row ({exc})") from None
+
+
+def _rows(reader, path: Path) -> list[dict[str, str]]:
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}"
+        )
+    # a row must reach the last position of every required column (dict(zip) keeps the last)
+    need = max(len(header) - header[::-1].index(c) for c in REQUIRED)
+    rows = []
+    for row in reader:
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) < need:
+            absent = [c for c in REQUIRED if c not in header[: len(row)]]
             raise DataError(
-                f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}"
+                f"{path} line {reader.line_num}: {len(row)} cell(s), so no "
+                f"{', '.join(absent) or 'value for a repeated column'}; the header has "
+                f"{len(header)} columns (a truncated or hand-edited file?)"
             )
-        return [
-            {
-                k: v.strip() for k, v in zip(header, row, strict=False)
-            }  # ragged rows: extra cells ignored
-            for row in reader
-            if any(c.strip() for c in row)
-        ]
+        rows.append({k: v.strip() for k, v in zip(header, row, strict=False)})
+    return rows
 
 
 def check_aspects(aspects: tuple[str, ...]) -> tuple[str, ...]:
@@ -77,13 +108,16 @@ def check_aspects(aspects: tuple[str, ...]) -> tuple[str, ...]:
 def load_catalog(root: Path, cfg: TrainConfig) -> Catalog:
     """Records of the selected aspects (and accessory filter) whose image exists."""
     aspects = check_aspects(cfg.aspects)
-    rows = read_rows(root)
+    rows = _usable(read_rows(root), root)
     image_dir = root / IMAGE_DIR
     if not image_dir.is_dir():
         raise DataError(
             f"{image_dir} not found; an 11k Hands folder holds {CSV_NAME} and {IMAGE_DIR}/"
         )
-    present = set(os.listdir(image_dir))
+    try:
+        present = set(os.listdir(image_dir))
+    except OSError as exc:
+        raise DataError(f"cannot list {image_dir}: {exc.strerror or exc}") from None
     found = sorted({r["imageName"] for r in rows if r["imageName"] in present})
     missing = sum(r["imageName"] not in present for r in rows)
     if not found:
@@ -113,6 +147,26 @@ def load_catalog(root: Path, cfg: TrainConfig) -> Catalog:
     )
 
 
+def _usable(rows: list[dict[str, str]], root: Path) -> list[dict[str, str]]:
+    """Rows with an id and a known aspect. The others are skipped with a warning that counts
+    them: an empty id must not become an identity, and a misspelt aspect must not vanish."""
+    no_id = sum(not r["id"] for r in rows)
+    if no_id:
+        warnings.warn(
+            f"{root / CSV_NAME}: {no_id} row(s) with an empty id were skipped", stacklevel=5
+        )
+    unknown = Counter(r["aspectOfHand"] for r in rows if r["aspectOfHand"].lower() not in ASPECTS)
+    if unknown:
+        listed = ", ".join(f"{a[:40]!r} x{n}" for a, n in unknown.most_common(3))
+        more = f" and {len(unknown) - 3} more values" if len(unknown) > 3 else ""
+        warnings.warn(
+            f"{root / CSV_NAME}: {sum(unknown.values())} row(s) with an unknown aspectOfHand "
+            f"({listed}{more}) were skipped; known aspects are {list(ASPECTS)}",
+            stacklevel=5,
+        )
+    return [r for r in rows if r["id"] and r["aspectOfHand"].lower() in ASPECTS]
+
+
 def _keep(
     row: dict[str, str], aspects: tuple[str, ...], exclude_accessories: bool, root: Path
 ) -> bool:
@@ -120,12 +174,12 @@ def _keep(
         return False
     if not exclude_accessories:
         return True
-    try:
-        return int(row["accessories"]) == 0
-    except ValueError:
+    if row["accessories"] not in ("0", "1"):
         raise DataError(
-            f"{root / CSV_NAME}: accessories={row['accessories']!r} for {row['imageName']} is not 0 or 1"
-        ) from None
+            f"{root / CSV_NAME}: accessories={row['accessories'][:40]!r} for "
+            f"{row['imageName'][:60]!r} is not 0 or 1"
+        )
+    return row["accessories"] == "0"
 
 
 def _record(row: dict[str, str], root: Path, several_aspects: bool) -> Record:
@@ -136,7 +190,7 @@ def _record(row: dict[str, str], root: Path, several_aspects: bool) -> Record:
 
 
 def _published_rule(records: list[Record]):
-    if not all(r.subject.isdigit() for r in records):
+    if not all(r.subject.isascii() and r.subject.isdigit() for r in records):
         return None  # the thresholds compare ids as integers
 
     def is_train(record: Record) -> bool:

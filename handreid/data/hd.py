@@ -24,8 +24,12 @@ def load_catalog(root: Path, cfg: TrainConfig) -> Catalog:
     image_dir = root / IMAGE_DIR
     if not image_dir.is_dir():
         raise DataError(f"{image_dir} not found; an HD folder holds '{IMAGE_DIR}/<id>_<n>.jpg'")
+    try:
+        paths = sorted(image_dir.iterdir())
+    except OSError as exc:
+        raise DataError(f"cannot list {image_dir}: {exc.strerror or exc}") from None
     records, distractors, found = [], [], []
-    for path in sorted(image_dir.iterdir()):
+    for path in paths:
         match = _NAME.match(path.name)
         if not match or not path.is_file():
             continue

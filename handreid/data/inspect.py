@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ def inspect_data(
     """Load, split and decode-check a dataset; returns a JSON-ready dict.
 
     Keys: ``root, layout, aspects, images_found, images_missing, images_unreadable`` (names),
-    ``images_used, split, split_reason, distractors, identities`` and ``images`` (each
-    ``{"train", "val", "test"}``). Every image found is decoded, so broken files are named
-    here rather than in the middle of a run. Splits use the trainer's defaults.
+    ``images_unreadable_used`` (those of them a run with these aspects would decode, which
+    ``train`` refuses), ``images_used, split, split_reason, distractors, identities`` and
+    ``images`` (each ``{"train", "val", "test"}``), and ``warnings`` (the loader's, e.g. rows
+    skipped). Every image found is decoded, so broken files are named here rather than in
+    the middle of a run. Splits use the trainer's defaults.
     """
     path = resolve_root(root)
     if dataset != "auto" and dataset not in DATASETS:
@@ -33,25 +36,60 @@ def inspect_data(
     layout = detect_layout(path) if dataset == "auto" else dataset
     aspects = check_aspects(tuple(aspects)) if layout == "11k" else ()
     cfg = TrainConfig(dataset=layout, data_root=str(path), aspects=aspects or ("all",))
-    with warnings.catch_warnings():  # the report itself carries the missing-image count
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         catalog = load_catalog(cfg, path)
+    # the report carries the missing-image count itself
+    notes = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, UserWarning) and "are missing from" not in str(w.message)
+    ]
     splits = build_splits(catalog, cfg)
     stats = splits.stats
+    bad = unreadable(catalog.found)
+    # any selected record may be drawn into a run (splits depend on the seed): all of them count
+    used = {r.path.name for r in (*catalog.records, *catalog.distractors)}
     return {
         "root": str(path),
         "layout": layout,
         "aspects": list(aspects),
         "images_found": stats["images_found"],
         "images_missing": stats["images_missing"],
-        "images_unreadable": unreadable(catalog.found),
+        "images_unreadable": bad,
+        "images_unreadable_used": [name for name in bad if name in used],
         "images_used": stats["images_used"],
         "split": stats["split"],
         "split_reason": stats["split_reason"],
         "distractors": stats["distractors"],
         "identities": dict(stats["identities"]),
         "images": dict(stats["images"]),
+        "warnings": notes,
     }
+
+
+def check_batches(cfg: TrainConfig, train_labels: Sequence[Hashable]) -> None:
+    """Refuse, before training, a ``batch_size`` the training identities cannot fill.
+
+    The P x K sampler draws P = batch_size / num_instances distinct identities per batch
+    (an identity short of K images is filled by drawing its images again). With fewer
+    identities it would shrink every batch to all of them, so the run would not be the
+    config it claims to be. ``train_labels``: one identity label per training image.
+    """
+    counts = Counter(train_labels)
+    p = cfg.num_identities_per_batch
+    if len(counts) < p:
+        most = len(counts) * cfg.num_instances
+        hint = (
+            f"use batch_size <= {most} (a multiple of num_instances) or more training identities"
+            if len(counts) >= 2
+            else "use more training identities"
+        )
+        raise DataError(
+            f"batch_size={cfg.batch_size} with num_instances={cfg.num_instances} needs {p} "
+            f"training identities per batch (P x K), but the training split has {len(counts)} "
+            f"({sum(counts.values())} images); {hint}"
+        )
 
 
 def unreadable(paths: Sequence[Path], workers: int = 0) -> list[str]:
@@ -89,7 +127,8 @@ def format_inspect(report: dict[str, Any]) -> str:
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         lines.append(f"unreadable:  {', '.join(bad[:10])}{more}")
+    lines += [f"warning:     {w}" for w in report.get("warnings", ())]
     return "\n".join(lines)
 
 
-__all__ = ["format_inspect", "inspect_data", "unreadable"]
+__all__ = ["check_batches", "format_inspect", "inspect_data", "unreadable"]

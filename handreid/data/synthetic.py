@@ -13,8 +13,10 @@ Output is byte-identical for the same arguments.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ from handreid.config import ASPECTS
 from handreid.data.hands11k import COLUMNS, CSV_NAME, IMAGE_DIR
 from handreid.errors import DataError
 
+STAMP = ".handreid-synth"  # marks a folder this module wrote; holds the arguments as JSON
+_IMAGE_NAME = re.compile(r"^Hand_\d{7,}\.jpg$")
 _SUPERSAMPLE = 2  # draw at twice the size, then average 2x2 blocks (cheap anti-aliasing)
 _FAIR, _DARK = np.array([236.0, 201.0, 178.0]), np.array([92.0, 60.0, 44.0])
 _FINGER_LEN = np.array([0.20, 0.27, 0.30, 0.28, 0.22])  # thumb, index, middle, ring, little
@@ -236,13 +240,25 @@ def _row(i: int, sub: _Subject, aspect: str, name: str, ring_on: bool) -> list:
     return [f"{i:07d}", sub.age, sub.gender, skin, int(ring_on), polish, aspect, name, 0]
 
 
-def write_synthetic(out: str | Path, ids: int, per_id: int, size: int = 96, seed: int = 0) -> Path:
+def write_synthetic(
+    out: str | Path,
+    ids: int,
+    per_id: int,
+    size: int = 96,
+    seed: int = 0,
+    *,
+    force: bool = False,
+) -> Path:
     """Write ``ids`` subjects x 4 aspects x ``per_id`` images in the 11k layout under ``out``.
 
     ``out/HandInfo.csv`` has the official columns (ids as 7-digit strings); images are
     ``out/Hands/Hand_XXXXXXX.jpg`` (``size`` x ``size``, JPEG quality 90). Subjects with a ring
     wear it (``accessories = 1``) in images 3, 5, 7, ... of each aspect, so every subject keeps
     images when accessories are excluded. Returns ``Path(out)``.
+
+    ``out`` must be new or empty: a folder that holds anything else is refused untouched (it
+    may be a real 11k copy). ``force=True`` replaces a set this function wrote before, which
+    it recognises by the ``STAMP`` file it writes first.
     """
     if ids < 1 or per_id < 1:
         raise DataError(f"ids={ids} and per_id={per_id} must both be at least 1")
@@ -251,7 +267,12 @@ def write_synthetic(out: str | Path, ids: int, per_id: int, size: int = 96, seed
     if seed < 0:
         raise DataError(f"seed={seed} must be a non-negative integer")
     out = Path(out)
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    _clear_for_writing(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    # The stamp comes first, so that even a set cut short (disk full, Ctrl-C) can be replaced.
+    stamp = {"ids": ids, "per_id": per_id, "size": size, "seed": seed}
+    (out / STAMP).write_text(json.dumps(stamp) + "\n")
+    (out / IMAGE_DIR).mkdir()
     subjects = [_subject(np.random.default_rng([seed, i])) for i in range(ids)]
     jobs = [(i, a, n) for i in range(ids) for a in range(len(ASPECTS)) for n in range(per_id)]
 
@@ -274,4 +295,53 @@ def write_synthetic(out: str | Path, ids: int, per_id: int, size: int = 96, seed
     return out
 
 
-__all__ = ["write_synthetic"]
+def _clear_for_writing(out: Path, force: bool) -> None:
+    """Leave ``out`` absent or empty, deleting only files an earlier ``write_synthetic`` wrote.
+
+    Everything is checked before anything is deleted, so a refusal changes nothing.
+    """
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir():
+        raise DataError(f"{out} is a file; synth writes a dataset folder (give a new or empty one)")
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return
+    if STAMP not in entries:
+        raise DataError(
+            f"{out} is not empty and was not written by synth; nothing was changed "
+            "(give a new or empty folder)"
+        )
+    if not force:
+        raise DataError(
+            f"{out} holds a synthetic set written earlier; pass --force to replace it "
+            "(nothing was changed)"
+        )
+    hands = out / IMAGE_DIR
+    foreign = sorted(entries - {STAMP, CSV_NAME, IMAGE_DIR})
+    images: list[Path] = []
+    if IMAGE_DIR in entries:
+        if hands.is_dir() and not hands.is_symlink():
+            images = sorted(hands.iterdir())
+            foreign += [
+                f"{IMAGE_DIR}/{p.name}"
+                for p in images
+                if not (_IMAGE_NAME.match(p.name) and p.is_file() and not p.is_symlink())
+            ]
+        else:
+            foreign.append(IMAGE_DIR)
+    if foreign or (out / CSV_NAME).is_dir() or (out / STAMP).is_dir():
+        what = foreign[0] if foreign else "a folder where synth writes a file"
+        raise DataError(
+            f"{out} was written by synth but now also holds {what}; --force replaces only what "
+            "synth wrote, so move that away first (nothing was changed)"
+        )
+    for path in images:
+        path.unlink()
+    if images or IMAGE_DIR in entries:
+        hands.rmdir()
+    (out / CSV_NAME).unlink(missing_ok=True)
+    (out / STAMP).unlink()
+
+
+__all__ = ["STAMP", "write_synthetic"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,15 @@ def rows_for(ids: list[int], aspects=ASPECTS, per_id: int = 3, accessories: int 
     return rows
 
 
+# The published protocol's training-id thresholds (MBA-Net, CLIP-HandID), written out here rather
+# than read from the module, so a wrong constant there fails these tests.
+THRESHOLD = {"dorsal right": 1050, "dorsal left": 1037, "palmar right": 1051, "palmar left": 1042}
+
+
+def test_module_thresholds_are_the_published_ones():
+    assert PUBLISHED_TRAIN_MAX == THRESHOLD
+
+
 # ---- the real sample: full official CSV, 1,108 present images ----------------------------------
 
 
@@ -102,11 +112,11 @@ def test_sample_present_images_and_one_warning(sample_11k):
     used = len(published.train) + len(published.val.records) + len(published.test.records)
     assert published.stats["images_used"] == used
     assert used + published.stats["images_dropped"] == 1108
-    # test-side identities never train, even those with one image (unusable as query + gallery)
-    assert all(
-        published.train[i].subject and int(published.train[i].subject) <= 1051
-        for i in range(len(published.train))
-    )
+    # test-side identities never train, even those with one image (unusable as query + gallery),
+    # and each aspect has its own threshold
+    assert published.train
+    for r in published.train:
+        assert int(r.subject) <= THRESHOLD[r.aspect], (r.subject, r.aspect)
 
 
 @pytest.mark.parametrize("accessories_zero", [False, True])
@@ -133,8 +143,7 @@ def test_several_aspects_use_subject_aspect_identities(sample_11k):
     val_subjects = {r.subject for r in splits.val.records}
     for ident in expected - found:
         subject, aspect = ident.split("|")
-        threshold = {"dorsal right": 1050, "palmar left": 1042}[aspect]
-        assert int(subject) > threshold or subject in val_subjects, ident
+        assert int(subject) > THRESHOLD[aspect] or subject in val_subjects, ident
     record = splits.train[0]
     assert record.identity == f"{record.subject}|{record.aspect}"
     assert splits.aspects == ("dorsal right", "palmar left")
@@ -154,12 +163,26 @@ def test_published_split_on_request_follows_thresholds(sample_11k):
         splits = load_splits(TrainConfig(split="published", aspects=("all",)), sample_11k)
     assert splits.stats["split"] == "published"
     for r in splits.test.records:
-        assert int(r.subject) > PUBLISHED_TRAIN_MAX[r.aspect]
+        assert int(r.subject) > THRESHOLD[r.aspect], (r.subject, r.aspect)
+    # The rule of handreid/data/splits.py: training and validation hold training-side ids only.
+    # A test-side identity with a single image cannot be evaluated (no query besides its gallery
+    # image), and it does not train either: it is dropped, and counted as dropped.
     for r in list(splits.train) + list(splits.val.records):
-        by_threshold_train = int(r.subject) <= PUBLISHED_TRAIN_MAX[r.aspect]
-        # Test-side identities with a single image stay in training (they cannot be evaluated).
-        n_images = sum(1 for t in splits.train if t.identity == r.identity)
-        assert by_threshold_train or n_images == 1
+        assert int(r.subject) <= THRESHOLD[r.aspect], (r.subject, r.aspect)
+    per_identity = Counter(
+        (r["id"], r["aspectOfHand"])
+        for r in read_rows(sample_11k)
+        if r["imageName"] in set(os.listdir(sample_11k / "Hands")) and r["accessories"] == "0"
+    )
+    single_test_side = {
+        key for key, n in per_identity.items() if n == 1 and int(key[0]) > THRESHOLD[key[1]]
+    }
+    assert single_test_side, "the sample has single-image test-side identities to check"
+    used = {(r.subject, r.aspect) for r in list(splits.train) + list(splits.val.records)} | {
+        (r.subject, r.aspect) for r in splits.test.records
+    }
+    assert not single_test_side & used
+    assert splits.stats["images_dropped"] >= len(single_test_side)
 
 
 # ---- published split on a synthetic CSV around the thresholds ---------------------------------
@@ -172,7 +195,7 @@ def test_auto_uses_published_split_when_complete(tmp_path):
     assert splits.stats["split"] == "published"
     test_ids = {r.identity for r in splits.test.records}
     expected_test = {
-        f"{i:07d}|{a}" for i in ids for a in ASPECTS if i > PUBLISHED_TRAIN_MAX[a]
+        f"{i:07d}|{a}" for i in ids for a in ASPECTS if i > THRESHOLD[a]
     }  # e.g. 1038 is a test id for dorsal left (> 1037) but a training id for dorsal right
     assert test_ids == expected_test
     assert "0001038|dorsal left" in test_ids and "0001038|dorsal right" not in test_ids
@@ -269,3 +292,86 @@ def test_stats_count_what_the_splits_hold(tmp_path):
     assert ids == {"train": 4, "val": 2, "test": 6}  # 6 test; 30% of 6 -> 2 validation
     assert ids["train"] == len(splits.train_identities) and ids["val"] == len(splits.val.identities)
     assert imgs == {"train": 12, "val": 6, "test": 18}
+
+
+# ---- malformed CSVs: one line naming the problem, or a warning that counts the rows ----------
+
+
+def test_non_utf8_csv_names_the_byte(tmp_path):
+    root = write_csv(tmp_path / "d", rows_for([1, 2, 3], aspects=("dorsal right",)))
+    raw = (root / "HandInfo.csv").read_bytes()
+    (root / "HandInfo.csv").write_bytes(raw.replace(b"male", b"m\xe4le", 1))
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xe4 at offset \d+\)"):
+        load_splits(TrainConfig(), root)
+
+
+def test_short_row_names_its_line_and_the_missing_column(tmp_path):
+    root = write_csv(tmp_path / "d", rows_for(list(range(6)), aspects=("dorsal right",)))
+    with open(root / "HandInfo.csv", "a") as f:
+        f.write("0000099,30,male,fair,0,0,dorsal right\n")  # cut before imageName
+    with pytest.raises(DataError, match=r"line 20: 7 cell\(s\), so no imageName") as err:
+        load_splits(TrainConfig(), root)
+    assert "\n" not in str(err.value)
+
+
+def test_row_without_the_optional_last_column_is_read(tmp_path):
+    root = write_csv(tmp_path / "d", rows_for(list(range(6)), aspects=("dorsal right",)))
+    text = (root / "HandInfo.csv").read_text().splitlines()
+    text[1] = text[1].rsplit(",", 1)[0]  # drop "irregularities", which the loader does not read
+    (root / "HandInfo.csv").write_text("\n".join(text) + "\n")
+    assert len(read_rows(root)) == 18
+
+
+def test_unparsable_csv_is_a_data_error(tmp_path):
+    root = write_csv(tmp_path / "d", rows_for([1, 2], aspects=("dorsal right",)))
+    with open(root / "HandInfo.csv", "a") as f:
+        f.write("1," + "x" * 200_000 + ",x\n")  # past the csv module's field size limit
+    with pytest.raises(DataError, match="line 8: not a readable CSV row"):
+        read_rows(root)
+
+
+def test_empty_id_is_skipped_with_a_count(tmp_path):
+    rows = rows_for(list(range(6)), aspects=("dorsal right",))
+    for row in rows[:2]:
+        row["id"] = "  "
+    root = write_csv(tmp_path / "d", rows)
+    with pytest.warns(UserWarning, match=r"2 row\(s\) with an empty id were skipped"):
+        splits = load_splits(TrainConfig(), root)
+    assert "" not in _all_identities(splits)
+    assert len(_all_identities(splits)) == 6  # subject 0 keeps its third image
+
+
+def test_unknown_aspect_is_skipped_with_the_value_and_count(tmp_path):
+    rows = rows_for(list(range(6)), aspects=("dorsal right",))
+    for row in rows[:3]:
+        row["aspectOfHand"] = "dorsal middle"
+    rows[3]["aspectOfHand"] = "Dorsal Right"  # case differs: still dorsal right
+    root = write_csv(tmp_path / "d", rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_splits(TrainConfig(), root)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1
+    assert "3 row(s) with an unknown aspectOfHand ('dorsal middle' x3)" in messages[0]
+    assert "0000000" not in _all_identities(splits) and len(_all_identities(splits)) == 5
+
+
+def test_accessories_must_be_0_or_1(tmp_path):
+    rows = rows_for(list(range(6)), aspects=("dorsal right",))
+    rows[4]["accessories"] = "2"
+    root = write_csv(tmp_path / "d", rows)
+    with pytest.raises(DataError, match="accessories='2' for 'Hand_0000004.jpg' is not 0 or 1"):
+        load_splits(TrainConfig(), root)
+    load_splits(TrainConfig(exclude_accessories=False), root)  # not read then
+
+
+def test_non_ascii_digit_ids_have_no_published_rule(tmp_path):
+    ids = [1000, 1020, 1030, 1036, 1040, 1060, 1070, 1080]
+    rows = rows_for(ids, aspects=("dorsal right",))
+    for row in rows[:3]:
+        row["id"] = "\u00b2"  # str.isdigit() is true for a superscript two; int() refuses it
+    root = write_csv(tmp_path / "d", rows)
+    splits = load_splits(TrainConfig(split="auto"), root)
+    assert splits.stats["split"] == "random"
+    with pytest.raises(DataError, match="split='published' is defined only for 11k"):
+        load_splits(TrainConfig(split="published"), root)

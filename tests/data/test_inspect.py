@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from handreid.cli import main
+from handreid.config import ASPECTS
 from handreid.data.inspect import format_inspect, inspect_data
 from handreid.data.synthetic import write_synthetic
 from handreid.errors import DataError
@@ -17,12 +19,14 @@ KEYS = {
     "images_found",
     "images_missing",
     "images_unreadable",
+    "images_unreadable_used",
     "images_used",
     "split",
     "split_reason",
     "distractors",
     "identities",
     "images",
+    "warnings",
 }
 
 
@@ -56,7 +60,45 @@ def test_unreadable_images_are_named(synth):
     (synth / "Hands" / "Hand_9999999.jpg").write_bytes(b"not a jpeg")  # not in the CSV: ignored
     report = inspect_data(synth)
     assert report["images_unreadable"] == [victim.name]
+    assert report["images_unreadable_used"] == [victim.name]
     assert victim.name in format_inspect(report)
+
+
+def _aspect_of(root: Path, name: str) -> str:
+    with open(root / "HandInfo.csv", newline="") as f:
+        return next(r["aspectOfHand"] for r in csv.DictReader(f) if r["imageName"] == name)
+
+
+def test_unreadable_image_outside_the_selected_aspects_is_not_used(synth):
+    victim = sorted((synth / "Hands").iterdir())[0]
+    victim.write_bytes(b"broken")
+    other = next(a for a in ASPECTS if a != _aspect_of(synth, victim.name))
+    report = inspect_data(synth, aspects=(other,))
+    assert report["images_unreadable"] == [victim.name]
+    assert report["images_unreadable_used"] == []
+
+
+def test_cli_inspect_fails_on_images_train_would_refuse_but_prints_the_report(synth, capsys):
+    victim = sorted((synth / "Hands").iterdir())[3]
+    victim.write_bytes(b"broken")
+    assert _run(["inspect", "--data", str(synth), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["images_unreadable_used"] == [victim.name]
+    assert err.startswith(f"error: 1 image(s) a run would use cannot be decoded ({victim.name})")
+    assert err.count("\n") == 1
+    # the same data without that image's aspect inspects clean
+    other = next(a for a in ASPECTS if a != _aspect_of(synth, victim.name))
+    assert _run(["inspect", "--data", str(synth), "--aspects", other]) == 0
+
+
+def test_loader_warnings_are_in_the_report(synth):
+    text = (synth / "HandInfo.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    lines[1] = lines[1].replace('"dorsal right"', '"dorsal middle"')
+    (synth / "HandInfo.csv").write_text("".join(lines))
+    report = inspect_data(synth)
+    assert len(report["warnings"]) == 1 and "'dorsal middle' x1" in report["warnings"][0]
+    assert "warning:     " in format_inspect(report)
 
 
 def test_folder_layout_and_unknown_aspect(tmp_path, synth):

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from handreid.config import ASPECTS, TrainConfig
 from handreid.data import load_splits
 from handreid.data.hands11k import COLUMNS
-from handreid.data.synthetic import write_synthetic
+from handreid.data.synthetic import STAMP, write_synthetic
+from handreid.errors import DataError
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -53,3 +56,65 @@ def test_loads_as_11k_dataset(tmp_path):
     ids = {r.identity for r in splits.train} | {r.identity for r in splits.test.records}
     ids |= {r.identity for r in splits.val.records}
     assert len(ids) == 40
+
+
+# ---- never destroy data: only a folder synth wrote may be replaced ------------------------------
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """relative path -> bytes (None for folders) of everything under root."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_refuses_a_non_empty_folder_it_did_not_write(tmp_path):
+    data = tmp_path / "11k"
+    (data / "Hands").mkdir(parents=True)
+    (data / "HandInfo.csv").write_text("id,aspectOfHand,imageName\n1,dorsal right,Hand_1.jpg\n")
+    (data / "Hands" / "Hand_0000001.jpg").write_bytes(b"a real photo")
+    before = _tree(data)
+    for force in (False, True):
+        with pytest.raises(DataError, match="not empty and was not written by synth"):
+            write_synthetic(data, ids=2, per_id=2, size=32, force=force)
+        assert _tree(data) == before
+
+
+def test_writes_into_an_empty_folder_and_stamps_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    root = write_synthetic(tmp_path / "empty", ids=2, per_id=2, size=32, seed=3)
+    stamp = json.loads((root / STAMP).read_text())
+    assert stamp == {"ids": 2, "per_id": 2, "size": 32, "seed": 3}
+
+
+def test_force_replaces_only_its_own_set(tmp_path):
+    root = write_synthetic(tmp_path / "s", ids=3, per_id=2, size=32, seed=0)
+    before = _tree(root)
+    with pytest.raises(DataError, match="pass --force to replace it"):
+        write_synthetic(root, ids=2, per_id=2, size=32, seed=1)
+    assert _tree(root) == before
+    write_synthetic(root, ids=2, per_id=2, size=32, seed=1, force=True)
+    assert len(list((root / "Hands").iterdir())) == 2 * 2 * 4  # no image of the old set is left
+    assert _files(root) == _files(
+        write_synthetic(tmp_path / "fresh", ids=2, per_id=2, size=32, seed=1)
+    )
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", "Hands/mine.png", "Hands/Hand_0000000.jpg/"])
+def test_force_refuses_a_stamped_folder_that_holds_other_files(tmp_path, foreign):
+    root = write_synthetic(tmp_path / "s", ids=2, per_id=2, size=32)
+    if foreign.endswith("/"):
+        (root / foreign).unlink()
+        (root / foreign).mkdir()
+    else:
+        (root / foreign).write_text("keep me")
+    before = _tree(root)
+    with pytest.raises(DataError, match="--force replaces only what synth wrote"):
+        write_synthetic(root, ids=2, per_id=2, size=32, force=True)
+    assert _tree(root) == before
+
+
+def test_refuses_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        write_synthetic(tmp_path / "f", ids=2, per_id=2, size=32)
+    assert (tmp_path / "f").read_text() == "x"

@@ -193,8 +193,15 @@ def _trial_cell(t: FrozenTrial) -> str:
     return f"<td>{t.number}{tag}</td>"
 
 
+def _param_cell(value) -> str:
+    """Numbers stay whole on one line; text (prompt templates) may wrap anywhere."""
+    if isinstance(value, str):
+        return f'<td class="text">{html.escape(value)}</td>'
+    return f'<td class="num">{html.escape(_text(value))}</td>'
+
+
 def _table(study: optuna.Study, n: int) -> str:
-    """Top trials: fixed layout at the page's width, long values wrap instead of scrolling."""
+    """Top trials at the page's width: long text wraps, so nothing scrolls sideways."""
     trials = top_trials(study, n)
     if not trials:
         return "<p>No completed trial yet.</p>"
@@ -223,15 +230,16 @@ def _table(study: optuna.Study, n: int) -> str:
         }
         row = [_trial_cell(t)]
         row += [f"<td>{html.escape(cells[label])}</td>" for label, _ in cols[1:]]
-        row += [f"<td>{html.escape(_text(t.params.get(p, '')))}</td>" for p in params]
+        row += [_param_cell(t.params.get(p, "")) for p in params]
         rows.append("<tr>" + "".join(row) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px;table-layout:fixed;width:100%}
-td,th{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-th{background:#f3f3f3}.base{color:#b00;font-size:11px;white-space:nowrap}.figure{margin:1.5em 0}
+table{border-collapse:collapse;font-size:13px;width:100%}
+td,th{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top}
+td.text{overflow-wrap:anywhere;min-width:8em}td.num{white-space:nowrap}
+th{background:#f3f3f3}.base{color:#b00;font-size:11px}.figure{margin:1.5em 0}
 .skip{color:#a40}.legend{color:#555;font-size:12px}code{background:#f3f3f3;padding:1px 3px}"""
 
 

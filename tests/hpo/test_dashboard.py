@@ -21,6 +21,7 @@ from hpo.artifacts import open_artifact_store, record_config, save_space
 from hpo.cli import main
 from hpo.dashboard import make_dashboard, url
 from hpo.figures import DASHBOARD_FIGURES, FIGURES
+from hpo.report import annotate_study, write_report
 from hpo.space import load_space
 from tests.hpo.test_report import fake_study
 
@@ -145,17 +146,21 @@ def _browse(address: str, shot: Path, height: int = 2400) -> str:
 
 _FACTS = """document.body === null ? "{}" : JSON.stringify({
   scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+  client: document.documentElement.clientWidth,
   text: document.body.innerText, parcoords: document.querySelectorAll('.parcoords').length,
   wide: [...document.querySelectorAll('body *')]
-    .filter(e => e.getBoundingClientRect().right > window.innerWidth
-      && [...e.children].every(c => c.getBoundingClientRect().right <= window.innerWidth))
+    .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth
+      && [...e.children].every(
+        c => c.getBoundingClientRect().right <= document.documentElement.clientWidth))
     .slice(0, 5).map(e => e.tagName + ' ' + Math.round(e.getBoundingClientRect().right) + ': '
       + (e.textContent || '').slice(0, 80))})"""
 
 
 def _page_facts(address: str, wait_for: str, width: int = 1280) -> dict:
-    """Page width, window width, visible text and plotly parcoords count, once ``wait_for`` shows,
-    from a headless Chromium driven over the DevTools protocol (what kaleido uses)."""
+    """Page width (``scroll``), window width (``inner``) and the width left beside a vertical
+    scrollbar (``client``), the visible text, plotly parcoords drawn and the elements sticking
+    out (``wide``), once ``wait_for`` shows; from a headless Chromium driven over the DevTools
+    protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all."""
     from choreographer import Browser
 
     async def facts() -> dict:
@@ -232,7 +237,7 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     _not_blank(tmp_path / "dashboard.png")
     page = _page_facts(f"{address}/studies/{study_id}", wait_for=FIGURES["parallel"][:30])
     assert page["parcoords"] == 1  # plotly drew the saved parallel coordinates
-    assert page["scroll"] <= page["inner"], page["wide"]
+    assert page["scroll"] <= page["client"], page["wide"]
 
     code, out, err = _cli(["report", "--storage", storage], capsys)
     assert code == 0, err
@@ -249,7 +254,7 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
         assert FIGURES[name] in dom
     _not_blank(tmp_path / "report.png")
     page = _page_facts((folder / "report.html").as_uri(), wait_for="Top trials")
-    assert page["scroll"] <= page["inner"], page["wide"]  # the table and figures fit 1280 px
+    assert page["scroll"] <= page["client"], page["wide"]  # the table and figures fit 1280 px
 
 
 @needs_chromium
@@ -279,15 +284,18 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     for epoch in range(1, 5):
         trial.report(0.2 * epoch, epoch)
     study.tell(trial, metrics["mAP"])
-    from hpo.report import annotate_study
-
     annotate_study(study)
 
     address = dashboard(storage)
     trial_page = _page_facts(f"{address}/studies/1/trials", wait_for="config_sha256")
     assert "config.yaml" in trial_page["text"]  # the full config is one click away
-    assert trial_page["scroll"] <= trial_page["inner"], trial_page["wide"]
+    assert trial_page["scroll"] <= trial_page["client"], trial_page["wide"]
     study_page = _page_facts(f"{address}/studies/1", wait_for=FIGURES["value_se"][:30])
     assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
-    assert study_page["scroll"] <= study_page["inner"], study_page["wide"]
+    assert study_page["scroll"] <= study_page["client"], study_page["wide"]
     assert len(DASHBOARD_FIGURES) == 2
+
+    html = write_report(study, tmp_path / "report", png=False).html
+    report_page = _page_facts(html.as_uri(), wait_for="Top trials")
+    assert report_page["parcoords"] == 1
+    assert report_page["scroll"] <= report_page["client"], report_page["wide"]

@@ -91,12 +91,22 @@ def put_artifact(study: optuna.Study, store, path: str | Path) -> str:
     return same[0].artifact_id
 
 
-def read_artifact(store, meta: ArtifactMeta) -> str:
-    """The text of one artifact (downloaded through a temporary file)."""
+def read_artifact(store, meta: ArtifactMeta, owner: str) -> str:
+    """The text of one artifact (downloaded through a temporary file); a UserError naming
+    ``owner`` (the study or trial) if the store no longer has it."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "artifact"
-        download_artifact(artifact_store=store, file_path=str(target), artifact_id=meta.artifact_id)
-        return target.read_text(encoding="utf-8")
+        try:
+            download_artifact(
+                artifact_store=store, file_path=str(target), artifact_id=meta.artifact_id
+            )
+            return target.read_text(encoding="utf-8")
+        except (ArtifactNotFound, OSError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"{owner}: cannot read {meta.filename} from the artifact store: {exc}"
+            ) from None
 
 
 def _upload_text(study_or_trial, store, name: str, text: str) -> str:
@@ -141,10 +151,11 @@ def load_space_dict(study: optuna.Study, store=None) -> dict[str, Any] | None:
     metas = [m for m in artifact_metas(study) if m.filename == SPACE_FILE]
     if not metas:
         return None
+    owner = f"study {study.study_name!r}"
     try:
-        data = yaml.safe_load(read_artifact(store, metas[0]))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"study {study.study_name!r}: cannot read {SPACE_FILE}: {exc}") from None
+        data = yaml.safe_load(read_artifact(store, metas[0], owner))
+    except yaml.YAMLError:
+        raise UserError(f"{owner}: {SPACE_FILE} in the artifact store is not valid YAML") from None
     from hpo.study import space_digest  # hpo.study may import this module
 
     digest = study.user_attrs.get("space_digest")
@@ -192,7 +203,7 @@ def load_trial_config(trial: FrozenTrial, *, storage, store=None) -> dict[str, A
     metas = [m for m in artifact_metas(trial, storage=storage) if m.filename == CONFIG_FILE]
     if not metas:
         return None
-    text = read_artifact(store, metas[0])
+    text = read_artifact(store, metas[0], f"trial {trial.number}")
     digest = trial.user_attrs.get("config_sha256")
     if digest and hashlib.sha256(text.encode()).hexdigest()[:12] != digest:
         raise UserError(f"trial {trial.number}: {CONFIG_FILE} does not match its config_sha256")

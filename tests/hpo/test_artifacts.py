@@ -106,6 +106,15 @@ def test_space_as_artifact_with_a_short_attribute(tmp_path, store):
     assert [m.filename for m in get_all_artifact_meta(study)] == ["space.yaml"]
 
 
+def test_space_missing_from_the_store_is_a_clear_error(tmp_path, store):
+    study = new_study(tmp_path)
+    save_space(study, store, load_space("tiny-vit"))
+    for f in (tmp_path / "artifacts").iterdir():
+        f.unlink()  # the artifact folder was not copied along with the database
+    with pytest.raises(UserError, match="study 's': cannot read space.yaml from the artifact"):
+        load_space_dict(study, store)
+
+
 def test_space_from_the_old_attribute_or_refused_when_the_artifact_was_swapped(tmp_path, store):
     space = load_space("tiny-vit")
     old = new_study(tmp_path, "old")

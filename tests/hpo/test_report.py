@@ -241,7 +241,9 @@ def test_html_report_is_self_contained_with_plotly_once(tmp_path):
     assert [int(r.split("<td>")[1].split("<")[0].split()[0]) for r in rows] == [
         t.number for t in top
     ]
-    assert "table-layout:fixed;width:100%" in own and "overflow-x" not in own
+    assert "table{border-collapse:collapse;font-size:13px;width:100%}" in own
+    assert "td.text{overflow-wrap:anywhere" in own and "overflow-x" not in own  # wraps, no scroll
+    assert own.count('<td class="text">') == 6  # classifier and template: text that may wrap
     assert '<th title="prompt_template">prompt_<wbr>tmpl</th>' in own
     assert "<td>n/a</td>" in own  # GPU memory on CPU
     baseline = study.trials[0]

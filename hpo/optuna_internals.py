@@ -43,6 +43,16 @@ def figure_keys(study: optuna.Study, graph_object_ids: Iterable[str]) -> list[st
     return [k for k in study_system_attrs(study) if prefixes and k.startswith(prefixes)]
 
 
+def figure_json(study: optuna.Study, graph_object_id: str) -> str | None:
+    """The JSON of a figure saved under this id (its chunks joined), or None."""
+    attrs = study_system_attrs(study)
+    prefix = f"{FIGURE_PREFIX}{graph_object_id}:"
+    chunks = []
+    while f"{prefix}{len(chunks)}" in attrs:
+        chunks.append(attrs[f"{prefix}{len(chunks)}"])
+    return "".join(chunks) if chunks else None
+
+
 def delete_study_system_attrs(study: optuna.Study, keys: Iterable[str]) -> bool:
     """Delete these study system attributes; False where the storage cannot (journal files).
 

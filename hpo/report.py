@@ -155,10 +155,37 @@ def annotate_study(study: optuna.Study) -> Figures:
     for name, fig in figs.figures.items():
         # a fixed id per figure: a refresh overwrites it instead of adding another
         save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID.format(name))
-    stale = optuna_internals.figure_keys(study, OLD_FIGURE_IDS)
-    if stale and not optuna_internals.delete_study_system_attrs(study, stale):
-        log.info("figures saved by an earlier hpo stay in this journal-file study")
+    _retire_old_figures(study)
     return figs
+
+
+RETIRED = "Retired panel: optuna-dashboard draws this one itself"
+
+
+def _retire_old_figures(study: optuna.Study) -> None:
+    """Delete the figures earlier versions saved; a journal file cannot, so there each one is
+    overwritten once with a short notice instead of showing numbers that never refresh."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    stale = optuna_internals.figure_keys(study, OLD_FIGURE_IDS)
+    if not stale or optuna_internals.delete_study_system_attrs(study, stale):
+        return
+    for gid in OLD_FIGURE_IDS:
+        saved = optuna_internals.figure_json(study, gid)
+        if saved is None or RETIRED in saved:
+            continue
+        fig = _notice(f"{RETIRED}.<br>This study's journal file cannot delete a saved figure.")
+        save_plotly_graph_object(study, fig, graph_object_id=gid)
+
+
+def _notice(text: str):
+    """A figure that is only a line of text (no axes)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(xaxis_visible=False, yaxis_visible=False, height=120, template="none")
+    return fig
 
 
 def annotate_after_run(study: optuna.Study) -> None:

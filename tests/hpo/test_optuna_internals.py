@@ -59,6 +59,8 @@ def test_saved_figures_are_deleted_where_the_storage_can(tmp_path, kind):
     save_plotly_graph_object(study, go.Figure(), graph_object_id="kept")
     keys = oi.figure_keys(study, ["old"])
     assert len(keys) > 1 and all(k.startswith("dashboard:plot_data:old:") for k in keys)
+    assert json.loads(oi.figure_json(study, "old")) == json.loads(big.to_json())
+    assert oi.figure_json(study, "never-saved") is None
     deleted = oi.delete_study_system_attrs(study, keys)
     assert deleted == (kind != "journal")
     shown = get_plotly_graph_objects(oi.study_system_attrs(study))  # what the dashboard lists

@@ -12,6 +12,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from optuna_dashboard import get_note, save_note, save_plotly_graph_object
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from hpo import optuna_internals, report
 from hpo.cli import main
@@ -213,10 +214,18 @@ def test_figures_of_earlier_versions_removed_where_the_storage_can(tmp_path, kin
         save_plotly_graph_object(study, old, graph_object_id=gid)
     save_plotly_graph_object(study, old, graph_object_id="someone-elses")
     annotate_study(study)
+    annotate_study(study)
     ids = _figure_ids(study)
     assert {"hpo-parallel", "someone-elses"} <= ids
-    # a journal file cannot delete: the old figures stay, nothing fails
+    # a journal file cannot delete: the old figures become a one-line notice, written once
     assert (set(OLD_FIGURE_IDS) <= ids) == (kind == "journal")
+    if kind == "journal":
+        shown = get_plotly_graph_objects(optuna_internals.study_system_attrs(study))
+        for gid in OLD_FIGURE_IDS:
+            text = json.loads(shown[gid])["layout"]["annotations"][0]["text"]
+            assert text.startswith(report.RETIRED)
+        log = (tmp_path / "j.log").read_text()
+        assert log.count(report.RETIRED) == len(OLD_FIGURE_IDS)
 
 
 def test_html_report_is_self_contained_with_plotly_once(tmp_path):

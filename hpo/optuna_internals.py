@@ -1,5 +1,6 @@
-"""The only place where hpo reaches below Optuna's public API; tests/hpo/test_optuna_internals.py
-pins every behaviour relied on here, so an Optuna upgrade fails those tests, not a user's study.
+"""Where the dashboard, report and artifact code reach below Optuna's public API;
+tests/hpo/test_optuna_internals.py pins every behaviour relied on here, so an Optuna upgrade
+fails those tests, not a user's study.
 
 Why it exists: Optuna stores artifact metadata and optuna-dashboard stores saved figures as
 study system attributes, and no storage can delete a system attribute. optuna-dashboard's

@@ -10,7 +10,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from handreid.errors import UserError
-from hpo.report import ARTIFACTS_DIR, open_artifact_store
+from hpo.artifacts import ARTIFACTS_DIR, open_artifact_store
 from hpo.study import open_storage
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -1,48 +1,52 @@
-"""Plotly figures, a dashboard note and a standalone HTML report for a study.
+"""The study's dashboard note and figures, and a standalone HTML report.
 
-The same four figures go to two places: into the study itself (optuna-dashboard shows notes
-and saved plotly figures on the study page) and into one self-contained HTML file.
+Into the study go a markdown note and only the figures optuna-dashboard lacks
+(``hpo.figures.DASHBOARD_FIGURES``); the HTML file has those plus intermediate values and
+importances, and a table of the top trials that fits the page.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
-import json
 import logging
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from handreid.errors import UserError
+from hpo import optuna_internals
+from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from here
+    ARTIFACTS_DIR,
+    open_artifact_store,
+    put_artifact,
+    repair_artifact_entries,
+    save_space,
+)
+from hpo.figures import (
+    DASHBOARD_FIGURES,
+    FIGURES,
+    TARGET,
+    Figures,
+    completed,
+    short_name,
+    study_figures,
+)
 from hpo.study import STUDIES_DIR, counts
 
 log = logging.getLogger("hpo")
 
-TARGET = "val mAP"
-FIGURES = {  # name -> title; the names also key the figures saved in the study
-    "history": "Optimisation history: val mAP per trial",
-    "importances": "Parameter importances for val mAP",
-    "parallel": "Parallel coordinates: parameters and val mAP",
-    "intermediate": "Intermediate values: val mAP per epoch (pruning)",
-}
 METRICS = ("rank1", "rank5", "rank10", "best_epoch", "epochs_run", "seconds", "peak_memory_mb")
 NOTE_MARKER = "_Notes written below this line are kept when `hpo report` refreshes the summary._"
-ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
-_ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study system-attr key prefix
+FIGURE_ID = "hpo-{}"  # graph object id of a figure saved into the study
+# figures saved into studies by earlier versions that the dashboard draws itself
+OLD_FIGURE_IDS = ("hpo-history", "hpo-importances", "hpo-intermediate")
 _HTML_HAS_ALL = "the HTML report has every figure"
-
-
-@dataclass
-class Figures:
-    figures: dict  # name -> plotly Figure, in FIGURES order
-    skipped: dict[str, str] = field(default_factory=dict)  # name -> why it was not drawn
 
 
 @dataclass
@@ -52,59 +56,33 @@ class Report:
     notes: list[str]
 
 
-def completed(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-
-
-def study_figures(study: optuna.Study) -> Figures:
-    """The four figures that can be drawn now; the others are listed in ``skipped`` with a reason."""
-    from optuna import visualization as vis
-
-    done = completed(study)
-    tuned = any(t.params for t in done)
-    reported = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
-    reasons = {
-        "history": None if done else "no completed trial yet",
-        "importances": None if len(done) >= 2 and tuned else "needs 2 completed trials with params",
-        "parallel": None if tuned else "no completed trial with tuned parameters yet",
-        "intermediate": None if reported else "no trial has reported a per-epoch value yet",
-    }
-    draw = {
-        "history": lambda: vis.plot_optimization_history(study, target_name=TARGET),
-        "importances": lambda: vis.plot_param_importances(study, target_name=TARGET),
-        "parallel": lambda: vis.plot_parallel_coordinate(study, target_name=TARGET),
-        "intermediate": lambda: vis.plot_intermediate_values(study),
-    }
-    out = Figures({})
-    for name, title in FIGURES.items():
-        if reasons[name]:
-            out.skipped[name] = reasons[name]
-            continue
-        try:
-            # "few trials, importance may be inaccurate" warnings: the figure speaks for itself
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fig = draw[name]()
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            out.skipped[name] = f"cannot be computed: {exc}"
-            continue
-        if not fig.data:
-            out.skipped[name] = "nothing to draw"
-            continue
-        fig.update_layout(title={"text": title}, height=460, margin={"t": 60})
-        if name == "intermediate":
-            fig.update_layout(xaxis_title="epoch", yaxis_title=TARGET, showlegend=False)
-        out.figures[name] = fig
-    return out
+def _text(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _cell(value) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _text(value).replace("|", "\\|").replace("\n", " ")
 
 
-def study_note(study: optuna.Study) -> str:
-    """Markdown summary: how the study was made, counts, best trial with its params and metrics."""
+def metric_text(key: str, value) -> str:
+    """A metric as shown to people: peak GPU memory is "n/a" on CPU, where it is recorded as 0."""
+    if key == "peak_memory_mb" and not value:
+        return "n/a"
+    return _text(value)
+
+
+def value_text(trial: FrozenTrial) -> str:
+    """``0.8123 ± 0.0310 (5 folds)`` with a standard error, else ``0.8123``."""
+    se = trial.user_attrs.get("value_se")
+    if se is None:
+        return f"{trial.value:.4f}"
+    folds = trial.user_attrs.get("n_folds")
+    return f"{trial.value:.4f} ± {se:.4f}" + (f" ({folds} folds)" if folds else "")
+
+
+def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
+    """Markdown summary: how the study was made, counts, best trial with its params and metrics,
+    and the abbreviations the saved figures use (``legend``)."""
     attrs, c = study.user_attrs, counts(study)
     lines = [f"## {study.study_name}", ""]
     for key in ("command", "backbone", "data", "created"):
@@ -124,12 +102,18 @@ def study_note(study: optuna.Study) -> str:
         label = (
             f" (baseline {best.user_attrs['baseline']})" if best.user_attrs.get("baseline") else ""
         )
-        lines += ["", f"### Best trial {best.number}{label}: {TARGET} {best.value:.4f}", ""]
-        metrics = [f"{k} {_cell(best.user_attrs[k])}" for k in METRICS if k in best.user_attrs]
+        lines += ["", f"### Best trial {best.number}{label}: {TARGET} {value_text(best)}", ""]
+        metrics = [
+            f"{k} {_cell(metric_text(k, best.user_attrs[k]))}"
+            for k in METRICS
+            if k in best.user_attrs
+        ]
         if metrics:
             lines += [", ".join(metrics), ""]
         lines += ["| parameter | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(v)} |" for k, v in best.params.items()]
+    if legend:
+        lines += ["", "Figure labels: " + "; ".join(f"`{item}`" for item in legend)]
     lines += [
         "",
         f"Summary refreshed by hpo on {time.strftime('%Y-%m-%d %H:%M:%S')}.",
@@ -154,18 +138,54 @@ def _kept_user_notes(study: optuna.Study) -> str:
 
 
 def annotate_study(study: optuna.Study) -> Figures:
-    """Save the summary note and the figures into the study for optuna-dashboard."""
+    """Save the summary note and the figures the dashboard lacks into the study.
+
+    Figures that earlier versions saved and the dashboard draws itself are removed where the
+    storage can delete them (databases); on a journal file they stay (see ``hpo.optuna_internals``).
+    """
     from optuna_dashboard import save_note, save_plotly_graph_object
 
     # names the axis "val mAP" instead of "Objective 0"; the API is marked experimental
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.set_metric_names([TARGET])
-    save_note(study, study_note(study) + _kept_user_notes(study))
-    figs = study_figures(study)
+    figs = study_figures(study, DASHBOARD_FIGURES)
+    legend = [item for items in figs.legends.values() for item in items]
+    save_note(study, study_note(study, legend) + _kept_user_notes(study))
     for name, fig in figs.figures.items():
-        save_plotly_graph_object(study, fig, graph_object_id=f"hpo-{name}")  # fixed id: overwrite
+        # a fixed id per figure: a refresh overwrites it instead of adding another
+        save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID.format(name))
+    _retire_old_figures(study)
     return figs
+
+
+RETIRED = "Retired panel: optuna-dashboard draws this one itself"
+
+
+def _retire_old_figures(study: optuna.Study) -> None:
+    """Delete the figures earlier versions saved; a journal file cannot, so there each one is
+    overwritten once with a short notice instead of showing numbers that never refresh."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    stale = optuna_internals.figure_keys(study, OLD_FIGURE_IDS)
+    if not stale or optuna_internals.delete_study_system_attrs(study, stale):
+        return
+    for gid in OLD_FIGURE_IDS:
+        saved = optuna_internals.figure_json(study, gid)
+        if saved is None or RETIRED in saved:
+            continue
+        fig = _notice(f"{RETIRED}.<br>This study's journal file cannot delete a saved figure.")
+        save_plotly_graph_object(study, fig, graph_object_id=gid)
+
+
+def _notice(text: str):
+    """A figure that is only a line of text (no axes)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(xaxis_visible=False, yaxis_visible=False, height=120, template="none")
+    return fig
 
 
 def annotate_after_run(study: optuna.Study) -> None:
@@ -176,7 +196,10 @@ def annotate_after_run(study: optuna.Study) -> None:
         log.warning("warning: could not save the dashboard note and figures: %s", exc)
         return
     n = len(figs.figures)
-    print(f"saved the summary note and {n} figures to the study (view them with `hpo dashboard`)")
+    print(
+        f"saved the summary note and {n} figure{'s' * (n != 1)} to the study "
+        "(view them with `hpo dashboard`)"
+    )
 
 
 def top_trials(study: optuna.Study, n: int = 10) -> list[FrozenTrial]:
@@ -185,31 +208,66 @@ def top_trials(study: optuna.Study, n: int = 10) -> list[FrozenTrial]:
     )[:n]
 
 
+def _head(name: str) -> str:
+    """A column header that may break after underscores; the full name shows on hover."""
+    short = html.escape(short_name(name)).replace("_", "_<wbr>")
+    return f'<th title="{html.escape(name)}">{short}</th>'
+
+
+def _trial_cell(t: FrozenTrial) -> str:
+    base = t.user_attrs.get("baseline")
+    tag = f' <span class="base">baseline {html.escape(str(base))}</span>' if base else ""
+    return f"<td>{t.number}{tag}</td>"
+
+
+def _param_cell(value) -> str:
+    """Numbers stay whole on one line; text (prompt templates) may wrap anywhere."""
+    if isinstance(value, str):
+        return f'<td class="text">{html.escape(value)}</td>'
+    return f'<td class="num">{html.escape(_text(value))}</td>'
+
+
 def _table(study: optuna.Study, n: int) -> str:
+    """Top trials at the page's width: long text wraps, so nothing scrolls sideways."""
     trials = top_trials(study, n)
     if not trials:
         return "<p>No completed trial yet.</p>"
     params = list(dict.fromkeys(k for t in trials for k in t.params))
-    cols = ["trial", TARGET, *[m for m in METRICS if any(m in t.user_attrs for t in trials)]]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in [*cols, *params])
+    has = lambda key: any(key in t.user_attrs for t in trials)  # noqa: E731
+    cols = [("trial", None), (TARGET, None)]
+    if has("rank1"):
+        cols.append(("rank-1/5/10", None))
+    if has("epochs_run"):
+        cols.append(("epochs best/run", None))
+    cols += [(label, key) for label, key in (("seconds", "seconds"), ("GPU MB", "peak_memory_mb"))]
+    cols = [(label, key) for label, key in cols if key is None or has(key)]
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in cols)
+    head += "".join(_head(p) for p in params)
     rows = []
     for t in trials:
-        cells = [
-            t.number,
-            t.value,
-            *[t.user_attrs.get(m, "") for m in cols[2:]],
-            *[t.params.get(p, "") for p in params],
-        ]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in cells) + "</tr>")
-    return (
-        f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-        "</table></div>"
-    )
+        a = t.user_attrs
+        cells = {
+            TARGET: value_text(t),
+            "rank-1/5/10": " / ".join(
+                f"{a[k]:.3f}" for k in ("rank1", "rank5", "rank10") if k in a
+            ),
+            "epochs best/run": f"{a.get('best_epoch', '-')}/{a.get('epochs_run', '-')}",
+            "seconds": metric_text("seconds", a.get("seconds", "")),
+            "GPU MB": metric_text("peak_memory_mb", a.get("peak_memory_mb", "")),
+        }
+        row = [_trial_cell(t)]
+        row += [f"<td>{html.escape(cells[label])}</td>" for label, _ in cols[1:]]
+        row += [_param_cell(t.params.get(p, "")) for p in params]
+        rows.append("<tr>" + "".join(row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
-th{background:#f3f3f3}.wide{overflow-x:auto}.figure{margin:1.5em 0}.skip{color:#a40}code{background:#f3f3f3;padding:1px 3px}"""
+table{border-collapse:collapse;font-size:13px;width:100%}
+td,th{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top}
+td.text{overflow-wrap:anywhere;min-width:8em}td.num{white-space:nowrap}
+th{background:#f3f3f3}.base{color:#b00;font-size:11px}.figure{margin:1.5em 0}
+.skip{color:#a40}.legend{color:#555;font-size:12px}code{background:#f3f3f3;padding:1px 3px}"""
 
 
 def render_html(
@@ -244,6 +302,9 @@ def render_html(
             div_id=f"fig-{fig_name}",
             config={"responsive": True},
         )
+        legend = figs.legends.get(fig_name)
+        if legend:
+            div += f'<p class="legend">{html.escape("; ".join(legend))}</p>'
         body.append(f'<div class="figure">{div}</div>')
     for line in [*(f"{FIGURES[k]}: skipped, {why}" for k, why in figs.skipped.items()), *notes]:
         body.append(f'<p class="skip">{html.escape(line)}</p>')
@@ -309,7 +370,14 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create report folder {out}: {exc.strerror or exc}") from None
-    figs = annotate_study(study)
+    saved = annotate_study(study)
+    rest = study_figures(study, [n for n in FIGURES if n not in DASHBOARD_FIGURES])
+    drawn = {**saved.figures, **rest.figures}
+    figs = Figures(
+        {n: drawn[n] for n in FIGURES if n in drawn},
+        {**saved.skipped, **rest.skipped},
+        {**saved.legends, **rest.legends},
+    )
     pngs, png_note = export_pngs(figs, out) if png else ([], None)
     notes = [png_note] if png_note else []
     path = out / "report.html"
@@ -318,39 +386,16 @@ def write_report(
     return Report(path, pngs, notes)
 
 
-def open_artifact_store(root: str | Path = ARTIFACTS_DIR):
-    """A file-system artifact store (created if missing) that ``hpo dashboard`` serves."""
-    from optuna.artifacts import FileSystemArtifactStore
-
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create artifact folder {root}: {exc.strerror or exc}") from None
-    return FileSystemArtifactStore(root)
-
-
-def study_artifacts(study: optuna.Study) -> dict[str, str]:
-    """artifact id -> file name of the study's live artifacts (deleted ones are stored as null)."""
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    metas = [json.loads(v) for k, v in attrs.items() if k.startswith(_ARTIFACT_PREFIX)]
-    return {m["artifact_id"]: m["filename"] for m in metas if m}
-
-
 def save_artifacts(study: optuna.Study, store, paths: list[Path]) -> list[str]:
-    """Upload files as study artifacts, replacing earlier uploads of the same file name."""
-    from optuna.artifacts import upload_artifact
-    from optuna.artifacts.exceptions import ArtifactNotFound
+    """Upload files as study artifacts (a file already there under the same name is replaced in
+    place); also store the search space as ``space.yaml`` if the study has it only as its old
+    attribute, and delete the null entries older versions left (see ``hpo.artifacts``)."""
+    from hpo.artifacts import SPACE_FILE, artifact_metas
 
-    names = {p.name for p in paths}
-    for artifact_id, filename in study_artifacts(study).items():
-        if filename in names:
-            with contextlib.suppress(ArtifactNotFound):
-                store.remove(artifact_id)
-            # the same tombstone optuna-dashboard writes when an artifact is deleted on its page
-            study._storage.set_study_system_attr(
-                study._study_id, _ARTIFACT_PREFIX + artifact_id, json.dumps(None)
-            )
-    return [
-        upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=study) for p in paths
-    ]
+    repair_artifact_entries(study)
+    old_space = study.user_attrs.get("space")
+    if isinstance(old_space, dict) and not any(
+        m.filename == SPACE_FILE for m in artifact_metas(study)
+    ):
+        save_space(study, store, old_space)
+    return [put_artifact(study, store, p) for p in paths]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ import yaml
 from handreid.config import KEYS, TrainConfig
 from handreid.errors import UserError
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+# shipped inside the package (package data), so an installed wheel finds them too
+SPACES_DIR: Traversable = resources.files("hpo") / "search_spaces"
 KINDS = ("float", "int", "categorical")
 _PARAM_FIELDS = {"type", "low", "high", "log", "step", "choices", "when"}
 
@@ -125,8 +128,15 @@ class SearchSpace:
         }
 
 
-def space_path(backbone_or_path: str | Path) -> Path:
-    """A file path, or the name of a file in ``search_spaces/`` (``rn50`` -> rn50.yaml)."""
+def builtin_spaces() -> list[str]:
+    """Names of the search spaces shipped with hpo (``rn50``, ``tiny-vit``, ...)."""
+    return sorted(
+        f.name.removesuffix(".yaml") for f in SPACES_DIR.iterdir() if f.name.endswith(".yaml")
+    )
+
+
+def space_path(backbone_or_path: str | Path) -> Path | Traversable:
+    """A file path, or the name of a space shipped in ``hpo/search_spaces/`` (``rn50``)."""
     path = Path(backbone_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
@@ -134,9 +144,9 @@ def space_path(backbone_or_path: str | Path) -> Path:
         return path
     candidate = SPACES_DIR / f"{backbone_or_path}.yaml"
     if not candidate.is_file():
-        known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
         raise SpaceError(
-            f"unknown backbone {str(backbone_or_path)!r}; choose one of {known} or pass --space FILE"
+            f"unknown backbone {str(backbone_or_path)!r}; choose one of {builtin_spaces()} "
+            "or pass --space FILE"
         )
     return candidate
 
@@ -144,7 +154,7 @@ def space_path(backbone_or_path: str | Path) -> Path:
 def load_space(backbone_or_path: str | Path) -> SearchSpace:
     path = space_path(backbone_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         raise SpaceError(f"{path}: not valid YAML") from None
     return parse_space(data, source=str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -12,12 +13,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 from PIL import Image
 
+from hpo.artifacts import open_artifact_store, record_config, save_space
 from hpo.cli import main
 from hpo.dashboard import make_dashboard, url
-from hpo.report import FIGURES
+from hpo.figures import DASHBOARD_FIGURES, FIGURES
+from hpo.report import annotate_study, write_report
+from hpo.space import load_space
 from tests.hpo.test_report import fake_study
 
 CHROMIUM = next(
@@ -139,6 +144,50 @@ def _browse(address: str, shot: Path, height: int = 2400) -> str:
     return done.stdout
 
 
+_FACTS = """document.body === null ? "{}" : JSON.stringify({
+  scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+  client: document.documentElement.clientWidth,
+  text: document.body.innerText, parcoords: document.querySelectorAll('.parcoords').length,
+  wide: [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth
+      && [...e.children].every(
+        c => c.getBoundingClientRect().right <= document.documentElement.clientWidth))
+    .slice(0, 5).map(e => e.tagName + ' ' + Math.round(e.getBoundingClientRect().right) + ': '
+      + (e.textContent || '').slice(0, 80))})"""
+
+
+def _page_facts(address: str, wait_for: str, width: int = 1280) -> dict:
+    """Page width (``scroll``), window width (``inner``) and the width left beside a vertical
+    scrollbar (``client``), the visible text, plotly parcoords drawn and the elements sticking
+    out (``wide``), once ``wait_for`` shows; from a headless Chromium driven over the DevTools
+    protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all."""
+    from choreographer import Browser
+
+    async def facts() -> dict:
+        async with Browser(path=CHROMIUM, headless=True) as browser:
+            tab = await browser.create_tab("about:blank")
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            await tab.send_command("Emulation.setDeviceMetricsOverride", params=metrics)
+            await tab.send_command("Page.navigate", params={"url": address})
+            deadline = time.monotonic() + 60
+            while True:
+                reply = await tab.send_command(
+                    "Runtime.evaluate", params={"expression": _FACTS, "returnByValue": True}
+                )
+                got = json.loads(reply["result"]["result"].get("value", "{}"))  # {} while loading
+                if wait_for in got.get("text", "") or time.monotonic() > deadline:
+                    await asyncio.sleep(1.0)  # late layout (plots, tables) settles
+                    reply = await tab.send_command(
+                        "Runtime.evaluate", params={"expression": _FACTS, "returnByValue": True}
+                    )
+                    return json.loads(reply["result"]["result"]["value"])
+                await asyncio.sleep(0.3)
+
+    got = asyncio.run(facts())
+    assert wait_for in got["text"], got["text"][-2000:]
+    return got
+
+
 def _not_blank(png: Path) -> None:
     colours = Image.open(png).convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50
@@ -172,7 +221,7 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
         capsys,
     )
     assert code == 0, err
-    assert "saved the summary note and 4 figures to the study" in out
+    assert "saved the summary note and 1 figure to the study" in out  # no folds: no +- SE
 
     address = dashboard(storage)
     base = address.removesuffix("/dashboard")
@@ -181,24 +230,72 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     study_id = summaries[0]["study_id"]
     detail = _get_json(f"{base}/api/studies/{study_id}")
     assert detail["note"]["body"].startswith("## hands-demo\n")
-    assert len(detail["plotly_graph_objects"]) == len(FIGURES)
+    assert [g["id"] for g in detail["plotly_graph_objects"]] == ["hpo-parallel"]
 
     dom = _browse(f"{address}/studies/{study_id}", tmp_path / "dashboard.png")
     assert "hands-demo" in dom
-    for title in FIGURES.values():
-        assert title in dom, title
     _not_blank(tmp_path / "dashboard.png")
+    page = _page_facts(f"{address}/studies/{study_id}", wait_for=FIGURES["parallel"][:30])
+    assert page["parcoords"] == 1  # plotly drew the saved parallel coordinates
+    assert page["scroll"] <= page["client"], page["wide"]
 
     code, out, err = _cli(["report", "--storage", storage], capsys)
     assert code == 0, err
     folder = tmp_path / "studies" / "hands-demo" / "report"
+    drawn = [n for n in FIGURES if n != "value_se"]  # no validation folds in this study
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f"{n}.png" for n in FIGURES] + ["report.html"]
+        [f"{n}.png" for n in drawn] + ["report.html"]
     )
-    for name in FIGURES:
+    for name in drawn:
         assert Image.open(folder / f"{name}.png").size == (1100, 520)
     dom = _browse((folder / "report.html").as_uri(), tmp_path / "report.png", height=3000)
-    for name, title in FIGURES.items():
+    for name in drawn:
         assert f'id="fig-{name}" class="plotly-graph-div js-plotly-plot"' in dom  # plotly drew it
-        assert title in dom
+        assert FIGURES[name] in dom
     _not_blank(tmp_path / "report.png")
+    page = _page_facts((folder / "report.html").as_uri(), wait_for="Top trials")
+    assert page["scroll"] <= page["client"], page["wide"]  # the table and figures fit 1280 px
+
+
+@needs_chromium
+def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
+    """A trial as the objective records it (config as a YAML artifact and a short attribute)
+    and a study with its space as an artifact: no horizontal scrolling at 1280 px."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    store = open_artifact_store(tmp_path / "studies" / "artifacts")  # what `hpo dashboard` serves
+    space = load_space("tiny-vit")
+    study = optuna.create_study(study_name="fits", storage=storage, direction="maximize")
+    save_space(study, store, space)
+    for key, value in {"backbone": "tiny-vit", "command": "hpo run --backbone tiny-vit"}.items():
+        study.set_user_attr(key, value)
+    # the baseline, as every study starts; (the longest prompt-template choice, a parameter the
+    # dashboard prints on one line, alone widens this page by about 20 px at 1280)
+    baseline = {k: v for k, v in space.baselines[0].items() if k != "name"}
+    study.enqueue_trial(baseline, user_attrs={"baseline": "default"})
+    trial = study.ask()
+    cfg = space.config(space.suggest(trial))
+    record_config(trial, cfg, store)
+    metrics = {"rank1": 0.8125, "rank5": 0.9375, "rank10": 1.0, "mAP": 0.7712345678901234}
+    metrics |= {"best_epoch": 3, "epochs_run": 4, "seconds": 81.73, "peak_memory_mb": 0.0}
+    metrics |= {"status": "complete", "value_se": 0.0312, "n_folds": 3}
+    metrics |= {"fold_values": [0.74123456789, 0.79876543210, 0.77370370370]}
+    for key, value in metrics.items():
+        trial.set_user_attr(key, value)
+    for epoch in range(1, 5):
+        trial.report(0.2 * epoch, epoch)
+    study.tell(trial, metrics["mAP"])
+    annotate_study(study)
+
+    address = dashboard(storage)
+    trial_page = _page_facts(f"{address}/studies/1/trials", wait_for="config_sha256")
+    assert "config.yaml" in trial_page["text"]  # the full config is one click away
+    assert trial_page["scroll"] <= trial_page["client"], trial_page["wide"]
+    study_page = _page_facts(f"{address}/studies/1", wait_for=FIGURES["value_se"][:30])
+    assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
+    assert study_page["scroll"] <= study_page["client"], study_page["wide"]
+    assert len(DASHBOARD_FIGURES) == 2
+
+    html = write_report(study, tmp_path / "report", png=False).html
+    report_page = _page_facts(html.as_uri(), wait_for="Top trials")
+    assert report_page["parcoords"] == 1
+    assert report_page["scroll"] <= report_page["client"], report_page["wide"]

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
-from optuna_dashboard import get_note, save_note
+from optuna_dashboard import get_note, save_note, save_plotly_graph_object
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
-from hpo import report
+from hpo import optuna_internals, report
 from hpo.cli import main
-from hpo.report import FIGURES, NOTE_MARKER, annotate_study, study_figures, write_report
+from hpo.figures import DASHBOARD_FIGURES, FIGURES, RELIABLE_IMPORTANCES, study_figures
+from hpo.report import NOTE_MARKER, OLD_FIGURE_IDS, annotate_study, write_report
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+TEMPLATES = [
+    "A photo of a {} {aspect} hand.",
+    "A detailed photo of {}'s {aspect} hand for identification.",
+]
 
 
 def fake_study(
@@ -24,8 +32,10 @@ def fake_study(
     n: int = 6,
     params: tuple[str, ...] = ("lr", "classifier"),
     pruned_every: int = 3,
+    se: bool = False,
 ) -> optuna.Study:
-    """Trials shaped like the objective's: per-epoch val mAP, metric user attrs, some pruned."""
+    """Trials shaped like the objective's: per-epoch val mAP, metric user attrs, some pruned;
+    trial 0 is a baseline; ``se`` adds the fold attributes (value_se, n_folds, fold_values)."""
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -49,15 +59,19 @@ def fake_study(
             and t.suggest_categorical("classifier", ["linear", "arcface"]) == "arcface"
         ):
             value += t.suggest_float("arcface_margin", 0.1, 0.5) / 10
+        if "prompt_template" in params:
+            t.suggest_categorical("prompt_template", TEMPLATES)
+        if "supcon_temperature" in params:
+            t.suggest_float("supcon_temperature", 0.03, 0.3, log=True)
         for epoch in (1, 2, 3):
             t.report(value * epoch / 3, epoch)
-        for key, metric in {
-            "rank1": value + 0.1,
-            "rank5": 0.9,
-            "rank10": 1.0,
-            "epochs_run": 3,
-            "seconds": 1.5,
-        }.items():
+        metrics = {"rank1": value + 0.1, "rank5": 0.9, "rank10": 1.0, "epochs_run": 3}
+        metrics |= {"best_epoch": 3, "seconds": 1.5, "peak_memory_mb": 0.0}
+        if se:
+            metrics |= {"value_se": 0.01 * (i + 1), "n_folds": 3, "fold_values": [value] * 3}
+        if i == 0:
+            metrics["baseline"] = "default"
+        for key, metric in metrics.items():
             t.set_user_attr(key, metric)
         if pruned_every and i % pruned_every == pruned_every - 1:
             study.tell(t, state=TrialState.PRUNED)
@@ -66,14 +80,72 @@ def fake_study(
     return study
 
 
-def test_four_figures_with_our_titles():
-    study = fake_study()
-    figs = study_figures(study)
+def test_every_figure_with_our_titles_and_value_se_only_with_folds():
+    figs = study_figures(fake_study(se=True))
     assert list(figs.figures) == list(FIGURES) and figs.skipped == {}
     for name, fig in figs.figures.items():
-        assert fig.layout.title.text == FIGURES[name]
-    # one line per trial in the pruning picture, pruned ones included
-    assert len(figs.figures["intermediate"].data) == 6
+        assert fig.layout.title.text.startswith(FIGURES[name])
+    figs = study_figures(fake_study())
+    assert list(figs.figures) == ["parallel", "intermediate", "importances"]
+    assert "no trial has a value_se user attribute" in figs.skipped["value_se"]
+
+
+def test_value_se_figure_has_the_error_bars_and_the_baseline_apart():
+    study = fake_study(se=True)
+    fig = study_figures(study, ["value_se"]).figures["value_se"]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    by_name = {tr.name: tr for tr in fig.data}
+    assert list(by_name["baseline"].x) == [0]
+    xs = [x for tr in fig.data for x in tr.x]
+    ses = [e for tr in fig.data for e in tr.error_y.array]
+    assert sorted(zip(xs, ses, strict=True)) == sorted(
+        (t.number, t.user_attrs["value_se"]) for t in done
+    )
+    assert "± 0.0100 (3 folds)" in by_name["baseline"].text[0]
+
+
+def test_parallel_coordinates_readable_and_keep_trials_without_a_conditional_parameter():
+    params = ("lr", "classifier", "prompt_template", "supcon_temperature")
+    study = fake_study(n=12, params=params, pruned_every=0)
+    figs = study_figures(study, ["parallel"])
+    (trace,) = figs.figures["parallel"].data
+    dims = {d.label: d for d in trace.dimensions}
+    assert set(dims) == {
+        "val mAP",
+        "lr",
+        "classifier",
+        "arcface_margin",
+        "prompt_tmpl",
+        "supcon_temp",
+    }
+    assert all(len(d.values) == 12 for d in dims.values())  # linear trials are not dropped
+    margin = dims["arcface_margin"]
+    assert margin.ticktext[0] == "n/a" and min(margin.values) == margin.tickvals[0]
+    assert list(dims["prompt_tmpl"].ticktext) == ["1", "2"]  # spelled out in the legend
+    assert list(dims["classifier"].ticktext) == ["linear", "arcface"]
+    assert trace.labelangle == -25
+    legend = figs.legends["parallel"]
+    assert "prompt_tmpl = prompt_template" in legend
+    assert f"prompt_tmpl 2 = {TEMPLATES[1]}" in legend
+    assert list(dims["lr"].ticktext) == ["1e-05", "0.0001", "0.001", "0.01"]  # log axis
+
+
+def test_intermediate_values_whole_epochs_and_pruned_trials_marked():
+    study = fake_study()
+    fig = study_figures(study, ["intermediate"]).figures["intermediate"]
+    assert len(fig.data) == 6 and fig.layout.xaxis.dtick == 1  # epochs 1, 2, 3: no 1.5
+    pruned = [tr for tr in fig.data if tr.name == "pruned"]
+    assert len(pruned) == 2
+    for tr in pruned:
+        assert tr.line.dash == "dash" and list(tr.marker.symbol) == ["circle", "circle", "x"]
+    assert [tr.name for tr in fig.data if tr.showlegend] == ["baseline", "complete", "pruned"]
+
+
+@pytest.mark.parametrize("n, flagged", [(6, True), (RELIABLE_IMPORTANCES + 2, False)])
+def test_importances_flagged_unreliable_below_ten_complete_trials(n, flagged):
+    study = fake_study(n=n, pruned_every=0)
+    title = study_figures(study, ["importances"]).figures["importances"].layout.title.text
+    assert ("unreliable: 6 complete trials, about 10 needed" in title) == flagged
 
 
 @pytest.mark.parametrize(
@@ -86,8 +158,8 @@ def test_four_figures_with_our_titles():
 )
 def test_small_studies_skip_what_cannot_be_drawn(n, params, skipped):
     figs = study_figures(fake_study(n=n, params=params, pruned_every=0))
-    assert set(figs.skipped) == skipped
-    assert set(figs.figures) == set(FIGURES) - skipped
+    assert set(figs.skipped) == skipped | {"value_se"}
+    assert set(figs.figures) == set(FIGURES) - skipped - {"value_se"}
     if "importances" in figs.figures:
         assert list(figs.figures["importances"].data[0].y) == list(params)
 
@@ -95,20 +167,27 @@ def test_small_studies_skip_what_cannot_be_drawn(n, params, skipped):
 def test_no_completed_trial_still_gives_the_pruning_picture():
     figs = study_figures(fake_study(n=2, pruned_every=1))
     assert list(figs.figures) == ["intermediate"]
-    assert figs.skipped["history"] == "no completed trial yet"
+    assert figs.skipped["parallel"] == "no completed trial with tuned parameters yet"
+
+
+def _figure_ids(study) -> set[str]:
+    attrs = optuna_internals.study_system_attrs(study)
+    return {k.split(":")[2] for k in attrs if k.startswith("dashboard:plot_data:")}
 
 
 def test_note_and_figures_saved_in_the_study_and_user_notes_kept():
-    study = fake_study()
+    study = fake_study(se=True)
     annotate_study(study)
     note = get_note(study)
     best = study.best_trial
     assert note.startswith("## fake\n")
     assert "`hpo run --backbone tiny-vit --trials 6`" in note
     assert "trials: 4 complete, 2 pruned, 0 failed, 0 running" in note
-    assert f"### Best trial {best.number}: val mAP {best.value:.4f}" in note
+    se = best.user_attrs["value_se"]
+    assert f"### Best trial {best.number}: val mAP {best.value:.4f} ± {se:.4f} (3 folds)" in note
     assert f"| lr | {best.params['lr']:.4g} |" in note
     assert f"rank1 {best.user_attrs['rank1']:.4g}" in note
+    assert "peak_memory_mb n/a" in note  # recorded as 0 on CPU
 
     save_note(study, note + "the arcface runs look unstable\n")  # a person writes in the dashboard
     annotate_study(study)
@@ -116,23 +195,43 @@ def test_note_and_figures_saved_in_the_study_and_user_notes_kept():
     note = get_note(study)
     assert note.count("## fake\n") == 1 and note.count(NOTE_MARKER) == 1
     assert note.endswith("the arcface runs look unstable\n")
+    # only what the dashboard lacks, under fixed ids: refreshed, not piled up
+    assert _figure_ids(study) == {f"hpo-{name}" for name in DASHBOARD_FIGURES}
 
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    ids = {k.split(":")[2] for k in attrs if k.startswith("dashboard:plot_data:")}
-    assert ids == {f"hpo-{name}" for name in FIGURES}  # fixed ids: refreshed, not piled up
-    saved = json.loads(
-        "".join(
-            attrs[f"dashboard:plot_data:hpo-history:{i}"]
-            for i in range(sum(k.startswith("dashboard:plot_data:hpo-history:") for k in attrs))
-        )
-    )
-    assert saved["layout"]["title"]["text"] == FIGURES["history"]
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "journal"])
+def test_figures_of_earlier_versions_removed_where_the_storage_can(tmp_path, kind):
+    storage = {
+        "memory": None,
+        "sqlite": f"sqlite:///{tmp_path}/s.db",
+        "journal": optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log"))
+        ),
+    }[kind]
+    study = fake_study(storage)
+    old = study_figures(study, ["intermediate"]).figures["intermediate"]
+    for gid in OLD_FIGURE_IDS:  # what hpo saved before
+        save_plotly_graph_object(study, old, graph_object_id=gid)
+    save_plotly_graph_object(study, old, graph_object_id="someone-elses")
+    annotate_study(study)
+    annotate_study(study)
+    ids = _figure_ids(study)
+    assert {"hpo-parallel", "someone-elses"} <= ids
+    # a journal file cannot delete: the old figures become a one-line notice, written once
+    assert (set(OLD_FIGURE_IDS) <= ids) == (kind == "journal")
+    if kind == "journal":
+        shown = get_plotly_graph_objects(optuna_internals.study_system_attrs(study))
+        for gid in OLD_FIGURE_IDS:
+            text = json.loads(shown[gid])["layout"]["annotations"][0]["text"]
+            assert text.startswith(report.RETIRED)
+        log = (tmp_path / "j.log").read_text()
+        assert log.count(report.RETIRED) == len(OLD_FIGURE_IDS)
 
 
 def test_html_report_is_self_contained_with_plotly_once(tmp_path):
     from plotly.offline import get_plotlyjs
 
-    study = fake_study()
+    study = fake_study(se=True, params=("lr", "classifier", "prompt_template"))
     rep = write_report(study, tmp_path / "out", top=3, png=False)
     text = rep.html.read_text()
     assert rep.html == tmp_path / "out" / "report.html" and rep.pngs == []
@@ -140,17 +239,33 @@ def test_html_report_is_self_contained_with_plotly_once(tmp_path):
     assert text.count("Plotly.newPlot(") == len(FIGURES)
     for name in FIGURES:
         assert f'id="fig-{name}"' in text
-    own = text.replace(
-        get_plotlyjs(), ""
-    )  # the page without the library: nothing fetched from outside
+    own = text.replace(get_plotlyjs(), "")  # the page without the library: nothing from outside
     assert "<script src=" not in own and "http://" not in own and "https://" not in own
     assert rep.html.stat().st_size < len(get_plotlyjs()) + 500_000
-    # top 3 completed trials, best first
+    # top 3 completed trials, best first; the table takes the page's width and wraps
     top = sorted(
         (t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value
     )[:3]
-    rows = text.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
-    assert [int(r.split("<td>")[1].split("<")[0]) for r in rows] == [t.number for t in top]
+    rows = own.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert [int(r.split("<td>")[1].split("<")[0].split()[0]) for r in rows] == [
+        t.number for t in top
+    ]
+    assert "table{border-collapse:collapse;font-size:13px;width:100%}" in own
+    assert "td.text{overflow-wrap:anywhere" in own and "overflow-x" not in own  # wraps, no scroll
+    assert own.count('<td class="text">') == 6  # classifier and template: text that may wrap
+    assert '<th title="prompt_template">prompt_<wbr>tmpl</th>' in own
+    assert "<td>n/a</td>" in own  # GPU memory on CPU
+    baseline = study.trials[0]
+    if baseline.number in [t.number for t in top]:
+        assert '<span class="base">baseline default</span>' in own
+
+
+def test_report_marks_baselines_and_lists_abbreviations(tmp_path):
+    study = fake_study(params=("lr", "prompt_template"), pruned_every=0)
+    own = write_report(study, tmp_path, top=10, png=False).html.read_text()
+    assert '<td>0 <span class="base">baseline default</span></td>' in own
+    assert html.escape(f"prompt_tmpl 2 = {TEMPLATES[1]}") in own
+    assert f"`prompt_tmpl 2 = {TEMPLATES[1]}`" in get_note(study)  # beside the dashboard's figure
 
 
 def test_png_export_skipped_with_a_note(tmp_path, monkeypatch):
@@ -165,7 +280,7 @@ def test_png_export_skipped_with_a_note(tmp_path, monkeypatch):
 
 
 def test_annotation_after_a_run_never_raises(monkeypatch, caplog, capsys):
-    def broken(study):
+    def broken(study, names=()):
         raise RuntimeError("plotly exploded")
 
     monkeypatch.setattr(report, "study_figures", broken)
@@ -180,10 +295,14 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
     return exc.value.code, out, err
 
 
-def test_report_command_writes_html_and_replaces_its_artifacts(tmp_path, monkeypatch, capsys):
+def test_report_command_twice_keeps_one_entry_per_artifact(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path}/s.db"
-    fake_study(url, name="demo")
+    space = {
+        "base": {"model": "tiny-vit"},
+        "space": {"lr_modules": {"type": "float", "low": 1e-4, "high": 1e-2}},
+    }
+    fake_study(url, name="demo").set_user_attr("space", space)  # as studies are made today
     Path("studies/demo").mkdir(parents=True)
     Path("studies/demo/best.yaml").write_text("model: tiny-vit\n")
     for _ in range(2):
@@ -192,12 +311,30 @@ def test_report_command_writes_html_and_replaces_its_artifacts(tmp_path, monkeyp
     assert "wrote studies/demo/report/report.html" in out
     assert "saved study artifacts report.html, best.yaml in studies/artifacts" in out
     study = optuna.load_study(study_name="demo", storage=url)
-    live = report.study_artifacts(study)
-    assert sorted(live.values()) == ["best.yaml", "report.html"]
-    assert sorted(p.name for p in Path("studies/artifacts").iterdir()) == sorted(
-        live
-    )  # old copies removed
+    metas = get_all_artifact_meta(study)  # Optuna's public call works after two reports
+    assert sorted(m.filename for m in metas) == ["best.yaml", "report.html", "space.yaml"]
+    stored = sorted(p.name for p in Path("studies/artifacts").iterdir())
+    assert stored == sorted(m.artifact_id for m in metas)  # nothing left behind in the store
+    report_id = next(m.artifact_id for m in metas if m.filename == "report.html")
+    assert (
+        Path("studies/artifacts", report_id).read_bytes()
+        == Path("studies/demo/report/report.html").read_bytes()
+    )  # the latest report under the first upload's id
+    assert study.user_attrs["space_params"] == ["lr_modules"]
     assert "## demo" in get_note(study)
+
+
+def test_report_repairs_a_study_damaged_by_null_artifact_entries(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = fake_study(url, name="demo")
+    for gone in ("1c0ffee0-dead", "2c0ffee0-dead"):  # what earlier versions wrote on replacing
+        study._storage.set_study_system_attr(study._study_id, f"artifacts:{gone}", json.dumps(None))
+    with pytest.raises(TypeError):
+        get_all_artifact_meta(study)
+    code, out, err = _cli(["report", "--storage", url, "--no-png"], capsys)
+    assert code == 0, err
+    assert [m.filename for m in get_all_artifact_meta(study)] == ["report.html"]
 
 
 @pytest.mark.parametrize(

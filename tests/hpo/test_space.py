@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import yaml
 
 from handreid.config import TrainConfig
-from hpo.space import SPACES_DIR, SpaceError, load_space, parse_space
+from hpo.space import SPACES_DIR, SpaceError, builtin_spaces, load_space, parse_space
 
 BASE = {"model": "tiny-vit", "pretrained": "none", "image_size": [64, 64], "batch_size": 16}
 
@@ -151,6 +152,16 @@ def test_unknown_backbone_lists_spaces(tmp_path):
     with pytest.raises(SpaceError, match="search space file not found"):
         load_space(tmp_path / "none.yaml")
     assert (SPACES_DIR / "rn50.yaml").is_file()
+
+
+def test_shipped_spaces_are_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing next to the working directory helps
+    assert builtin_spaces() == ["rn50", "tiny-rn", "tiny-vit", "vitb16"]
+    s = load_space("tiny-vit")
+    assert s.source.endswith("hpo/search_spaces/tiny-vit.yaml")
+    own = tmp_path / "mine.yaml"
+    own.write_text(yaml.safe_dump(space(max_norm={"type": "float", "low": 0.1, "high": 1.0})))
+    assert load_space(own).names == ("max_norm",)  # --space FILE still takes any path
 
 
 def test_with_base_refuses_fixing_a_searched_key():

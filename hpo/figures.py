@@ -1,0 +1,254 @@
+"""The plotly figures of a study that optuna-dashboard does not draw itself, and the two the
+standalone report adds (intermediate values with pruned trials marked, importances).
+
+The dashboard draws optimisation history, importances and intermediate values on its own
+pages; copies saved into the study would only repeat those panels.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+TARGET = "val mAP"
+FIGURES = {  # name -> title, in page order
+    "parallel": "Parallel coordinates: parameters and val mAP",
+    "value_se": "val mAP ± SE per trial (over validation folds)",
+    "intermediate": "Intermediate values: val mAP per epoch, what the pruner saw",
+    "importances": "Parameter importances for val mAP",
+}
+DASHBOARD_FIGURES = ("parallel", "value_se")  # the ones saved into the study for the dashboard
+RELIABLE_IMPORTANCES = 10  # fewer complete trials than this: importances are mostly noise
+_ABBREV = {
+    "temperature": "temp",
+    "template": "tmpl",
+    "smoothing": "smooth",
+    "reduction": "red",
+    "instances": "inst",
+    "patience": "pat",
+    "transformer": "tf",
+}
+_BASELINE, _OTHER, _PRUNED = "#d62728", "#1f77b4", "#999999"
+
+
+@dataclass
+class Figures:
+    figures: dict  # name -> plotly Figure, in FIGURES order
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why it was not drawn
+    legends: dict[str, list[str]] = field(default_factory=dict)  # name -> abbreviations used
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def short_name(name: str, limit: int = 14) -> str:
+    """``supcon_temperature`` -> ``supcon_temp``: axis labels that fit side by side."""
+    if len(name) <= limit:
+        return name
+    parts = [_ABBREV.get(p, p if len(p) <= 8 else p[:6]) for p in name.split("_")]
+    return "_".join(parts)
+
+
+def _label(trial: FrozenTrial) -> str:
+    base = trial.user_attrs.get("baseline")
+    return f"trial {trial.number}" + (f" (baseline {base})" if base else "")
+
+
+def _whole_dtick(largest: int) -> int:
+    """Tick spacing for an axis of whole numbers (trials, epochs): never a fraction."""
+    return max(1, math.ceil(largest / 12))
+
+
+def _ticks(lo: float, hi: float, log: bool, n: int = 4) -> tuple[list[float], list[str]]:
+    vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if hi > lo else [lo]
+    return vals, [f"{10**v:.2g}" if log else f"{v:.3g}" for v in vals]
+
+
+def _dimension(name: str, trials: list[FrozenTrial], legend: list[str]) -> dict:
+    dist = next(t.distributions[name] for t in trials if name in t.distributions)
+    label = short_name(name)
+    if label != name:
+        legend.append(f"{label} = {name}")
+    missing = any(name not in t.params for t in trials)
+    if isinstance(dist, CategoricalDistribution):
+        choices = [str(c) for c in dist.choices]
+        text = choices
+        if any(len(c) > 16 for c in choices):  # prompt templates: numbered, spelled out below
+            text = [str(i + 1) for i in range(len(choices))]
+            legend += [f"{label} {i + 1} = {c}" for i, c in enumerate(choices)]
+        index = {c: i for i, c in enumerate(dist.choices)}
+        values = [index.get(t.params.get(name), len(choices)) for t in trials]
+        ticks = list(range(len(choices) + missing))
+        text += ["n/a"] * missing
+        return dict(label=label, values=values, tickvals=ticks, ticktext=text)
+    log = bool(getattr(dist, "log", False))
+    lo, hi = (math.log10(dist.low), math.log10(dist.high)) if log else (dist.low, dist.high)
+    ticks, text = _ticks(lo, hi, log)
+    na = lo - 0.15 * (hi - lo or 1)
+    values = [
+        (math.log10(t.params[name]) if log else t.params[name]) if name in t.params else na
+        for t in trials
+    ]
+    if missing:
+        ticks, text = [na, *ticks], ["n/a", *text]
+    return dict(
+        label=label, values=values, tickvals=ticks, ticktext=text, range=[na if missing else lo, hi]
+    )
+
+
+def parallel_figure(study: optuna.Study) -> tuple[object | None, str | None, list[str]]:
+    """Every complete trial as one line; a parameter a trial did not use sits at "n/a"."""
+    import plotly.graph_objects as go
+
+    done = [t for t in completed(study) if t.params]
+    if not done:
+        return None, "no completed trial with tuned parameters yet", []
+    names = list(dict.fromkeys(k for t in done for k in t.params))
+    legend: list[str] = []
+    values = [t.value for t in done]
+    dims = [dict(label=TARGET, values=values)]
+    dims += [_dimension(n, done, legend) for n in names]
+    fig = go.Figure(
+        go.Parcoords(
+            line=dict(
+                color=values, colorscale="Viridis", showscale=True, colorbar=dict(title=TARGET)
+            ),
+            dimensions=dims,
+            labelangle=-25,
+            labelside="top",
+            labelfont=dict(size=12),
+            tickfont=dict(size=10),
+            rangefont=dict(size=1, color="rgba(0,0,0,0)"),  # min/max labels only clutter
+        )
+    )
+    fig.update_layout(margin=dict(t=140, l=60, r=40, b=40))
+    return fig, None, legend
+
+
+def value_se_figure(study: optuna.Study) -> tuple[object | None, str | None]:
+    """Each complete trial's value with its standard error over validation folds."""
+    import plotly.graph_objects as go
+
+    done = [t for t in completed(study) if "value_se" in t.user_attrs]
+    if not done:
+        return None, "no trial has a value_se user attribute (validation folds give one)"
+    fig = go.Figure()
+    for name, colour, group in (
+        ("baseline", _BASELINE, [t for t in done if t.user_attrs.get("baseline")]),
+        ("searched", _OTHER, [t for t in done if not t.user_attrs.get("baseline")]),
+    ):
+        if not group:
+            continue
+        fig.add_scatter(
+            x=[t.number for t in group],
+            y=[t.value for t in group],
+            error_y=dict(type="data", array=[t.user_attrs["value_se"] for t in group]),
+            mode="markers",
+            marker=dict(color=colour, size=8, symbol="diamond" if name == "baseline" else "circle"),
+            name=name,
+            text=[
+                f"{_label(t)}<br>{TARGET} {t.value:.4f} ± {t.user_attrs['value_se']:.4f}"
+                + (f" ({t.user_attrs['n_folds']} folds)" if "n_folds" in t.user_attrs else "")
+                for t in group
+            ],
+            hoverinfo="text",
+        )
+    fig.update_layout(xaxis_title="trial", yaxis_title=f"{TARGET} ± SE")
+    fig.update_xaxes(dtick=_whole_dtick(max(t.number for t in done)))
+    return fig, None
+
+
+def intermediate_figure(study: optuna.Study) -> tuple[object | None, str | None]:
+    """val mAP per epoch for every trial; pruned trials dashed grey and crossed where stopped."""
+    import plotly.graph_objects as go
+
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.intermediate_values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    if not trials:
+        return None, "no finished trial has reported a per-epoch value yet"
+    fig = go.Figure()
+    shown = set()
+    for t in trials:
+        pruned = t.state == TrialState.PRUNED
+        kind = "pruned" if pruned else "baseline" if t.user_attrs.get("baseline") else "complete"
+        steps = sorted(t.intermediate_values)
+        colour = {"pruned": _PRUNED, "baseline": _BASELINE, "complete": _OTHER}[kind]
+        fig.add_scatter(
+            x=steps,
+            y=[t.intermediate_values[s] for s in steps],
+            mode="lines+markers",
+            line=dict(color=colour, dash="dash" if pruned else "solid", width=1.5),
+            marker=dict(
+                size=[9 if pruned and s == steps[-1] else 4 for s in steps],
+                symbol=["x" if pruned and s == steps[-1] else "circle" for s in steps],
+                color=colour,
+            ),
+            name=kind,
+            legendgroup=kind,
+            showlegend=kind not in shown,
+            hovertemplate=f"{_label(t)}, {t.state.name.lower()}<br>epoch %{{x}}: %{{y:.4f}}"
+            "<extra></extra>",
+        )
+        shown.add(kind)
+    epochs = max(max(t.intermediate_values) for t in trials)
+    fig.update_xaxes(title="epoch", dtick=_whole_dtick(epochs))
+    fig.update_layout(yaxis_title=TARGET)
+    return fig, None
+
+
+def importances_figure(study: optuna.Study) -> tuple[object | None, str | None, str]:
+    from optuna import visualization as vis
+
+    n = len(completed(study))
+    if n < 2 or not any(t.params for t in completed(study)):
+        return None, "needs 2 completed trials with params", ""
+    with warnings.catch_warnings():  # "few trials" warnings: the title says it plainly
+        warnings.simplefilter("ignore")
+        fig = vis.plot_param_importances(study, target_name=TARGET)
+    caveat = (
+        f" (unreliable: {n} complete trials, about {RELIABLE_IMPORTANCES} needed)"
+        if n < RELIABLE_IMPORTANCES
+        else ""
+    )
+    return fig, None, caveat
+
+
+def study_figures(study: optuna.Study, names=tuple(FIGURES)) -> Figures:
+    """The figures in ``names`` that can be drawn now; the others in ``skipped`` with a reason."""
+    out = Figures({})
+    for name in names:
+        title = FIGURES[name]
+        try:
+            if name == "parallel":
+                fig, why, legend = parallel_figure(study)
+                if legend:
+                    out.legends[name] = legend
+            elif name == "value_se":
+                fig, why = value_se_figure(study)
+            elif name == "intermediate":
+                fig, why = intermediate_figure(study)
+            else:
+                fig, why, caveat = importances_figure(study)
+                title += caveat
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            fig, why = None, f"cannot be computed: {exc}"
+        if fig is None:
+            out.skipped[name] = why
+            continue
+        if not fig.data:
+            out.skipped[name] = "nothing to draw"
+            continue
+        fig.update_layout(title={"text": title}, height=440)  # the dashboard's card is 450 px
+        if name != "parallel":
+            fig.update_layout(margin={"t": 60})
+        out.figures[name] = fig
+    return out

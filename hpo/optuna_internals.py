@@ -1,0 +1,82 @@
+"""Where the dashboard, report and artifact code reach below Optuna's public API;
+tests/hpo/test_optuna_internals.py pins every behaviour relied on here, so an Optuna upgrade
+fails those tests, not a user's study.
+
+Why it exists: Optuna stores artifact metadata and optuna-dashboard stores saved figures as
+study system attributes, and no storage can delete a system attribute. optuna-dashboard's
+"delete artifact" button (and older hpo versions) marked a removed artifact with a JSON ``null``,
+after which ``optuna.artifacts.get_all_artifact_meta`` raises ``TypeError``; a figure saved
+under an id stays on the study page for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import optuna
+
+ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study/trial system-attribute key prefix
+FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_object's prefix
+
+
+def _backend(study: optuna.Study):
+    storage = study._storage
+    return getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in _CachedStorage
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def artifact_tombstones(study: optuna.Study) -> list[str]:
+    """Keys of the study's artifact entries that are ``null`` (deleted artifacts)."""
+    return [
+        k
+        for k, v in study_system_attrs(study).items()
+        if k.startswith(ARTIFACT_PREFIX) and v in ("null", None)
+    ]
+
+
+def figure_keys(study: optuna.Study, graph_object_ids: Iterable[str]) -> list[str]:
+    """The system-attribute keys (one per chunk) of figures saved under these ids."""
+    prefixes = tuple(f"{FIGURE_PREFIX}{gid}:" for gid in graph_object_ids)
+    return [k for k in study_system_attrs(study) if prefixes and k.startswith(prefixes)]
+
+
+def figure_json(study: optuna.Study, graph_object_id: str) -> str | None:
+    """The JSON of a figure saved under this id (its chunks joined), or None."""
+    attrs = study_system_attrs(study)
+    prefix = f"{FIGURE_PREFIX}{graph_object_id}:"
+    chunks = []
+    while f"{prefix}{len(chunks)}" in attrs:
+        chunks.append(attrs[f"{prefix}{len(chunks)}"])
+    return "".join(chunks) if chunks else None
+
+
+def delete_study_system_attrs(study: optuna.Study, keys: Iterable[str]) -> bool:
+    """Delete these study system attributes; False where the storage cannot (journal files).
+
+    Database storages (SQLite, PostgreSQL, MySQL) delete the rows in one transaction; the
+    in-memory storage drops the keys. A journal file is append-only and has no delete record.
+    """
+    keys = sorted(set(keys))
+    if not keys:
+        return True
+    storage = _backend(study)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        import sqlalchemy as sa
+
+        # a lightweight table clause: the dialect quotes "key" where it is a reserved word
+        table = sa.table("study_system_attributes", sa.column("study_id"), sa.column("key"))
+        stmt = sa.delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(keys))
+        with storage.engine.begin() as conn:
+            conn.execute(stmt)
+        return True
+    if isinstance(storage, optuna.storages.InMemoryStorage):
+        with storage._lock:
+            attrs = storage._studies[study._study_id].system_attrs
+            for key in keys:
+                attrs.pop(key, None)
+        return True
+    return False

@@ -231,8 +231,10 @@ def parse_yaml(text: str, source: str = "<yaml>", *, error: type[UserError] = Co
 
 
 def load_yaml(path: str | Path, *, error: type[UserError] = ConfigError) -> Any:
-    """The YAML file at ``path`` (UTF-8), parsed by ``parse_yaml``; unreadable is one line."""
-    path = Path(path)
+    """The YAML file at ``path`` (UTF-8), parsed by ``parse_yaml``; unreadable is one line.
+
+    ``path`` may also be package data (an ``importlib.resources`` Traversable)."""
+    path = path if hasattr(path, "read_bytes") else Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:

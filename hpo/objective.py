@@ -135,7 +135,8 @@ def paired_difference_var(a: list[RunResult], b: list[RunResult]) -> float:
 class Objective:
     """Callable for ``study.optimize``; the runs of ``run_configs`` per trial.
 
-    User attributes written per trial: ``config`` (resolved trainer config), ``fold_values``,
+    User attributes written per trial: ``config_sha256`` (digest of the resolved trainer
+    config, stored whole as the trial artifact ``config.yaml`` when a store is given), ``fold_values``,
     ``value_sd``, ``value_se``, ``n_folds``, ``n_repeats``, mean ``rank1``..``mAP`` of the
     runs' best epochs, ``best_epoch`` (median), ``best_epochs``, ``epochs_run``, ``seconds``,
     ``peak_memory_mb``, ``status``, ``split_digest``; ``pruned_at`` and ``prune_reason`` for
@@ -151,6 +152,7 @@ class Objective:
         fit_fn=fit,
         prune_between_runs: bool = True,
         keep_identity_ap: bool = False,
+        store=None,
     ) -> None:
         self.space = space
         self.device = resolve_device(device)
@@ -158,6 +160,7 @@ class Objective:
         self.fit_fn = fit_fn
         self.prune_between_runs = prune_between_runs
         self.keep_identity_ap = keep_identity_ap  # per-run identity AP, for paired comparisons
+        self.store = store  # artifact store for each trial's config.yaml (None: digest only)
 
     def __call__(self, trial: optuna.Trial) -> float:
         start = time.perf_counter()
@@ -165,7 +168,7 @@ class Objective:
         pruning = None
         try:
             cfg = self.space.config(self.space.suggest(trial))
-            trial.set_user_attr("config", cfg.to_dict())
+            self._record_config(trial, cfg)
             # a trial runs on the base seeds; ``hpo confirm`` sets an offset for fresh ones
             offset = int(trial.user_attrs.get("seed_offset", 0))
             for index, run_cfg in enumerate(run_configs(cfg, offset)):
@@ -212,6 +215,17 @@ class Objective:
             raise self._released(exc) from None
         self._release()
         return self._finish(trial, cfg, runs, start)
+
+    def _record_config(self, trial: optuna.Trial, cfg: TrainConfig) -> None:
+        """A short digest attribute (a 1.5 kB config attribute made the dashboard's trial page
+        several windows wide) and, with a store, the config as the trial artifact config.yaml."""
+        from hpo.artifacts import config_attrs, record_config
+
+        if self.store is not None:
+            record_config(trial, cfg, self.store)
+        else:
+            for key, value in config_attrs(cfg).attrs.items():
+                trial.set_user_attr(key, value)
 
     def _run(self, cfg: TrainConfig, callbacks: list, where: str = "") -> RunResult:
         data = self.data.get(cfg)

@@ -28,6 +28,7 @@ from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from her
     repair_artifact_entries,
     save_space,
 )
+from hpo.export import value_text
 from hpo.figures import (
     DASHBOARD_FIGURES,
     FIGURES,
@@ -69,15 +70,6 @@ def metric_text(key: str, value) -> str:
     if key == "peak_memory_mb" and not value:
         return "n/a"
     return _text(value)
-
-
-def value_text(trial: FrozenTrial) -> str:
-    """``0.8123 ± 0.0310 (5 folds)`` with a standard error, else ``0.8123``."""
-    se = trial.user_attrs.get("value_se")
-    if se is None:
-        return f"{trial.value:.4f}"
-    folds = trial.user_attrs.get("n_folds")
-    return f"{trial.value:.4f} ± {se:.4f}" + (f" ({folds} folds)" if folds else "")
 
 
 def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:

@@ -16,6 +16,7 @@ Every problem in a file is collected and reported together, before any study exi
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -23,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
-from handreid.config import KEYS, TrainConfig
+from handreid.config import KEYS, TrainConfig, load_yaml
 from handreid.errors import UserError
 
 # shipped inside the package (package data), so an installed wheel finds them too
@@ -153,17 +153,37 @@ def space_path(backbone_or_path: str | Path) -> Path | Traversable:
 
 def load_space(backbone_or_path: str | Path) -> SearchSpace:
     path = space_path(backbone_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise SpaceError(f"{path}: not valid YAML") from None
+    data = load_yaml(path, error=SpaceError)  # duplicate keys are an error, not the last one wins
     return parse_space(data, source=str(path))
+
+
+def _beyond_float(data: Any, where: str = "") -> str | None:
+    """Where an integer too large for a float sits in ``data`` (math and repr fail on them)."""
+    if isinstance(data, int) and not isinstance(data, bool):
+        return where or "a value" if abs(data) > sys.float_info.max else None
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in items:
+        if isinstance(key, int) and _beyond_float(key):
+            return where or "a key"
+        found = _beyond_float(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
     errors: list[str] = []
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping with base, space and baselines")
+    huge = _beyond_float(data)
+    if huge:
+        raise SpaceError(f"{source}: {huge}: a number beyond the range of a float")
     extra = sorted(set(data) - {"base", "space", "baselines", "description"})
     if extra:
         errors.append(

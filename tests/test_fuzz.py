@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from handreid.config import ASPECTS, KEYS, TrainConfig, parse_overrides, parse_yaml
@@ -214,21 +213,8 @@ def test_parse_yaml_gives_data_or_a_config_error(text):
 
 
 # ---- hpo.space.parse_space ---------------------------------------------------------------------
-# A known defect of hpo/space.py: an integer beyond float range as a bound (OverflowError from
-# math.isfinite) or beyond 4,300 digits anywhere (ValueError from repr). Such inputs are kept out
-# of the property with assume() and pinned as strict xfail examples below, so the property keeps
-# guarding everything else, and the day space.py is fixed the xfails fail and this goes.
+# Integers beyond float range (where math.isfinite and repr fail) must give a SpaceError too.
 HUGE = st.integers(min_value=2**1024, max_value=2**1100)  # (a 4,300-digit one: see the xfail)
-
-
-def beyond_float(data) -> bool:
-    if isinstance(data, int) and not isinstance(data, bool):
-        return abs(data) > sys.float_info.max
-    if isinstance(data, dict):
-        return any(beyond_float(k) or beyond_float(v) for k, v in data.items())
-    if isinstance(data, (list, tuple)):
-        return any(beyond_float(v) for v in data)
-    return False
 
 
 BOUNDS = st.one_of(
@@ -299,34 +285,18 @@ SPACES = st.fixed_dictionaries(
 @example({"space": {"lr_modules": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}}})
 @example({"space": {"classifier": {"type": "categorical", "choices": ["linear", "arcface"]}}})
 def test_parse_space_gives_a_space_or_a_space_error(data):
-    assume(not beyond_float(data))  # the known defect: see the xfail examples below
     try:
         space = parse_space(data, "fuzz.yaml")
     except UserError as exc:
-        # (hpo/space.py interpolates key names unquoted, so a name with a line break spans two
-        # lines here; cli_exit folds every message to one line before the user sees it)
         assert isinstance(exc, SpaceError), type(exc)
         return
     assert isinstance(space, SearchSpace)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="hpo/space.py _parse_range calls math.isfinite on an int bound beyond float range",
-)
-def test_parse_space_bound_beyond_float_range():
-    with pytest.raises(SpaceError):
+def test_parse_space_numbers_beyond_float_range_are_one_error():
+    with pytest.raises(SpaceError, match="space.epochs.high: a number beyond the range"):
         parse_space({"space": {"epochs": {"type": "int", "low": 1, "high": 10**400}}})
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="hpo/space.py repr()s choices and values; repr of an int past 4,300 digits raises",
-)
-def test_parse_space_choice_past_the_digit_limit():
-    with pytest.raises(SpaceError):
+    with pytest.raises(SpaceError, match="beyond the range of a float"):
         parse_space({"space": {"bnneck_dim": {"type": "categorical", "choices": [10**5000]}}})
 
 

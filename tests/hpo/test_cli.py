@@ -72,7 +72,9 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
         if key not in ("aspects", "image_size", "epochs"):  # --epochs 2 replaced the base's 8
             assert getattr(cfg, key) == value, key
     assert cfg.epochs == 2 and cfg.data_root.endswith("synthetic-64x16-64px-seed0")
-    assert cfg == TrainConfig.from_dict(best.user_attrs["config"])
+    from hpo.artifacts import config_attrs
+
+    assert config_attrs(cfg).attrs["config_sha256"] == best.user_attrs["config_sha256"]
 
     from handreid.cli import main as handreid_main
 

@@ -221,7 +221,7 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
         capsys,
     )
     assert code == 0, err
-    assert "saved the summary note and 1 figure to the study" in out  # no folds: no +- SE
+    assert "saved the summary note and 2 figures to the study" in out  # parallel, value +- SE
 
     address = dashboard(storage)
     base = address.removesuffix("/dashboard")
@@ -230,7 +230,7 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     study_id = summaries[0]["study_id"]
     detail = _get_json(f"{base}/api/studies/{study_id}")
     assert detail["note"]["body"].startswith("## hands-demo\n")
-    assert [g["id"] for g in detail["plotly_graph_objects"]] == ["hpo-parallel"]
+    assert [g["id"] for g in detail["plotly_graph_objects"]] == ["hpo-parallel", "hpo-value_se"]
 
     dom = _browse(f"{address}/studies/{study_id}", tmp_path / "dashboard.png")
     assert "hands-demo" in dom
@@ -242,7 +242,7 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     code, out, err = _cli(["report", "--storage", storage], capsys)
     assert code == 0, err
     folder = tmp_path / "studies" / "hands-demo" / "report"
-    drawn = [n for n in FIGURES if n != "value_se"]  # no validation folds in this study
+    drawn = list(FIGURES)  # every trial has a standard error (identity bootstrap)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f"{n}.png" for n in drawn] + ["report.html"]
     )

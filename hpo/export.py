@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from optuna.trial import TrialState
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
+from hpo.paths import atomic_write_text
 from hpo.space import parse_space
 
 
@@ -52,7 +51,7 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainC
 def export_trial(
     study: optuna.Study, out: str | Path, number: int | None = None, storage: str = ""
 ) -> tuple[Path, optuna.trial.FrozenTrial]:
-    """Write base + params as YAML with a header; atomic, so no half-written file remains."""
+    """Write base + params as YAML with a header, atomically (see ``atomic_write_text``)."""
     trial = pick_trial(study, number)
     cfg = trial_config(study, trial)
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
@@ -66,14 +65,5 @@ def export_trial(
             f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>",
         ]
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(cfg.to_yaml(header))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out, trial
+    path = atomic_write_text(out, cfg.to_yaml(header))
+    return path, trial

@@ -25,6 +25,29 @@ def parse_gpus(text: str | None) -> list[str]:
     return gpus
 
 
+def check_gpus(gpus: Sequence[str], workers: int) -> list[str]:
+    """``--gpus`` only where it can work: several workers and CUDA devices to pin them to."""
+    from handreid.errors import UserError
+
+    if not gpus:
+        return list(gpus)
+    given = ",".join(gpus)
+    if workers < 2:
+        raise UserError(
+            f"--gpus={given} pins worker processes to GPUs and needs --workers 2 or more; "
+            "one worker picks its GPU with --device cuda:N"
+        )
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise UserError(f"--gpus={given}: no CUDA device is visible here; leave out --gpus")
+    # without CUDA_VISIBLE_DEVICES the numbers we see are the ones the workers will be given
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and max(int(g) for g in gpus) >= count:
+        raise UserError(f"--gpus={given}: this machine has CUDA devices 0..{count - 1}")
+    return list(gpus)
+
+
 def worker_env(index: int, gpus: Sequence[str], n_workers: int) -> dict[str, str]:
     """Round-robin GPU pinning; on CPU the workers split the cores instead of fighting over them."""
     env = dict(os.environ)

@@ -239,22 +239,28 @@ def failure_reason(exc: BaseException) -> str | None:
     """One line saying why, when ``exc`` means the storage or its disk failed; else None.
 
     Optuna wraps database errors in StorageInternalError with a generic message; the reason
-    (e.g. sqlite's "database or disk is full") is on the wrapped SQLAlchemy error.
+    (e.g. sqlite's "database or disk is full") is on the wrapped SQLAlchemy error. A storage
+    error inside Optuna's own bookkeeping can surface as another exception (an assertion in
+    its trial loop) with the storage error as its context, so the whole chain is searched.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    if isinstance(exc, OSError):
-        return exc.strerror if exc.errno in _DISK_ERRNOS else None
-    if not isinstance(
-        exc, (optuna.exceptions.StorageInternalError, SQLAlchemyError, sqlite3.Error)
-    ):
-        return None
-    cause: BaseException = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    cause = getattr(cause, "orig", None) or cause
-    text = str(cause).strip().splitlines()
-    return (text[0] if text else type(cause).__name__)[:300]
+    storage_kinds = (optuna.exceptions.StorageInternalError, SQLAlchemyError, sqlite3.Error)
+    seen: set[int] = set()
+    chain: BaseException | None = exc
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in _DISK_ERRNOS:
+            return chain.strerror or str(chain)
+        if isinstance(chain, storage_kinds):
+            root: BaseException = chain
+            while root.__cause__ is not None:
+                root = root.__cause__
+            root = getattr(root, "orig", None) or root
+            text = str(root).strip().splitlines()
+            return (text[0] if text else type(root).__name__).rstrip(".")[:300]
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 def study_names(storage) -> list[str]:

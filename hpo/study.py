@@ -353,13 +353,18 @@ class _Guarded:
         self.objective, self.total, self.suggest = objective, total, suggest
         self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
         self.storage_error: BaseException | None = None
+        self.quiet = _QuietFailures()
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
+        except (SurplusTrial, DuplicateTrial, KeyboardInterrupt):
+            self.quiet.numbers.add(trial.number)
+            raise
         except Exception as exc:
             if failure_reason(exc):
                 self.storage_error = exc
+                self.quiet.numbers.add(trial.number)
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -420,7 +425,7 @@ def run_until(
     mine: list[optuna.trial.FrozenTrial] = []
     callbacks = [lambda _study, trial: mine.append(trial)] + ([on_trial] if on_trial else [])
     guarded = _Guarded(objective, total, suggest=suggest, attrs=attrs)
-    with quiet_trial_failures():
+    with quiet_trial_failures(guarded.quiet):
         while True:
             recover_stale(study, report)
             c = counts(study)
@@ -447,39 +452,29 @@ def run_until(
 
 
 class _QuietFailures(logging.Filter):
-    """Drops Optuna's per-trial failure warning (and its traceback) for trials that ended by
-    design, not by a fault: Ctrl-C, surplus or duplicate trials. Our own lines report them."""
-
-    BY_DESIGN = ("KeyboardInterrupt", "SurplusTrial", "DuplicateTrial")
+    """Drops Optuna's per-trial failure warning (and its traceback) for the trials in
+    ``numbers``: those that ended by design or by Ctrl-C (surplus, duplicate, interrupted) or
+    by a storage failure, which our own lines report in one line each."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.numbers: set[str] = set()
+        self.numbers: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if not message.startswith("Trial "):
+        words = record.getMessage().split(" ", 3)
+        if len(words) < 3 or words[0] != "Trial" or words[2] != "failed":
             return True
-        number = message.split(" ", 2)[1]
-        if "because of the following error: " in message:
-            error = message.rsplit("because of the following error: ", 1)[1]
-            if error.startswith(self.BY_DESIGN):
-                self.numbers.add(number)
-                return False
-        return not (
-            message.startswith(f"Trial {number} failed with value") and number in self.numbers
-        )
+        return not (words[1].isdigit() and int(words[1]) in self.numbers)
 
 
 # Optuna logs a failed trial from this module; a filter on the logger where records are made
-# applies whatever handlers are configured (tests/hpo/test_interrupt.py pins the name).
+# applies whatever handlers are configured (tests/hpo/test_recovery.py pins the name).
 OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
 
 
 @contextlib.contextmanager
-def quiet_trial_failures() -> Iterator[None]:
+def quiet_trial_failures(quiet: _QuietFailures) -> Iterator[None]:
     logger = logging.getLogger(OPTUNA_TRIAL_LOGGER)
-    quiet = _QuietFailures()
     logger.addFilter(quiet)
     try:
         yield

@@ -121,6 +121,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(_summary(study))
         from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
 
+        # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
+        # the summary above already says so
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         annotate_after_run(study)
     if code == 130:
         print(

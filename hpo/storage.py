@@ -7,6 +7,7 @@ import copy
 import errno
 import json
 import os
+import random
 import shlex
 import sqlite3
 import time
@@ -112,13 +113,21 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
             grace_period=2 * heartbeat,
             heartbeat_stale_trial_callback=_Retry(max_retry=MAX_RETRIES),
         )
-    try:
-        return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
-        reason = failure_reason(exc) or (
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
-        raise StorageError(f"cannot open storage {shown(storage)}: {reason[:300]}") from None
+    for attempt in range(5):
+        try:
+            return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
+            text = str(exc)
+            # processes opening a new database together race to create Optuna's tables; the
+            # loser sees "already exists" or a duplicate key, and finds the tables on a retry
+            if ("already exists" in text or "duplicate key" in text) and attempt < 4:
+                time.sleep(0.2 + random.random())
+                continue
+            reason = failure_reason(exc) or (
+                text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            )
+            raise StorageError(f"cannot open storage {shown(storage)}: {reason[:300]}") from None
+    raise AssertionError("unreachable")
 
 
 class _Retry:

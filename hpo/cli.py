@@ -584,7 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # named with the command's own help, not the top-level one
+        prog = f"hpo {args.command}"
+        raise UserError(f"{prog}: unrecognized arguments: {' '.join(extra)} (see {prog} --help)")
     args.argv = argv
     return args.func(args)
 

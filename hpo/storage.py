@@ -249,8 +249,8 @@ def failure_reason(exc: BaseException) -> str | None:
 
     Optuna wraps database errors in StorageInternalError with a generic message; the reason
     (e.g. sqlite's "database or disk is full") is on the wrapped SQLAlchemy error. A storage
-    error inside Optuna's own bookkeeping can surface as another exception (an assertion in
-    its trial loop) with the storage error as its context, so the whole chain is searched.
+    error inside Optuna's own bookkeeping can surface as an assertion in its trial loop, with
+    the storage error as its context.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -268,7 +268,11 @@ def failure_reason(exc: BaseException) -> str | None:
             root = getattr(root, "orig", None) or root
             text = str(root).strip().splitlines()
             return (text[0] if text else type(root).__name__).rstrip(".")[:300]
-        chain = chain.__cause__ or chain.__context__
+        # an exception raised while handling another is about the storage only in the case
+        # above: Optuna's assertion after its end-of-trial write failed
+        chain = chain.__cause__ or (
+            chain.__context__ if isinstance(chain, AssertionError) else None
+        )
     return None
 
 

@@ -12,11 +12,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from handreid.config import parse_overrides
 from handreid.errors import UserError, cli_exit
 from hpo.paths import MAX_NAME
+
+if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
+    import optuna
+
+    from handreid.config import TrainConfig
+    from hpo.space import SearchSpace
 
 log = logging.getLogger("hpo")
 
@@ -63,23 +69,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from handreid.engine import resolve_device
     from handreid.models import build_model
     from hpo.objective import DataPool
-    from hpo.paths import check_study_name
     from hpo.space import load_space
-    from hpo.storage import check_storage, open_storage, shown
+    from hpo.storage import open_storage, shown
     from hpo.study import create_or_resume, make_pruner, make_sampler, process_seed
-    from hpo.workers import check_gpus, parse_gpus
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
-    _check_run_options(args)
-    storage_url = _run_storage(args)
-    name = check_study_name(args.study if args.study is not None else f"handreid-{args.backbone}")
-    gpus = check_gpus(parse_gpus(args.gpus), args.workers)
-    # storage problems that need no writing fail first, before any data is read; studies/ is
-    # made below, once the data is known to be good
-    in_studies = storage_url.startswith(("sqlite:///studies/", "studies/"))
-    if not in_studies or Path("studies").is_dir():
-        check_storage(storage_url)
-    _one_place(args, storage_url, name)
+    storage_url, name, gpus = _check_run_target(args)
     space = load_space(args.space or args.backbone)
     make_sampler(args.sampler, 0)  # unknown names fail before any work
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -90,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # a missing or broken dataset, or weights that cannot be had, fail here, before a study exists
     data = pool.get(base_cfg)
     build_model(base_cfg, data.num_classes, data.aspects)
-    if in_studies:
+    if storage_url.startswith(("sqlite:///studies/", "studies/")):
         Path("studies").mkdir(exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
     context = {
@@ -99,16 +94,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "data": base_cfg.data_root,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    with _storage_failures(storage_url) as held:
+    with _StorageFailures(storage_url) as guard:
         study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
-        held.append(study)
+        guard.study = study
         seed = process_seed(args.seed)
         study.sampler = make_sampler(args.sampler, seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if not args.worker:
             print(
                 f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
-                f"{args.trials} trials, sampler {args.sampler} (seed {seed}), pruner "
+                f"{args.trials} trials, sampler {args.sampler} "
+                f"({f'seed {seed}' if args.workers == 1 else 'a seed per worker'}), pruner "
                 f"{args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}",
                 flush=True,
             )
@@ -135,7 +131,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_here(args: argparse.Namespace, study, space, device, pool, seed: int) -> int:
+def _run_here(
+    args: argparse.Namespace, study: optuna.Study, space: SearchSpace, device, pool, seed: int
+) -> int:
     """One worker in this process; 130 after Ctrl-C (or SIGTERM), with no trial left RUNNING."""
     from hpo.objective import Objective
     from hpo.study import release_own_trials, run_until
@@ -159,39 +157,65 @@ def _run_here(args: argparse.Namespace, study, space, device, pool, seed: int) -
     return 0
 
 
-def _run_workers(args: argparse.Namespace, study, storage_url: str, name: str, cfg, gpus) -> int:
+def _run_workers(
+    args: argparse.Namespace,
+    study: optuna.Study,
+    storage_url: str,
+    name: str,
+    cfg: TrainConfig,
+    gpus: list[str],
+) -> int:
     from hpo.workers import run_workers
 
     child = _worker_argv(args, storage_url, name, cfg.data_root, cfg.dataset)
     return run_workers(study, child, args.workers, gpus, args.trials, quiet=args.quiet)
 
 
-class _storage_failures:
+class _StorageFailures:
     """A failing storage or full disk during a run: our RUNNING trials are failed where the
     storage still takes writes, and the failure is one UserError line."""
 
     def __init__(self, storage_url: str) -> None:
         self.storage_url = storage_url
-        self.held: list = []  # the study, once it exists
+        self.study: optuna.Study | None = None  # set once the study exists
 
-    def __enter__(self) -> list:
-        return self.held
+    def __enter__(self) -> _StorageFailures:
+        return self
 
     def __exit__(self, kind, exc, tb) -> bool:
         from hpo.storage import failure_reason, shown
         from hpo.study import StorageFailure, release_own_trials
 
-        if exc is None or not isinstance(exc, Exception):
+        if not isinstance(exc, Exception):
             return False
         reason = str(exc) if isinstance(exc, StorageFailure) else failure_reason(exc)
         if reason is None:
             return False
-        if self.held:
-            release_own_trials(self.held[0], f"storage error: {reason}")
+        if self.study is not None:
+            release_own_trials(self.study, f"storage error: {reason}")
         raise UserError(
             f"storage {shown(self.storage_url)} failed: {reason}; the finished trials are kept; "
             "fix the storage (free disk space) and re-run the same command to resume"
         ) from None
+
+
+def _check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
+    """Options, study name and storage of `hpo run`, checked before any data is read and
+    without writing anything: (storage, study name, GPUs)."""
+    from hpo.paths import check_study_name
+    from hpo.storage import check_storage
+    from hpo.workers import check_gpus, parse_gpus
+
+    _check_run_options(args)
+    storage_url = _run_storage(args)
+    name = check_study_name(args.study if args.study is not None else f"handreid-{args.backbone}")
+    gpus = check_gpus(parse_gpus(args.gpus), args.workers)
+    # studies/ is made only once the data is known to be good; until then there is nothing
+    # in it to check
+    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or Path("studies").is_dir():
+        check_storage(storage_url)
+    _one_place(args, storage_url, name)
+    return storage_url, name, gpus
 
 
 def _check_run_options(args: argparse.Namespace) -> None:

@@ -95,6 +95,8 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
 
     ``create=False`` refuses to create a new database or journal (for read-only commands).
     """
+    from sqlalchemy.exc import IntegrityError
+
     check_storage(storage, create=create)
     if not is_url(storage):
         return _open_journal(Path(storage))
@@ -118,9 +120,11 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
             return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
         except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
             text = str(exc)
-            # processes opening a new database together race to create Optuna's tables; the
-            # loser sees "already exists" or a duplicate key, and finds the tables on a retry
-            if ("already exists" in text or "duplicate key" in text) and attempt < 4:
+            # processes opening a new database together race to create Optuna's tables and
+            # version row; the loser sees "already exists" or a duplicate key, and finds them
+            # made on a retry
+            race = isinstance(exc, IntegrityError) or "already exists" in text
+            if race and attempt < 4:
                 time.sleep(0.2 + random.random())
                 continue
             reason = failure_reason(exc) or (

@@ -102,6 +102,9 @@ def run_workers(
             _update(bar, study, total)
             time.sleep(poll)
         _update(bar, study, total)
+    except BaseException:
+        _stop(procs)  # our own failure (the storage, say) must not leave workers running
+        raise
     finally:
         bar.close()
         for s, handler in old.items():
@@ -120,6 +123,19 @@ def run_workers(
     if c["complete"] + c["pruned"] >= total:
         return 0  # the study is complete even if a worker died on the way
     return next((code for code in (p.returncode for p in procs) if code), 0)  # 0: --timeout
+
+
+def _stop(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
+    """Interrupt the workers still running (each fails its trial) and wait for them."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    end = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def _update(bar, study: optuna.Study, total: int) -> None:

@@ -240,3 +240,15 @@ def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
     study = optuna.load_study(study_name="s", storage=open_storage(str(path), create=False))
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert sorted(os.listdir(tmp_path)) == ["s.log"]
+
+
+def test_processes_opening_a_new_database_together_all_succeed(tmp_path):
+    """They race to create Optuna's tables and version row (plain RDBStorage loses some)."""
+    code = "import sys; from hpo.storage import open_storage; open_storage(sys.argv[1])"
+    url = f"sqlite:///{tmp_path}/new.db"
+    procs = [
+        subprocess.Popen(["python", "-c", code, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors

@@ -222,6 +222,7 @@ class _JournalFile(JournalFileBackend):
     torn record it left, so the journal stays readable and appendable."""
 
     def __init__(self, file_path: str) -> None:
+        self._path = Path(file_path)
         self._guard = JournalFileSymlinkLock(file_path)  # the lock Optuna uses by default
         super().__init__(file_path, lock_obj=self._guard)
 
@@ -238,9 +239,9 @@ class _JournalFile(JournalFileBackend):
         except OSError:
             return  # cannot lock (the disk is full): the next start reports the torn record
         try:
-            size, complete = _tail(Path(self._file_path))
+            size, complete = _tail(self._path)
             if complete < size:
-                os.truncate(self._file_path, complete)
+                os.truncate(self._path, complete)
         except OSError:
             pass  # the next start reports the torn record with the command to cut it
         finally:

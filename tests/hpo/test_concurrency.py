@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def test_each_process_and_each_start_draws_its_own_seed():
     code = "from hpo.study import process_seed; print(process_seed(0))"
     others = {
         subprocess.run(
-            ["python", "-c", code], capture_output=True, text=True, check=True, env=env()
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env()
         ).stdout.strip()
         for _ in range(2)
     }

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -91,7 +92,7 @@ def test_a_journal_write_that_fails_half_way_cuts_its_torn_record(tmp_path, monk
     study = optuna.load_study(study_name="s", storage=storage)
 
     def full_disk(self, logs):
-        with open(self._file_path, "ab") as fh:
+        with open(path, "ab") as fh:
             fh.write(json.dumps(logs[0]).encode()[:10])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -227,7 +228,7 @@ def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
     def full_once(self, logs):
         if not failed and any("intermediate_value" in log for log in logs):
             failed.append(logs)
-            with open(self._file_path, "ab") as fh:
+            with open(path, "ab") as fh:
                 fh.write(json.dumps(logs[0]).encode()[:20])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(self, logs)
@@ -247,7 +248,7 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path):
     code = "import sys; from hpo.storage import open_storage; open_storage(sys.argv[1])"
     url = f"sqlite:///{tmp_path}/new.db"
     procs = [
-        subprocess.Popen(["python", "-c", code, url], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
         for _ in range(6)
     ]
     errors = [p.communicate(timeout=120)[1] for p in procs]

@@ -136,7 +136,8 @@ def _run_here(
 ) -> int:
     """One worker in this process; 130 after Ctrl-C (or SIGTERM), with no trial left RUNNING."""
     from hpo.objective import Objective
-    from hpo.study import release_own_trials, run_until
+    from hpo.recovery import release_own_trials
+    from hpo.study import run_until
 
     objective = Objective(space, device=device, data=pool)
     with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
@@ -183,8 +184,9 @@ class _StorageFailures:
         return self
 
     def __exit__(self, kind, exc, tb) -> bool:
+        from hpo.recovery import release_own_trials
         from hpo.storage import failure_reason, shown
-        from hpo.study import StorageFailure, release_own_trials
+        from hpo.study import StorageFailure
 
         if not isinstance(exc, Exception):
             return False

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import optuna
 
-from hpo.study import counts, recover_stale
+from hpo.recovery import recover_stale
+from hpo.study import counts
 
 
 def parse_gpus(text: str | None) -> list[str]:

@@ -3,6 +3,7 @@ one line, and no trial is left RUNNING."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ import sqlalchemy.exc
 from optuna.study import _optimize
 from optuna.trial import TrialState
 
+from hpo.recovery import _local_pid_dead, recover_stale, worker_process
 from hpo.study import OPTUNA_TRIAL_LOGGER, run_until
 from tests.hpo.test_workers import env, hpo_cmd, wait_for
 
@@ -37,6 +39,37 @@ def test_optunas_traceback_for_an_interrupted_trial_is_not_printed(capfd):
     _, err = capfd.readouterr()
     assert err == ""
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_a_worker_is_dead_when_its_process_is_gone_or_its_pid_was_reused():
+    machine, pid, start = worker_process().rsplit("/", 2)
+    parent = os.getppid()
+    parent_start = Path(f"/proc/{parent}/stat").read_text().rpartition(")")[2].split()[19]
+    assert not _local_pid_dead({"worker_process": f"{machine}/{parent}/{parent_start}"})
+    # the same PID, started at another time: the worker died and the PID names another process
+    assert _local_pid_dead({"worker_process": f"{machine}/{parent}/{int(parent_start) + 1}"})
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert _local_pid_dead({"worker_process": f"{machine}/{gone.pid}/1", "worker": "other:1"})
+    # another machine (or container) that shares our host name: its PIDs are not ours to check
+    assert not _local_pid_dead({"worker_process": f"other-boot/1/{gone.pid}/1"})
+
+
+def test_a_worker_that_kills_every_try_is_not_retried_forever():
+    study = optuna.create_study()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    machine = worker_process().rsplit("/", 2)[0]
+    lines = []
+    for _ in range(5):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # takes a retry
+        trial.set_user_attr("worker_process", f"{machine}/{gone.pid}/1")
+        recover_stale(study, lines.append)
+    retried = [t.user_attrs.get("retry_of") for t in study.trials]
+    # three retries of trial 0, then a fresh trial (4), whose death is retried again (5)
+    assert retried == [None, 0, 1, 2, None, 4]
+    assert all("queued again with the same parameters" in line for line in lines[:3])
+    assert "not queued again after 3 retries" in lines[3]
 
 
 def run_cmd(data: Path, trials: int, epochs: int) -> list[str]:

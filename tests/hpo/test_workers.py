@@ -16,7 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.study import FINISHED, SurplusTrial, _Guarded, open_storage, recover_stale, run_until
+from hpo.recovery import recover_stale
+from hpo.storage import open_storage
+from hpo.study import FINISHED, SurplusTrial, _Guarded, run_until
 
 REPO = Path(__file__).resolve().parents[2]
 

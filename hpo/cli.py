@@ -564,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat",
         type=int,
         default=30,
-        help="seconds between heartbeats on database storages; a worker silent for two "
-        "intervals is dead and its trial is retried (0 disables)",
+        help="seconds between heartbeats on database storages; a worker on another machine "
+        "silent for two intervals is dead and its trial is retried (0 disables); workers on "
+        "this machine are checked by process id at once, on every storage",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)

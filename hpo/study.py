@@ -288,7 +288,14 @@ def run_until(
             if done + c["running"] >= total:
                 time.sleep(poll)
                 continue
-            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            try:
+                study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except Exception as exc:
+                # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
+                # bookkeeping raised while handling the interrupt: it is still the interrupt
+                if isinstance(exc.__context__, KeyboardInterrupt):
+                    raise KeyboardInterrupt from None
+                raise
             if guarded.storage_error is not None:
                 raise StorageFailure(failure_reason(guarded.storage_error) or "storage error")
             ran += 1

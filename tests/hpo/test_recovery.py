@@ -164,3 +164,14 @@ def test_ctrl_c_during_a_trial_is_exit_130_with_our_line_only(synthetic_root, tm
     trials = study.get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert next(t for t in trials if t.number == victim.number).state == TrialState.FAIL
+
+
+def test_ctrl_c_while_optuna_records_a_trial_is_still_an_interrupt(monkeypatch):
+    study = optuna.create_study()
+
+    def interrupted_tell(*args, **kwargs):
+        raise KeyboardInterrupt  # Optuna's trial loop then fails on a variable it never set
+
+    monkeypatch.setattr(_optimize, "_tell_with_warning", interrupted_tell)
+    with pytest.raises(KeyboardInterrupt):
+        run_until(study, lambda t: t.suggest_float("x", 0, 1), 1)

@@ -201,12 +201,18 @@ def check_journal(path: Path, *, settle: float = 0.2, tries: int = 3) -> None:
                 )
         elif not first.startswith(b"{"):
             raise StorageError(f"{path} is not an Optuna journal file; refusing to write to it")
-        for attempt in range(tries):
+        # another worker may be in the middle of its write: a torn tail counts only once the
+        # file stops growing (for ``tries`` looks, at most 5 s)
+        quiet, last, end = 0, -1, time.monotonic() + 5
+        while True:
             size, complete = _tail(path)
             if size == complete:
                 return
-            if attempt + 1 < tries:
-                time.sleep(settle)  # another worker may be in the middle of its write
+            quiet = quiet + 1 if size == last else 1
+            if quiet >= tries or time.monotonic() > end:
+                break
+            last = size
+            time.sleep(settle)
     except OSError as exc:
         raise StorageError(f"cannot read journal file {path}: {exc.strerror or exc}") from None
     q = shlex.quote(str(path))

@@ -130,6 +130,7 @@ def study_in(
 
         from hpo.storage import open_storage
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # stderr is the case's, not ours
         path = tmp / where
         path.parent.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{path}" if where.endswith(".db") else open_storage(str(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
+import math
 import shlex
 import signal
 import sys
@@ -13,15 +13,23 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from handreid.config import parse_overrides
 from handreid.errors import UserError, cli_exit
+from hpo.paths import MAX_NAME
+
+if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
+    import optuna
+
+    from handreid.config import TrainConfig
+    from hpo.space import SearchSpace
 
 log = logging.getLogger("hpo")
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
-    from hpo.study import DEFAULT_STORAGE
+    from hpo.storage import DEFAULT_STORAGE
 
     p.add_argument(
         "--storage",
@@ -63,16 +71,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
-    from hpo.objective import DataPool, Objective
+    from hpo.objective import DataPool
     from hpo.space import load_space
-    from hpo.study import create_or_resume, make_pruner, make_sampler, open_storage, run_until
-    from hpo.workers import parse_gpus, run_workers
+    from hpo.storage import open_storage, shown
+    from hpo.study import create_or_resume, make_pruner, make_sampler, process_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
-    storage_url = _run_storage(args)
-    gpus = parse_gpus(args.gpus)
+    storage_url, name, gpus = _check_run_target(args)
     space = load_space(args.space or args.backbone)
-    make_sampler(args.sampler, args.seed)  # unknown names fail before any work
+    make_sampler(args.sampler, 0)  # unknown names fail before any work
     device = resolve_device(args.device) if args.workers == 1 else None
     space = space.with_base(**_data_changes(args, space))
     base_cfg = space.config({})
@@ -88,43 +95,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if storage_url.startswith(("sqlite:///studies/", "studies/")):
         Path("studies").mkdir(exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
-    name = args.study or f"handreid-{args.backbone}"
     context = {
-        "command": "hpo " + shlex.join(args.argv),
+        "command": "hpo " + shlex.join(_masked(args.argv)),
         "backbone": args.backbone,
         "data": base_cfg.data_root,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
-    # Seeded by worker and by how many trials exist, so parallel workers and resumed runs do
-    # not replay the same suggestions, while a fresh single-worker study repeats exactly.
-    worker_index = int(os.environ.get("HPO_WORKER_INDEX", "0"))
-    study.sampler = make_sampler(args.sampler, args.seed + 1000 * worker_index + len(study.trials))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not args.worker:
-        print(
-            f"study {name!r} in {storage_url}: {base_cfg.model}, {args.trials} trials, "
-            f"sampler {args.sampler}, pruner {args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}"
-        )
-    if args.workers > 1:
-        child = _worker_argv(args, storage_url, name, base_cfg.data_root, base_cfg.dataset)
-        code = run_workers(study, child, args.workers, gpus, args.trials, quiet=args.quiet)
-        interrupted = code == 130
-    else:
-        objective = Objective(space, device=device, data=pool)
-        interrupted, code = False, 0
-        with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
-            try:
-                run_until(study, objective, args.trials, timeout=args.timeout, on_trial=on_trial)
-            except KeyboardInterrupt:
-                interrupted, code = True, 130
-    if args.worker:
-        return code
-    print(_summary(study))
-    from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
+    with _StorageFailures(storage_url) as guard:
+        study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
+        guard.study = study
+        seed = process_seed(args.seed)
+        study.sampler = make_sampler(args.sampler, seed)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if not args.worker:
+            print(
+                f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
+                f"{args.trials} trials, sampler {args.sampler} "
+                f"({f'seed {seed}' if args.workers == 1 else 'a seed per worker'}), pruner "
+                f"{args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}",
+                flush=True,
+            )
+        if args.workers > 1:
+            code = _run_workers(args, study, storage_url, name, base_cfg, gpus)
+        else:
+            code = _run_here(args, study, space, device, pool, seed)
+        if args.worker:
+            return code
+        print(_summary(study))
+        from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
 
-    annotate_after_run(study)
-    if interrupted:
+        # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
+        # the summary above already says so
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        annotate_after_run(study)
+    if code == 130:
         print(
             "interrupted: the running trials were stopped and marked FAIL; re-run the same command to resume",
             file=sys.stderr,
@@ -134,8 +138,109 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _run_here(
+    args: argparse.Namespace, study: optuna.Study, space: SearchSpace, device, pool, seed: int
+) -> int:
+    """One worker in this process; 130 after Ctrl-C (or SIGTERM), with no trial left RUNNING."""
+    from hpo.artifacts import open_artifact_store
+    from hpo.objective import Objective
+    from hpo.recovery import release_own_trials
+    from hpo.study import run_until
+
+    objective = Objective(space, device=device, data=pool, store=open_artifact_store())
+    with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
+        try:
+            run_until(
+                study,
+                objective,
+                args.trials,
+                timeout=args.timeout,
+                on_trial=on_trial,
+                suggest=space.suggest,
+                attrs={"sampler_seed": seed},
+                report=lambda line: print(line, flush=True),
+            )
+        except KeyboardInterrupt:
+            release_own_trials(study, "interrupted")
+            return 130
+    return 0
+
+
+def _run_workers(
+    args: argparse.Namespace,
+    study: optuna.Study,
+    storage_url: str,
+    name: str,
+    cfg: TrainConfig,
+    gpus: list[str],
+) -> int:
+    from hpo.workers import run_workers
+
+    child = _worker_argv(args, storage_url, name, cfg.data_root, cfg.dataset)
+    return run_workers(study, child, args.workers, gpus, args.trials, quiet=args.quiet)
+
+
+class _StorageFailures:
+    """A failing storage or full disk during a run: our RUNNING trials are failed where the
+    storage still takes writes, and the failure is one UserError line."""
+
+    def __init__(self, storage_url: str) -> None:
+        self.storage_url = storage_url
+        self.study: optuna.Study | None = None  # set once the study exists
+
+    def __enter__(self) -> _StorageFailures:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        from hpo.recovery import release_own_trials
+        from hpo.storage import failure_reason, shown
+        from hpo.study import StorageFailure
+
+        if not isinstance(exc, Exception):
+            return False
+        reason = str(exc) if isinstance(exc, StorageFailure) else failure_reason(exc)
+        if reason is None:
+            return False
+        if self.study is not None:
+            release_own_trials(self.study, f"storage error: {reason}")
+        raise UserError(
+            f"storage {shown(self.storage_url)} failed: {reason}; the finished trials are kept; "
+            "fix the storage (free disk space) and re-run the same command to resume"
+        ) from None
+
+
+def _check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
+    """Options, study name and storage of `hpo run`, checked before any data is read and
+    without writing anything: (storage, study name, GPUs)."""
+    from hpo.paths import check_study_name
+    from hpo.storage import check_storage
+    from hpo.workers import check_gpus, parse_gpus
+
+    _check_run_options(args)
+    storage_url = _run_storage(args)
+    name = check_study_name(args.study if args.study is not None else f"handreid-{args.backbone}")
+    gpus = check_gpus(parse_gpus(args.gpus), args.workers)
+    # studies/ is made only once the data is known to be good; until then there is nothing
+    # in it to check
+    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or Path("studies").is_dir():
+        check_storage(storage_url)
+    _one_place(args, storage_url, name)
+    return storage_url, name, gpus
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    if args.trials < 1:
+        raise UserError(f"--trials={args.trials}: must be at least 1")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UserError(f"--timeout={args.timeout:g}: must be a positive number of seconds")
+    if args.heartbeat < 0:
+        raise UserError(f"--heartbeat={args.heartbeat}: must be 0 (off) or a number of seconds")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed={args.seed}: must be between 0 and {2**32 - 1}")
+
+
 def _run_storage(args: argparse.Namespace) -> str:
-    from hpo.study import DEFAULT_JOURNAL, DEFAULT_STORAGE
+    from hpo.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
 
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
@@ -147,6 +252,57 @@ def _run_storage(args: argparse.Namespace) -> str:
             f"(--storage {DEFAULT_JOURNAL}) or a PostgreSQL/MySQL URL"
         )
     return args.storage
+
+
+def _one_place(args: argparse.Namespace, storage_url: str, name: str) -> None:
+    """Refuse to start a second study of the same name when the other default storage (SQLite
+    database vs journal file) holds it: `show` and `export` would keep reading the first one."""
+    from hpo.storage import DEFAULT_STORAGE, open_storage, other_default, study_names
+
+    elsewhere = None if args.worker else other_default(storage_url, name)
+    if elsewhere is None:
+        return
+    here = Path(storage_url.removeprefix("sqlite:///"))
+    if here.is_file() and name in study_names(open_storage(storage_url, create=False)):
+        return  # it is here as well: resume it here
+    if elsewhere == DEFAULT_STORAGE:
+        command = _command(args.argv, drop="--workers", add=["--workers", "1"])
+        raise UserError(
+            f"study {name!r} is in {DEFAULT_STORAGE}, which is not safe for several "
+            f"workers; resume it with one worker: {command} (or give a parallel study "
+            "another --study name)"
+        )
+    command = _command(args.argv, drop="--storage", add=["--storage", elsewhere])
+    raise UserError(
+        f"study {name!r} is in {elsewhere}, not in {storage_url}; resume it there: {command}"
+    )
+
+
+def _command(argv: list[str], *, drop: str, add: list[str]) -> str:
+    """``hpo <argv>`` with the option ``drop`` (and its value) replaced by ``add``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == drop:
+            skip = True
+        elif not arg.startswith(drop + "="):
+            out.append(arg)
+    return "hpo " + shlex.join(_masked(out + add))
+
+
+def _masked(argv: list[str]) -> list[str]:
+    """The command line as it may be printed or stored: database passwords masked."""
+    from hpo.storage import shown
+
+    out = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--storage":
+            arg = shown(arg)
+        elif arg.startswith("--storage="):
+            arg = "--storage=" + shown(arg.removeprefix("--storage="))
+        out.append(arg)
+    return out
 
 
 def _worker_argv(
@@ -173,14 +329,13 @@ def _worker_argv(
         args.sampler,
         "--pruner",
         args.pruner,
-        "--seed",
-        str(args.seed),
         "--device",
         args.device,
         "--heartbeat",
         str(args.heartbeat),
     ]
     for flag, value in (
+        ("--seed", args.seed),
         ("--space", args.space),
         ("--epochs", args.epochs),
         ("--timeout", args.timeout),
@@ -242,7 +397,7 @@ def _summary(study) -> str:
 
     c = counts(study)
     lines = [
-        f"study {study.study_name}: {c['complete']} complete, {c['pruned']} pruned, "
+        f"study {_name(study.study_name)}: {c['complete']} complete, {c['pruned']} pruned, "
         f"{c['fail']} failed, {c['running']} running"
     ]
     try:
@@ -342,10 +497,11 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hpo.export import export_trial
-    from hpo.study import STUDIES_DIR, load_study
+    from hpo.paths import study_dir
+    from hpo.study import load_study
 
     study = load_study(args.storage, args.study)
-    out = Path(args.out) if args.out else STUDIES_DIR / study.study_name / "best.yaml"
+    out = Path(args.out) if args.out else study_dir(study.study_name) / "best.yaml"
     path, trial = export_trial(study, out, args.trial, storage=args.storage)
     from hpo.confirm import verdict
     from hpo.export import value_text
@@ -385,6 +541,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name(name: str) -> str:
+    """A study name for the terminal: escaped when it holds control characters (a name chosen
+    by another user of a shared database must not move the cursor or clear the screen)."""
+    return name if name.isprintable() else repr(name)
+
+
 def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -392,21 +554,22 @@ def _short(value) -> str:
 def _cmd_ls(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.study import open_storage
+    from hpo.storage import open_storage, shown
 
     storage = open_storage(args.storage, create=False)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if not summaries:
-        print(f"no studies in {args.storage}")
+        print(f"no studies in {shown(args.storage)}")
     for s in summaries:
         best = f"{s.best_trial.value:.4f}" if s.best_trial is not None else "-"
-        print(f"{s.study_name:<32} trials {s.n_trials:<5} best val mAP {best}")
+        print(f"{_name(s.study_name):<32} trials {s.n_trials:<5} best val mAP {best}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from hpo.paths import study_dir
     from hpo.report import open_artifact_store, save_artifacts, write_report
-    from hpo.study import STUDIES_DIR, load_study
+    from hpo.study import load_study
 
     if args.top < 1:
         raise UserError(f"--top={args.top}: must be at least 1")
@@ -419,7 +582,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if not args.no_artifacts:
         files = [report.html]
-        best = STUDIES_DIR / study.study_name / "best.yaml"
+        best = study_dir(study.study_name) / "best.yaml"
         files += [best] if best.is_file() else []
         save_artifacts(study, open_artifact_store(args.artifacts), files)
         print(f"saved study artifacts {', '.join(f.name for f in files)} in {args.artifacts}")
@@ -442,8 +605,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (unknown option, bad number) as our one ``error:`` line, exit 2,
+    instead of a usage block; ``--help`` still prints the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpo", description=__doc__)
+    parser = _Parser(prog="hpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -460,13 +631,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", choices=["11k", "hd", "folder"])
     p.add_argument("--aspects", nargs="+", help="aspects to use, e.g. 'dorsal right' or all")
-    p.add_argument("--study", help="study name (default handreid-<backbone>)")
+    p.add_argument(
+        "--study",
+        help=f"study name (default handreid-<backbone>); at most {MAX_NAME} characters, no '/', "
+        "'\\', '..' or control characters, since outputs go to studies/<name>/",
+    )
     _storage_arg(p)
     p.add_argument("--sampler", default="tpe", help="tpe, random or gp")
     p.add_argument("--pruner", default="median", help="median, hyperband or none")
     p.add_argument("--epochs", type=int, help="epochs per trial (overrides the space's base)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="mixed with host, PID and start time into this process's sampler seed, so that "
+        "processes sharing a study never draw the same suggestions; every trial records the seed "
+        "it was drawn with (user attribute sampler_seed), so a study is reproducible from its "
+        "record, not by re-running the command: re-train a trial with `hpo export --trial N` and "
+        "`handreid train`. Also the seed of --data synthetic (default 0)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--space", help="search-space YAML (default search_spaces/<backbone>.yaml)")
     p.add_argument(
@@ -485,8 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat",
         type=int,
         default=30,
-        help="seconds between heartbeats on database storages; a worker silent for two "
-        "intervals is dead and its trial is retried (0 disables)",
+        help="seconds between heartbeats on database storages; a worker on another machine "
+        "silent for two intervals is dead and its trial is retried (0 disables); workers on "
+        "this machine are checked by process id at once, on every storage",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)
@@ -551,10 +735,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # named with the command's own help, not the top-level one
+        prog = f"hpo {args.command}"
+        raise UserError(f"{prog}: unrecognized arguments: {' '.join(extra)} (see {prog} --help)")
     args.argv = argv
-    if args.command == "run" and args.trials < 1:
-        raise UserError(f"--trials={args.trials}: must be at least 1")
     return args.func(args)
 
 

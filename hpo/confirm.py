@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from handreid.stats import mean_se, paired_bootstrap_se, t_interval, two_sided_p
-from hpo.study import _local_pid_dead, worker_id
+from hpo.recovery import _local_pid_dead, worker_id, worker_process
+from hpo.study import _QuietFailures, quiet_trial_failures
 
 SUFFIX = ".confirm"
 SEED_STRIDE = 1000  # confirm seed s trains with seed + 1000 * s: never a study trial's seed
@@ -111,7 +112,7 @@ def fail_dead_runs(companion: optuna.Study) -> list[int]:
         optuna.storages.fail_stale_trials(companion)  # a no-op without heartbeats
     failed = []
     for t in companion.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _local_pid_dead(t.user_attrs.get("worker")):
+        if _local_pid_dead(t.user_attrs):
             try:
                 companion.tell(t.number, state=TrialState.FAIL)
             except (RuntimeError, ValueError):
@@ -163,19 +164,34 @@ def work(
     one and propagates.
     """
 
+    quiet = _QuietFailures()  # our own lines report surplus and interrupted runs
+
     def guarded(trial: optuna.Trial) -> float:
         if "candidate" not in trial.user_attrs:
             # another worker took the last queued run between our look and our ask
             trial.set_user_attr("error", "surplus: no queued confirm run was left")
+            quiet.numbers.add(trial.number)
             raise _Surplus()
         trial.set_user_attr("worker", worker_id())
-        return objective(trial)
+        if (process := worker_process()) is not None:
+            trial.set_user_attr("worker_process", process)
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            quiet.numbers.add(trial.number)
+            raise
 
     ran = 0
     callbacks = [on_run] if on_run else []
-    while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
-        ran += 1
+    with quiet_trial_failures(quiet):
+        while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except Exception as exc:
+                if isinstance(exc.__context__, KeyboardInterrupt):  # see hpo.study.run_until
+                    raise KeyboardInterrupt from None
+                raise
+            ran += 1
     return ran
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from optuna.trial import TrialState
 from handreid.config import TrainConfig
 from handreid.errors import UserError
 from hpo.artifacts import config_attrs
+from hpo.paths import atomic_write_text
 from hpo.space import SearchSpace, parse_space
 
 
@@ -130,18 +129,9 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
 def export_trial(
     study: optuna.Study, out: str | Path, number: int | None = None, storage: str = ""
 ) -> tuple[Path, optuna.trial.FrozenTrial]:
-    """Write base + params as YAML with a header; atomic, so no half-written file remains."""
+    """Write base + params as YAML with a header, atomically (see ``atomic_write_text``)."""
     trial = pick_trial(study, number)
     cfg = trial_config(study, trial)
     header = "\n".join(export_header(study, trial, storage))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(cfg.to_yaml(header))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out, trial
+    path = atomic_write_text(out, cfg.to_yaml(header))
+    return path, trial

@@ -196,7 +196,8 @@ class Objective:
             trial.set_user_attr("pruned_at", where)
             status = "diverged" if diverged else "pruned"
             self._record(trial, status=status, runs=runs, pruning=pruning, start=start)
-            raise self._released(exc) from None
+            self._released(exc)
+            raise  # keeps the exception's context: a storage error names its cause
         except torch.OutOfMemoryError as exc:
             self._record(
                 trial,
@@ -206,13 +207,15 @@ class Objective:
                 start=start,
                 error="CUDA out of memory",
             )
-            raise self._released(exc) from None
+            self._released(exc)
+            raise  # keeps the exception's context: a storage error names its cause
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
             self._record(
                 trial, status="failed", runs=runs, pruning=pruning, start=start, error=error
             )
-            raise self._released(exc) from None
+            self._released(exc)
+            raise  # keeps the exception's context: a storage error names its cause
         self._release()
         return self._finish(trial, cfg, runs, start)
 

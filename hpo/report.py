@@ -38,7 +38,8 @@ from hpo.figures import (
     short_name,
     study_figures,
 )
-from hpo.study import STUDIES_DIR, counts
+from hpo.paths import study_dir
+from hpo.study import counts
 
 log = logging.getLogger("hpo")
 
@@ -357,7 +358,7 @@ def write_report(
     c = counts(study)
     if c["complete"] + c["pruned"] == 0:
         raise UserError(f"study {study.study_name!r} has no finished trials yet; nothing to report")
-    out = Path(out_dir) if out_dir else STUDIES_DIR / study.study_name / "report"
+    out = Path(out_dir) if out_dir else study_dir(study.study_name) / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

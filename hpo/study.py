@@ -1,91 +1,40 @@
-"""Storage, sampler, pruner, baselines and the resumable trial loop."""
+"""Sampler, pruner, baselines and the resumable trial loop that several workers share."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
+from hpo.paths import STUDIES_DIR
+from hpo.recovery import recover_stale, worker_id, worker_process
 from hpo.space import SearchSpace
+from hpo.storage import (
+    StorageError,
+    failure_reason,
+    open_storage,
+    other_default,
+    shown,
+    study_names,
+)
 
-DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
-DEFAULT_JOURNAL = "studies/handreid.log"
-STUDIES_DIR = Path("studies")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "none")
-
-
-class StorageError(UserError):
-    """A storage URL or journal path that cannot be used."""
-
-
-def is_url(storage: str) -> bool:
-    return "://" in storage
-
-
-def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = None):
-    """A database URL (sqlite, postgresql, mysql) or a path to a journal file.
-
-    ``create=False`` refuses to create a new database or journal (for read-only commands).
-    """
-    if not is_url(storage):
-        path = Path(storage)
-        if not path.exists() and not create:
-            raise StorageError(f"journal file not found: {path}")
-        if not path.parent.is_dir():
-            raise StorageError(
-                f"cannot create journal file {path}: folder {path.parent} does not exist"
-            )
-        if path.is_file() and path.read_bytes()[:16] == b"SQLite format 3\x00":
-            raise StorageError(f"{path} is an SQLite database; pass --storage sqlite:///{path}")
-        try:
-            return JournalStorage(JournalFileBackend(str(path)))
-        except (UnicodeDecodeError, ValueError):
-            raise StorageError(f"{path} is not an Optuna journal file") from None
-        except OSError as exc:
-            raise StorageError(f"cannot open journal file {path}: {exc.strerror or exc}") from None
-    if storage.startswith("sqlite:///"):
-        path = Path(storage.removeprefix("sqlite:///"))
-        if not path.exists() and not create:
-            raise StorageError(
-                f"no study database at {path}; run `hpo run` first or pass --storage"
-            )
-        if not path.parent.is_dir():
-            raise StorageError(f"cannot create {storage}: folder {path.parent} does not exist")
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        # A worker that stops beating for two intervals is dead; its trial is failed and re-queued.
-        kwargs = dict(
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=3
-            ),
-        )
-    engine_kwargs = (
-        {"connect_args": {"connect_timeout": 5}} if storage.startswith("postgresql") else None
-    )
-    try:
-        return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {storage}: {reason[:300]}") from None
 
 
 def make_sampler(name: str, seed: int | None):
@@ -127,45 +76,55 @@ def space_digest(space: SearchSpace) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def study_names(storage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-
-
 def load_study(storage: str, name: str | None) -> optuna.Study:
     """An existing study; with one study in the storage, ``name`` may be omitted."""
-    st = open_storage(storage, create=False)
+    try:
+        st = open_storage(storage, create=False)
+    except StorageError:
+        if name is not None and (elsewhere := other_default(storage, name)):
+            raise StorageError(
+                f"study {name!r} is not in {storage} but in {elsewhere}; pass --storage {elsewhere}"
+            ) from None
+        raise
     names = study_names(st)
     if name is None:
         main = [n for n in names if not n.endswith(".confirm")]  # hpo confirm's run records
         if len(main) != 1:
-            raise UserError(f"{storage} holds {len(main)} studies {main}; pick one with --study")
+            raise UserError(
+                f"{shown(storage)} holds {len(main)} studies {main}; pick one with --study"
+            )
         name = main[0]
     if name not in names:
-        raise UserError(f"no study named {name!r} in {storage}; studies there: {names or 'none'}")
+        if elsewhere := other_default(storage, name):
+            raise UserError(
+                f"study {name!r} is not in {storage} but in {elsewhere}; pass --storage {elsewhere}"
+            )
+        raise UserError(
+            f"no study named {name!r} in {shown(storage)}; studies there: {names or 'none'}"
+        )
     return optuna.load_study(study_name=name, storage=st)
 
 
 def create_or_resume(
     storage, name: str, space: SearchSpace, *, sampler, pruner, context: dict[str, Any]
 ) -> optuna.Study:
-    """Create the study (baselines enqueued once) or resume it if the space matches."""
+    """Create the study (baselines enqueued once) or resume it if the space matches.
+
+    Of several processes starting the same new study at once, only the one whose creation
+    succeeds enqueues the baselines, so each baseline exists once.
+    """
     digest = space_digest(space)
-    exists = name in study_names(storage)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        direction="maximize",
-        load_if_exists=True,
-    )
-    if exists:
+    options = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    try:
+        study = optuna.create_study(direction="maximize", **options)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**options)
         stored = study.user_attrs.get("space_digest")
         if stored and stored != digest:
             raise UserError(
                 f"study {name!r} was created with a different search space or fixed keys; "
                 "resume it with the same options or choose a new --study name"
-            )
+            ) from None
         return study
     study.set_user_attr("space_digest", digest)
     study.set_user_attr("space", space.to_dict())
@@ -174,9 +133,19 @@ def create_or_resume(
     for i, baseline in enumerate(space.baselines):
         params = {k: v for k, v in baseline.items() if k != "name"}
         name_i = baseline.get("name", f"baseline-{i}")
-        # skip_if_exists: two processes creating the study at once enqueue each baseline once
         study.enqueue_trial(params, user_attrs={"baseline": name_i}, skip_if_exists=True)
     return study
+
+
+def process_seed(seed: int | None) -> int:
+    """This process's sampler seed: ``seed`` mixed with host, PID and the time.
+
+    Processes started together on one study (several shells, several machines that are all
+    worker 0) must not draw the same suggestions, so no two processes share a seed, even with
+    the same ``--seed``. Each trial records the seed (user attribute ``sampler_seed``).
+    """
+    text = f"{seed}:{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")  # numpy takes 32 bits
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -195,65 +164,69 @@ class SurplusTrial(Exception):
     """Raised when concurrent workers already cover the requested total."""
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+class DuplicateTrial(Exception):
+    """Raised when another trial already holds the same parameters."""
 
 
-def _local_pid_dead(worker: str | None) -> bool:
-    """True when ``worker`` names a process on this host that no longer runs."""
-    if not worker or ":" not in worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+class StorageFailure(UserError):
+    """The storage (or its disk) failed during the run; the message says why."""
 
 
-def recover_stale(study: optuna.Study) -> list[int]:
-    """Fail RUNNING trials whose worker died, and queue each for a retry.
+def _duplicate_of(trial: optuna.Trial) -> int | None:
+    """The number of another live or finished trial with exactly this trial's parameters.
 
-    Database storages with heartbeats fail them after the grace period through Optuna (its
-    retry callback re-queues them, recording ``failed_trial``). Other storages (journal files)
-    have no heartbeats: trials of dead worker processes on this machine are failed at once
-    and re-queued with the user attribute ``retry_of``. Returns the numbers failed here.
+    Every worker stores its parameters before it looks for duplicates, so of two trials that
+    drew the same parameters at the same moment at least one sees the other. A sampled trial
+    yields to any match (if both yield, both draw again: no training is lost); an enqueued
+    trial (baseline, retry), whose parameters every worker sees from the start, yields only to
+    an earlier one, so a baseline is never dropped by both of its copies.
     """
-    storage = study._storage  # an RDBStorage arrives wrapped in Optuna's cache: test the protocol
-    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
-        with warnings.catch_warnings():  # marked experimental since Optuna 2.9; used on purpose
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        return []  # heartbeats cover workers on every machine; one mechanism per storage
-    failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _local_pid_dead(t.user_attrs.get("worker")):
+    params = trial.params
+    fixed = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
+    states = (TrialState.WAITING, TrialState.RUNNING, *FINISHED)
+    for t in trial.study.get_trials(deepcopy=False, states=states):
+        if t.number == trial.number or str(t.user_attrs.get("error", "")).startswith("duplicate"):
             continue
-        try:
-            storage.set_trial_user_attr(
-                t._trial_id, "error", f"worker {t.user_attrs['worker']} died"
-            )
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-            continue  # finished or failed by another worker meanwhile
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        failed.append(t.number)
-    return failed
+        other = t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params")
+        if other != params or (fixed is not None and t.number > trial.number):
+            continue
+        return t.number
+    return None
 
 
 class _Guarded:
-    """Marks the trial with its worker and refuses trials that concurrent workers made surplus."""
+    """Marks the trial with its worker and refuses trials that concurrent workers made surplus
+    or that repeat another trial's parameters; remembers a storage failure in the objective."""
 
-    def __init__(self, objective: Callable, total: int) -> None:
-        self.objective, self.total = objective, total
+    def __init__(
+        self,
+        objective: Callable,
+        total: int,
+        *,
+        suggest: Callable[[optuna.Trial], Any] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        self.objective, self.total, self.suggest = objective, total, suggest
+        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
+        self.storage_error: BaseException | None = None
+        self.quiet = _QuietFailures()
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker_id())
+        try:
+            return self._run(trial)
+        except (SurplusTrial, DuplicateTrial, KeyboardInterrupt):
+            self.quiet.numbers.add(trial.number)
+            raise
+        except Exception as exc:
+            if failure_reason(exc):
+                self.storage_error = exc
+                self.quiet.numbers.add(trial.number)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        for key, value in self.attrs.items():
+            if value is not None:
+                trial.set_user_attr(key, value)
         trials = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         done = sum(t.state in FINISHED for t in trials)
         ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
@@ -267,6 +240,12 @@ class _Guarded:
                 keep = {k: v for k, v in frozen.user_attrs.items() if k in ("baseline", "retry_of")}
                 trial.study.enqueue_trial(fixed, user_attrs=keep)
             raise SurplusTrial(f"trial {trial.number} not needed")
+        if self.suggest is not None:
+            self.suggest(trial)  # the objective's own suggestions return these same values
+            other = _duplicate_of(trial)
+            if other is not None:
+                trial.set_user_attr("error", f"duplicate of trial {other}; drawn again")
+                raise DuplicateTrial(f"trial {trial.number} repeats trial {other}")
         return self.objective(trial)
 
 
@@ -279,6 +258,9 @@ def run_until(
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     max_failures: int | None = None,
     poll: float = 1.0,
+    suggest: Callable[[optuna.Trial], Any] | None = None,
+    attrs: dict[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> int:
     """Run trials until the study holds ``total`` finished trials; safe with several workers.
 
@@ -286,33 +268,81 @@ def run_until(
     other workers' trials would reach the total, this worker waits for them (or for them to
     be found stale and re-queued). Returns the number of trials this call ran. Stops after
     ``max_failures`` failures in a row (default: ``total``) so a broken config cannot loop
-    forever.
+    forever, and at once with StorageFailure when the storage fails.
+
+    ``suggest`` (the search space's) lets a trial see its parameters before it trains, so a
+    trial that repeats another's parameters is dropped and drawn again; ``attrs`` are user
+    attributes recorded on every trial; ``report`` gets a line per trial retried for a dead
+    worker.
     """
     start = time.monotonic()
     ran, fails_in_row = 0, 0
     max_failures = max_failures or max(3, total)
     mine: list[optuna.trial.FrozenTrial] = []
     callbacks = [lambda _study, trial: mine.append(trial)] + ([on_trial] if on_trial else [])
-    guarded = _Guarded(objective, total)
-    while True:
-        recover_stale(study)
-        c = counts(study)
-        done = c["complete"] + c["pruned"]
-        if done >= total or (timeout is not None and time.monotonic() - start >= timeout):
-            return ran
-        if done + c["running"] >= total:
-            time.sleep(poll)
-            continue
-        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
-        ran += 1
-        last = mine[-1]
-        surplus = "surplus" in last.user_attrs.get("error", "")
-        fails_in_row = fails_in_row + 1 if last.state == TrialState.FAIL and not surplus else 0
-        if fails_in_row >= max_failures:
-            raise UserError(
-                f"{fails_in_row} trials failed in a row; last error: "
-                f"{last.user_attrs.get('error', 'see the log')}"
+    guarded = _Guarded(objective, total, suggest=suggest, attrs=attrs)
+    with quiet_trial_failures(guarded.quiet):
+        while True:
+            recover_stale(study, report)
+            c = counts(study)
+            done = c["complete"] + c["pruned"]
+            if done >= total or (timeout is not None and time.monotonic() - start >= timeout):
+                return ran
+            if done + c["running"] >= total:
+                time.sleep(poll)
+                continue
+            try:
+                study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except Exception as exc:
+                # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
+                # bookkeeping raised while handling the interrupt: it is still the interrupt
+                if isinstance(exc.__context__, KeyboardInterrupt):
+                    raise KeyboardInterrupt from None
+                raise
+            if guarded.storage_error is not None:
+                raise StorageFailure(failure_reason(guarded.storage_error) or "storage error")
+            ran += 1
+            last = mine[-1]
+            by_design = str(last.user_attrs.get("error", "")).startswith(("surplus", "duplicate"))
+            fails_in_row = (
+                fails_in_row + 1 if last.state == TrialState.FAIL and not by_design else 0
             )
+            if fails_in_row >= max_failures:
+                raise UserError(
+                    f"{fails_in_row} trials failed in a row; last error: "
+                    f"{last.user_attrs.get('error', 'see the log')}"
+                )
+
+
+class _QuietFailures(logging.Filter):
+    """Drops Optuna's per-trial failure warning (and its traceback) for the trials in
+    ``numbers``: those that ended by design or by Ctrl-C (surplus, duplicate, interrupted) or
+    by a storage failure, which our own lines report in one line each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        words = record.getMessage().split(" ", 3)
+        if len(words) < 3 or words[0] != "Trial" or words[2] != "failed":
+            return True
+        return not (words[1].isdigit() and int(words[1]) in self.numbers)
+
+
+# Optuna logs a failed trial from this module; a filter on the logger where records are made
+# applies whatever handlers are configured (tests/hpo/test_recovery.py pins the name).
+OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
+
+
+@contextlib.contextmanager
+def quiet_trial_failures(quiet: _QuietFailures) -> Iterator[None]:
+    logger = logging.getLogger(OPTUNA_TRIAL_LOGGER)
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def synthetic_data(

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import optuna
 
-from hpo.study import counts, recover_stale
+from hpo.recovery import recover_stale
+from hpo.study import counts
 
 
 def parse_gpus(text: str | None) -> list[str]:
@@ -23,6 +24,29 @@ def parse_gpus(text: str | None) -> list[str]:
     if not all(g.isdigit() for g in gpus):
         raise UserError(f"--gpus={text!r}: expected device numbers like 0,1,2")
     return gpus
+
+
+def check_gpus(gpus: Sequence[str], workers: int) -> list[str]:
+    """``--gpus`` only where it can work: several workers and CUDA devices to pin them to."""
+    from handreid.errors import UserError
+
+    if not gpus:
+        return list(gpus)
+    given = ",".join(gpus)
+    if workers < 2:
+        raise UserError(
+            f"--gpus={given} pins worker processes to GPUs and needs --workers 2 or more; "
+            "one worker picks its GPU with --device cuda:N"
+        )
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise UserError(f"--gpus={given}: no CUDA device is visible here; leave out --gpus")
+    # without CUDA_VISIBLE_DEVICES the numbers we see are the ones the workers will be given
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and max(int(g) for g in gpus) >= count:
+        raise UserError(f"--gpus={given}: this machine has CUDA devices 0..{count - 1}")
+    return list(gpus)
 
 
 def worker_env(index: int, gpus: Sequence[str], n_workers: int) -> dict[str, str]:
@@ -79,6 +103,9 @@ def run_workers(
             _update(bar, study, total)
             time.sleep(poll)
         _update(bar, study, total)
+    except BaseException:
+        _stop(procs)  # our own failure (the storage, say) must not leave workers running
+        raise
     finally:
         bar.close()
         for s, handler in old.items():
@@ -97,6 +124,19 @@ def run_workers(
     if c["complete"] + c["pruned"] >= total:
         return 0  # the study is complete even if a worker died on the way
     return next((code for code in (p.returncode for p in procs) if code), 0)  # 0: --timeout
+
+
+def _stop(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
+    """Interrupt the workers still running (each fails its trial) and wait for them."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    end = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def _update(bar, study: optuna.Study, total: int) -> None:

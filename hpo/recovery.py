@@ -1,0 +1,163 @@
+"""Dead workers: who ran a trial, whether that process still runs, and failing and re-queueing
+the trials of those that died."""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import TrialState
+
+from hpo.storage import MAX_RETRIES
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _machine() -> str | None:
+    """Kernel boot and PID namespace: two processes with the same value see the same PIDs.
+
+    Host names alone are not enough: containers and cloned machines often share one.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def worker_process() -> str | None:
+    """``<machine>/<pid>/<start>`` of this process, recorded with each trial; None off Linux."""
+    machine, start = _machine(), _proc_start(os.getpid())
+    return f"{machine}/{os.getpid()}/{start}" if machine and start else None
+
+
+def _local_pid_dead(attrs: dict[str, Any]) -> bool:
+    """True when the trial's worker was a process on this machine that no longer runs."""
+    process = attrs.get("worker_process")
+    if isinstance(process, str) and process.count("/") >= 3:
+        machine, pid, start = process.rsplit("/", 2)
+        if machine != _machine() or not pid.isdigit() or int(pid) == os.getpid():
+            return False
+        return _proc_start(int(pid)) != start  # gone, or the PID now names another process
+    worker = attrs.get("worker")
+    if not isinstance(worker, str) or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = None) -> list[int]:
+    """Fail RUNNING trials whose worker died, and queue each for a retry.
+
+    A worker process on this machine that no longer runs is seen at once, on every storage:
+    its trial is failed and re-queued with the user attribute ``retry_of``. Workers on other
+    machines are found by heartbeat on database storages (after the grace period, through
+    Optuna, whose retry callback records ``failed_trial``). ``report`` gets one line per
+    retried trial. Returns the numbers of the trials failed here.
+    """
+    storage = study._storage
+    failed = []
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state != TrialState.RUNNING or not _local_pid_dead(t.user_attrs):
+            continue
+        worker = t.user_attrs.get("worker", "?")
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died")
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except (
+            RuntimeError,
+            optuna.exceptions.UpdateFinishedTrialError,
+            optuna.exceptions.StorageInternalError,  # sqlite: another worker is doing the same
+        ):
+            continue  # finished or failed by another worker meanwhile
+        failed.append(t.number)
+        if _retries(t, trials) >= MAX_RETRIES:  # a trial that kills its worker every time
+            if report:
+                report(
+                    f"trial {t.number}: its worker {worker} is no longer running; marked FAIL, "
+                    f"not queued again after {MAX_RETRIES} retries of the same parameters"
+                )
+            continue
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        if report:
+            report(
+                f"trial {t.number}: its worker {worker} is no longer running; "
+                "marked FAIL and queued again with the same parameters"
+            )
+    # an RDBStorage arrives wrapped in Optuna's cache: test the protocol, not the class
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        running = {
+            t.number: t.user_attrs.get("worker", "?")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        }
+        with warnings.catch_warnings():  # marked experimental since Optuna 2.9; used on purpose
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        if report and running:
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+                if t.number in running:
+                    report(
+                        f"trial {t.number}: no heartbeat from its worker {running[t.number]}; "
+                        "marked FAIL and queued again with the same parameters"
+                    )
+    return failed
+
+
+def _retries(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> int:
+    """How many retries of dead workers' trials led to ``trial``."""
+    by_number = {t.number: t for t in trials}
+    depth, seen = 0, set()
+    while isinstance(trial.user_attrs.get("retry_of"), int) and trial.number not in seen:
+        seen.add(trial.number)
+        trial = by_number.get(trial.user_attrs["retry_of"], trial)
+        depth += 1
+    return depth
+
+
+def release_own_trials(study: optuna.Study, reason: str) -> list[int]:
+    """Fail the trials this process left RUNNING (after Ctrl-C or a storage error), as far as
+    the storage still takes writes; a trial that cannot be failed now is found dead by PID or
+    heartbeat on the next start."""
+    me, released = worker_id(), []
+    try:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # noqa: BLE001 - the storage may be the thing that failed
+        return released
+    for t in trials:
+        if t.user_attrs.get("worker") != me:
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", reason)
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            released.append(t.number)
+        except Exception:  # noqa: BLE001 - best effort, see above
+            continue
+    return released

@@ -1,0 +1,110 @@
+"""The best trial against the baseline: what changed, parameter by parameter, and by how much
+the value moved, with the uncertainty of that difference.
+
+Shared by ``hpo show``, the study note and the report, so they say the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from handreid.stats import t_interval, two_sided_p
+
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    name: str
+    baseline: Any  # _ABSENT -> shown as "-" (inactive in that trial, e.g. ArcFace keys)
+    best: Any
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """The best complete trial against the best complete baseline trial of a study."""
+
+    best: FrozenTrial
+    baseline: FrozenTrial
+    changes: list[ParamChange] = field(default_factory=list)
+    diff: float = math.nan  # best.value - baseline.value
+    diff_se: float = math.nan  # from the trials' SEs (independent runs; no pairing assumed)
+    paired: bool = False  # True when both recorded per-run values on the same runs
+
+    @property
+    def same_trial(self) -> bool:
+        return self.best.number == self.baseline.number
+
+    def value_line(self) -> str:
+        """One line: the difference with a 95 % interval, or that the baseline is the best."""
+        name = self.baseline.user_attrs.get("baseline", "")
+        if self.same_trial:
+            return f"the baseline {name} (trial {self.baseline.number}) is the best trial"
+        text = (
+            f"best trial {self.best.number} vs baseline {name} (trial {self.baseline.number}): "
+            f"{self.diff:+.4f} val mAP"
+        )
+        if math.isfinite(self.diff_se):
+            lo, hi = self.diff_ci()
+            kind = "paired by fold and seed" if self.paired else "from the trials' SEs"
+            text += f" (95% CI {lo:+.4f} to {hi:+.4f}, {kind})"
+            if lo <= 0 <= hi:
+                text += ": within the noise; `hpo confirm` can tell"
+        return text
+
+    def diff_ci(self) -> tuple[float, float]:
+        return t_interval(self.diff, self.diff_se, self._df())
+
+    def p_value(self) -> float:
+        return two_sided_p(self.diff, self.diff_se, self._df())
+
+    def _df(self) -> int:
+        runs = len(self.best.user_attrs.get("fold_values") or [1])
+        return max(runs - 1, 1) if self.paired else 1000  # unpaired SEs: a normal interval
+
+    def change_lines(self) -> list[str]:
+        """``name: baseline -> best`` for every parameter that differs."""
+        return [f"{c.name}: {_show(c.baseline)} -> {_show(c.best)}" for c in self.changes]
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def compare_to_baseline(study: optuna.Study) -> BaselineComparison | None:
+    """None when the study has no complete trial or no complete baseline trial."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    baselines = [t for t in complete if t.user_attrs.get("baseline")]
+    if not complete or not baselines:
+        return None
+    best = max(complete, key=lambda t: t.value)
+    base = max(baselines, key=lambda t: t.value)
+    names = list(dict.fromkeys([*base.params, *best.params]))
+    changes = [
+        ParamChange(n, base.params.get(n, _ABSENT), best.params.get(n, _ABSENT))
+        for n in names
+        if base.params.get(n, _ABSENT) != best.params.get(n, _ABSENT)
+    ]
+    diff = best.value - base.value
+    runs_a, runs_b = best.user_attrs.get("fold_values"), base.user_attrs.get("fold_values")
+    if runs_a and runs_b and len(runs_a) == len(runs_b) and len(runs_a) > 1:
+        # same folds and seeds for every trial: the per-run differences carry the pairing
+        d = [a - b for a, b in zip(runs_a, runs_b, strict=True)]
+        mean = sum(d) / len(d)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+        se, paired = sd / math.sqrt(len(d)), True
+    else:
+        se_a, se_b = best.user_attrs.get("value_se"), base.user_attrs.get("value_se")
+        se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else math.nan
+        paired = False
+    return BaselineComparison(best, base, changes, diff, se, paired)
+
+
+__all__ = ["BaselineComparison", "ParamChange", "compare_to_baseline"]

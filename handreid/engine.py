@@ -434,6 +434,7 @@ def fit(
     validate = len(data.val.ids) > 0  # a refit has no validation identities: last epoch wins
     epochs_bar = tqdm(range(cfg.epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in epochs_bar:
+        epoch_start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch + 1}", disable=not progress, leave=False) as bar:
             metrics = train_one_epoch(
                 model,
@@ -464,6 +465,7 @@ def fit(
             continue
         val = evaluate_set(model, data.val, cfg, device, per_identity=True)
         metrics.update({k: val[k] for k in METRICS})
+        metrics["seconds"] = time.perf_counter() - epoch_start  # training and validation
         history.append({"epoch": epoch, **metrics})
         log.info(_epoch_line(epoch, cfg, metrics))
         if best_epoch < 0 or metrics["mAP"] > best["mAP"]:

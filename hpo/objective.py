@@ -15,6 +15,7 @@ import math
 import statistics
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,43 @@ def paired_difference_var(a: list[RunResult], b: list[RunResult]) -> float:
     return statistics.fmean(terms) / max(len(terms), 1) if terms else 0.0
 
 
+@dataclass
+class EpochRecord:
+    """One validated epoch of one run of a trial, as the trial's history keeps it."""
+
+    run: int  # index in run_configs
+    fold: int
+    seed: int
+    where: str  # "fold 2/3, " or ""
+    epoch: int  # 1-based
+    epochs: int  # of this run
+    step: int  # the intermediate-value step this epoch reported at
+    metrics: dict[str, float]
+
+
+class _EpochLog:
+    """fit() callback: keeps every validated epoch of the trial and tells ``on_epoch``."""
+
+    def __init__(self, trial, cfg: TrainConfig, run: int, where: str, sink: list, on_epoch):
+        self.trial, self.cfg, self.run, self.where = trial, cfg, run, where
+        self.sink, self.on_epoch = sink, on_epoch
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        record = EpochRecord(
+            run=self.run,
+            fold=self.cfg.val_fold,
+            seed=self.cfg.seed,
+            where=self.where,
+            epoch=epoch + 1,
+            epochs=self.cfg.epochs,
+            step=self.run * self.cfg.epochs + epoch + 1,
+            metrics=dict(metrics),
+        )
+        self.sink.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(self.trial, record)
+
+
 class Objective:
     """Callable for ``study.optimize``; the runs of ``run_configs`` per trial.
 
@@ -153,6 +191,7 @@ class Objective:
         prune_between_runs: bool = True,
         keep_identity_ap: bool = False,
         store=None,
+        on_epoch: Callable[[optuna.Trial, EpochRecord], None] | None = None,
     ) -> None:
         self.space = space
         self.device = resolve_device(device)
@@ -161,11 +200,14 @@ class Objective:
         self.prune_between_runs = prune_between_runs
         self.keep_identity_ap = keep_identity_ap  # per-run identity AP, for paired comparisons
         self.store = store  # artifact store for each trial's config.yaml (None: digest only)
+        self.on_epoch = on_epoch  # called after every validated epoch (progress lines)
+        self.epochs: list[EpochRecord] = []  # the current trial's history, every run
 
     def __call__(self, trial: optuna.Trial) -> float:
         start = time.perf_counter()
         runs: list[RunResult] = []
         pruning = None
+        self.epochs = []
         try:
             cfg = self.space.config(self.space.suggest(trial))
             self._record_config(trial, cfg)
@@ -179,7 +221,8 @@ class Objective:
                 pruning = PruningCallback(
                     trial, offset=index * cfg.epochs, warmup=warmup, where=where
                 )
-                runs.append(self._run(run_cfg, [pruning], where))
+                log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
+                runs.append(self._run(run_cfg, [log, pruning], where))
                 if self.prune_between_runs and len(runs) < cfg.val_folds * cfg.val_repeats:
                     trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
                     reason = between_runs_prune(trial.study, [r.value for r in runs])
@@ -317,4 +360,12 @@ def _remember_identities(trial: optuna.Trial, runs: list[RunResult]) -> None:
         trial.study.set_user_attr("identities", {**known, **new})
 
 
-__all__ = ["DataPool", "METRICS", "Objective", "RunResult", "run_configs", "summarize"]
+__all__ = [
+    "DataPool",
+    "EpochRecord",
+    "METRICS",
+    "Objective",
+    "RunResult",
+    "run_configs",
+    "summarize",
+]

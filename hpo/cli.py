@@ -434,6 +434,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
+    cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
     storage = open_storage(args.storage, create=False, heartbeat=args.heartbeat or None)

@@ -62,11 +62,17 @@ class Plan:
         return [(t, s) for t in self.trials for s in self.seeds]
 
 
-def plan(study: optuna.Study, top: int, seeds: int) -> Plan:
+def check_plan_args(top: int, seeds: int) -> None:
     if top < 1:
         raise UserError(f"--top={top}: must be at least 1")
     if seeds < 2:
         raise UserError(f"--seeds={seeds}: at least 2 are needed for a paired comparison")
+    if seeds > 100:
+        raise UserError(f"--seeds={seeds}: at most 100 (each seed re-trains every config)")
+
+
+def plan(study: optuna.Study, top: int, seeds: int) -> Plan:
+    check_plan_args(top, seeds)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         raise UserError(

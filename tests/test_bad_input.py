@@ -667,6 +667,19 @@ def tiny_space(tmp: Path, synthetic: Path) -> dict:
 
 LONG = "x" * 300
 
+
+def study_with_space(trials: tuple[str, ...] = ("complete",), where: str = "studies/handreid.db"):
+    """A study that stored its search space, as ``hpo run`` makes them (for ``hpo confirm``)."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        attrs = {"space": tiny_space(tmp, synthetic)}
+        study_in(where, trials=trials, attrs=attrs)(tmp, synthetic)
+
+    return setup
+
+
+CONFIRM = ("confirm", "--study", "handreid-tiny-vit")
+
 HPO_CASES = [
     Case(
         "run-unknown-backbone",
@@ -741,6 +754,33 @@ HPO_CASES = [
         "SQLite is not safe",
     ),
     Case("export-no-database", "hpo", ("export",), "no study database at studies/handreid.db"),
+    # -- confirm
+    Case("confirm-no-database", "hpo", CONFIRM, "no study database at studies/handreid.db"),
+    Case("confirm-top-zero", "hpo", (*CONFIRM, "--top", "0"), "--top=0: must be at least 1"),
+    Case("confirm-one-seed", "hpo", (*CONFIRM, "--seeds", "1"), "--seeds=1: at least 2 are needed"),
+    Case("confirm-many-seeds", "hpo", (*CONFIRM, "--seeds", "1000"), "--seeds=1000: at most 100"),
+    Case("confirm-workers-zero", "hpo", (*CONFIRM, "--workers", "0"), "--workers=0: must be at"),
+    Case(
+        "confirm-unknown-study",
+        "hpo",
+        ("confirm", "--study", "nope"),
+        "no study named 'nope'",
+        setup=study_with_space(),
+    ),
+    Case(
+        "confirm-nothing-complete",
+        "hpo",
+        CONFIRM,
+        "has no completed trial yet; nothing to confirm",
+        setup=study_with_space(trials=("fail",)),
+    ),
+    Case(
+        "confirm-no-space",
+        "hpo",
+        CONFIRM,
+        "stored no search space; it cannot be confirmed",
+        setup=study_in(),
+    ),
     # -- run: study names, options, storages (all refused before any data is read)
     Case("run-study-parent", "hpo", (*RUN, "--study", "../../evil"), "no '/' or '\\'"),
     Case("run-study-absolute", "hpo", (*RUN, "--study", "/srv/x"), "no '/' or '\\'"),

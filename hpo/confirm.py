@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
-from handreid.stats import mean_se, paired_bootstrap_se, t_interval, two_sided_p
+from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval, two_sided_p
 from hpo.recovery import _local_pid_dead, worker_id, worker_process
 from hpo.study import _QuietFailures, quiet_trial_failures
 
@@ -242,8 +242,6 @@ def _identity_var(runs: Runs, folds: int) -> float:
     """Identity-sampling variance that run spread cannot show (one fold: same identities)."""
     if folds > 1:
         return 0.0
-    from handreid.stats import bootstrap_se
-
     terms = [bootstrap_se([a]) ** 2 for a in runs.identity_ap if a]
     return sum(terms) / len(terms) if terms else 0.0
 

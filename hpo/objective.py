@@ -24,7 +24,7 @@ import torch
 
 from handreid.config import TrainConfig
 from handreid.engine import PreparedData, data_key, fit, prepare_data, resolve_device
-from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se
+from handreid.stats import bootstrap_se, mean_se
 from hpo.pruning import PruningCallback, between_runs_prune
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
@@ -120,17 +120,6 @@ def summarize(runs: list[RunResult], cfg: TrainConfig) -> dict[str, Any]:
     if digests:
         out["split_digest"] = ",".join(sorted(digests)) if len(digests) > 1 else digests.pop()
     return out
-
-
-def paired_difference_var(a: list[RunResult], b: list[RunResult]) -> float:
-    """Identity-sampling variance of mean(a) - mean(b) for runs paired on the same identities."""
-    terms = [
-        paired_bootstrap_se(x.identity_ap, y.identity_ap) ** 2
-        for x, y in zip(a, b, strict=True)
-        if x.identity_ap and y.identity_ap
-    ]
-    terms = [t for t in terms if math.isfinite(t)]
-    return statistics.fmean(terms) / max(len(terms), 1) if terms else 0.0
 
 
 @dataclass

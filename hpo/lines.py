@@ -7,6 +7,7 @@ trial reads the same wherever it appears.
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Mapping
@@ -96,11 +97,12 @@ def value_text(value: float | None, se: float | None = None) -> str:
 
 
 def trial_seconds(trial) -> float | None:
-    """Wall time of a trial: Optuna's start and end, else the objective's own count."""
-    if trial.duration is not None:
-        return trial.duration.total_seconds()
+    """Wall time of a trial: the objective's own count (all its runs), else Optuna's start
+    and end (a trial that failed before the objective recorded it)."""
     seconds = trial.user_attrs.get("seconds")
-    return float(seconds) if seconds is not None else None
+    if seconds is not None:
+        return float(seconds)
+    return trial.duration.total_seconds() if trial.duration is not None else None
 
 
 def trial_label(trial) -> str:
@@ -160,7 +162,10 @@ def trial_line(trial, *, label: str | None = None, params: bool = True, width: i
     if attrs.get("epochs_run") is not None:
         epochs = attrs["epochs_run"]
         parts.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
-    if state != "WAITING" and (seconds := trial_seconds(trial)) is not None:
+    if state == "RUNNING" and trial.datetime_start is not None:
+        elapsed = datetime.datetime.now() - trial.datetime_start
+        parts.append(f"{duration(elapsed.total_seconds())} so far")
+    elif state != "WAITING" and (seconds := trial_seconds(trial)) is not None:
         parts.append(duration(seconds))
     if state == "FAIL" and attrs.get("error"):
         parts.append("error: " + _shortened(one_line(str(attrs["error"])), ERROR_CHARS))

@@ -183,8 +183,10 @@ def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, width: int = WIDTH) -
     for t, label in zip(top, labels, strict=True):
         head = (
             f"  #{t.number:<5} {value_text(t.value, t.user_attrs.get('value_se')):<14} "
-            f"{'(' + runs_text(t.user_attrs) + ')':<11} {label:<{label_width}}"
-        ).rstrip()
+            f"{'(' + runs_text(t.user_attrs) + ')':<11}"
+        )
+        if label_width:
+            head += f" {label:<{label_width}}"
         rest = params_text(t.params)
         room = width - len(head) - 2
         if len(rest) > room:

@@ -156,7 +156,11 @@ def trial_line(trial, *, label: str | None = None, params: bool = True, width: i
         head += f" val mAP {value_text(trial.value, attrs.get('value_se'))} ({runs_text(attrs)})"
     elif state == "PRUNED":
         head += " " + prune_text(attrs, trial.intermediate_values)
-    elif state == "RUNNING" and isinstance(attrs.get("progress"), Mapping):
+    elif (
+        state == "RUNNING"
+        and isinstance(attrs.get("progress"), Mapping)
+        and attrs["progress"].get("epoch")
+    ):
         head += " · " + epoch_text(None, attrs["progress"])
     parts = [head.rstrip()]
     if attrs.get("epochs_run") is not None:

@@ -66,10 +66,16 @@ def progress_record(record) -> dict[str, Any]:
         value = record.metrics.get(key)
         if value is not None and math.isfinite(value):
             out[key] = round(float(value), 4)
-    worker = os.environ.get("HPO_WORKER_INDEX", "")
-    if worker.isdigit():
-        out["worker"] = int(worker)
+    worker = _worker_index()
+    if worker is not None:
+        out["worker"] = worker
     return out
+
+
+def _worker_index() -> int | None:
+    """This worker's number among the parent's (``hpo.workers.worker_env``), if it is one."""
+    index = os.environ.get("HPO_WORKER_INDEX", "")
+    return int(index) if index.isdigit() else None
 
 
 def finished_count(trials: Iterable[FrozenTrial]) -> int:
@@ -136,7 +142,7 @@ class Progress:
                 for i in range(self.slots)
             ]
             for i in range(self.slots):
-                self._set_status(i, "waiting for a trial")
+                self._set_status(i, f"w{i} starting" if self.slots > 1 else "waiting for a trial")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -151,6 +157,9 @@ class Progress:
         """``objective`` that first shows that its trial started."""
 
         def run(trial: optuna.Trial) -> float:
+            worker = _worker_index()
+            if self.record and worker is not None:  # the parent's status slot from the start
+                trial.set_user_attr(PROGRESS_ATTR, {"worker": worker})
             if self.mode == "live":
                 self._set_status(0, f"{self._label(trial)} · first epoch")
             return objective(trial)
@@ -179,8 +188,7 @@ class Progress:
         if self.mode == "live":
             from tqdm.auto import tqdm
 
-            for line in text.splitlines():
-                tqdm.write(line, file=self.out)
+            tqdm.write(text, file=self.out)  # all its lines at once: one redraw of the bars
             self.out.flush()
         elif self.mode != "none":
             self._print(text)
@@ -220,8 +228,9 @@ class Progress:
         return self._labels[trial.number]
 
     def _print(self, text: str) -> None:
-        for line in text.splitlines():
-            print(self.prefix + line, file=self.out, flush=True)
+        # one write for all the lines of a trial: workers sharing a log never split them
+        self.out.write("".join(f"{self.prefix}{line}\n" for line in text.splitlines()))
+        self.out.flush()
 
     def _set_status(self, slot: int, text: str) -> None:
         if slot < len(self.status):
@@ -253,7 +262,7 @@ def running_status(
     rest = []
     for t in sorted((t for t in trials if t.state == TrialState.RUNNING), key=lambda t: t.number):
         progress = t.user_attrs.get(PROGRESS_ATTR)
-        if isinstance(progress, dict):
+        if isinstance(progress, dict) and progress.get("epoch"):
             text = epoch_text(label(t), progress)
         else:
             started = t.datetime_start

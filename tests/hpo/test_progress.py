@@ -113,6 +113,11 @@ def test_the_parent_shows_each_workers_trial_from_the_storage():
     assert texts[1] == "trial 0 · fold 1/3 · epoch 2/8 · val mAP 0.300"  # its worker's slot
     assert texts[0] == "trial 1 · epoch 5/8 · val mAP 0.500"
     assert texts[2] == "idle"
+    starting = study.ask()  # worker 0 took a new trial; trial 1's worker is unknown
+    starting.set_user_attr(PROGRESS_ATTR, {"worker": 0})
+    texts = running_status(study.get_trials(), 3)
+    assert texts[0].startswith("trial 3 · first epoch (") and texts[0].endswith("s)")
+    assert texts[2] == "trial 1 · epoch 5/8 · val mAP 0.500"
 
 
 def test_the_parent_of_live_workers_announces_each_finished_trial_once(monkeypatch):

@@ -251,7 +251,7 @@ def epoch_rows(study: optuna.Study, trial: FrozenTrial) -> list[dict[str, Any]]:
     try:
         cfg = trial_config(study, trial)
         epochs, folds = cfg.epochs, cfg.val_folds
-    except Exception:  # an old or foreign study: steps are epochs of one run
+    except UserError:  # a study that stored neither its space nor the trial's config
         epochs, folds = None, int(trial.user_attrs.get("n_folds") or 1)
     rows = []
     for step in sorted(values):

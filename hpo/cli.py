@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import shlex
 import signal
 import sys
@@ -152,8 +151,9 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def _worker_prefix(args: argparse.Namespace) -> str:
-    index = os.environ.get("HPO_WORKER_INDEX", "")
-    return f"[w{index}] " if args.worker and index.isdigit() else ""
+    from hpo.progress import worker_prefix
+
+    return worker_prefix() if args.worker else ""
 
 
 def _run_here(

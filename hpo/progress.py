@@ -72,6 +72,12 @@ def progress_record(record) -> dict[str, Any]:
     return out
 
 
+def worker_prefix() -> str:
+    """``[w1] `` before each line of worker 1 (lines of several workers share one log)."""
+    index = _worker_index()
+    return "" if index is None else f"[w{index}] "
+
+
 def _worker_index() -> int | None:
     """This worker's number among the parent's (``hpo.workers.worker_env``), if it is one."""
     index = os.environ.get("HPO_WORKER_INDEX", "")
@@ -286,4 +292,5 @@ __all__ = [
     "output_mode",
     "progress_record",
     "running_status",
+    "worker_prefix",
 ]

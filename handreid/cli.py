@@ -156,28 +156,47 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="handreid", description=__doc__)
+    from handreid.clihelp import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="handreid", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic hands dataset in the 11k layout")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ids", type=int, default=40)
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+
+    p = command("synth", "write a synthetic hands dataset in the 11k layout")
+    p.add_argument(
+        "--out", required=True, help="dataset folder to write (new, or written by synth)"
+    )
+    p.add_argument("--ids", type=int, default=40, help="identities (people)")
     p.add_argument("--per-id", type=int, default=8, help="images per identity and aspect")
     p.add_argument("--size", type=int, default=96, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated shapes and colours")
     p.add_argument(
         "--force", action="store_true", help="replace a set that synth wrote there before"
     )
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("inspect", help="check a dataset folder and report what a run would use")
-    p.add_argument("--data", required=True)
-    p.add_argument("--dataset", choices=["auto", "11k", "hd", "folder"], default="auto")
-    p.add_argument("--aspects", nargs="+", default=["all"])
+    p = command("inspect", "check a dataset folder and report what a run would use")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument(
+        "--dataset",
+        choices=["auto", "11k", "hd", "folder"],
+        default="auto",
+        help="layout of the folder; auto tells it from the files",
+    )
+    p.add_argument(
+        "--aspects",
+        nargs="+",
+        default=["all"],
+        help="aspects a run would use, e.g. 'dorsal right', or all",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("train", help="train one config; writes config.yaml, metrics.json, best.pt")
+    p = command("train", "train one config; writes config.yaml, metrics.json, best.pt")
     p.add_argument("--config", required=True, help="trainer YAML (e.g. an `hpo export` file)")
     p.add_argument(
         "--set",
@@ -186,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one key (YAML-typed value); repeatable",
     )
-    p.add_argument("--data", help="dataset root (overrides data_root)")
+    p.add_argument("--data", help="dataset root (default: the config's data_root)")
     p.add_argument("--out", help="output folder (default runs/<model>-<time>)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in the --out folder"
@@ -201,11 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="re-run the test report of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", help="dataset root (overrides the checkpoint's data_root)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p = command("evaluate", "re-run the test report of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a best.pt written by `handreid train`")
+    p.add_argument("--data", help="dataset root (default: the checkpoint's data_root)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -1,9 +1,9 @@
-"""``hpo run|export|show|ls|report|dashboard``: tune the handreid trainer with Optuna."""
+"""``hpo run|confirm|export|show|trials|ls|report|dashboard``: tune the handreid trainer with
+Optuna."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import shlex
@@ -28,13 +28,13 @@ if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
 log = logging.getLogger("hpo")
 
 
-def _storage_arg(p: argparse.ArgumentParser) -> None:
+def _storage_arg(p: argparse.ArgumentParser, default_text: str | None = None) -> None:
     from hpo.storage import DEFAULT_STORAGE
 
     p.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,
-        help=f"database URL or journal file path (default {DEFAULT_STORAGE})",
+        help=f"database URL or journal file path (default {default_text or DEFAULT_STORAGE})",
     )
 
 
@@ -71,6 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
+    from hpo.listing import summary_lines
     from hpo.objective import DataPool
     from hpo.space import load_space
     from hpo.storage import open_storage, shown
@@ -101,6 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "data": base_cfg.data_root,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    mode = _mode(args)
     with _StorageFailures(storage_url) as guard:
         study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
         guard.study = study
@@ -116,12 +118,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         if args.workers > 1:
-            code = _run_workers(args, study, storage_url, name, base_cfg, gpus)
+            code = _run_workers(args, study, storage_url, name, base_cfg, gpus, mode)
         else:
-            code = _run_here(args, study, space, device, pool, seed)
+            code = _run_here(args, study, space, device, pool, seed, mode)
         if args.worker:
             return code
-        print(_summary(study))
+        print("\n".join(summary_lines(study)))
         from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
 
         # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
@@ -138,27 +140,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _mode(args: argparse.Namespace) -> str:
+    """How this process shows progress (``hpo.progress``): a worker does what its parent
+    asked with the hidden --lines; otherwise the terminal and --quiet decide."""
+    from hpo.progress import output_mode
+
+    if args.worker:
+        return args.lines or "trials"
+    return output_mode(args.quiet)
+
+
+def _worker_prefix(args: argparse.Namespace) -> str:
+    from hpo.progress import worker_prefix
+
+    return worker_prefix() if args.worker else ""
+
+
 def _run_here(
-    args: argparse.Namespace, study: optuna.Study, space: SearchSpace, device, pool, seed: int
+    args: argparse.Namespace,
+    study: optuna.Study,
+    space: SearchSpace,
+    device,
+    pool,
+    seed: int,
+    mode: str,
 ) -> int:
     """One worker in this process; 130 after Ctrl-C (or SIGTERM), with no trial left RUNNING."""
     from hpo.artifacts import open_artifact_store
     from hpo.objective import Objective
+    from hpo.progress import Progress
     from hpo.recovery import release_own_trials
-    from hpo.study import run_until
+    from hpo.study import finished, run_until
 
-    objective = Objective(space, device=device, data=pool, store=open_artifact_store())
-    with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
+    progress = Progress(
+        args.trials, mode=mode, initial=finished(study), prefix=_worker_prefix(args)
+    )
+    objective = Objective(
+        space, device=device, data=pool, store=open_artifact_store(), on_epoch=progress.on_epoch
+    )
+    with progress:
         try:
             run_until(
                 study,
-                objective,
+                progress.started(objective),
                 args.trials,
                 timeout=args.timeout,
-                on_trial=on_trial,
+                on_trial=progress.on_trial,
                 suggest=space.suggest,
                 attrs={"sampler_seed": seed},
-                report=lambda line: print(line, flush=True),
+                report=progress.note,
             )
         except KeyboardInterrupt:
             release_own_trials(study, "interrupted")
@@ -173,11 +203,22 @@ def _run_workers(
     name: str,
     cfg: TrainConfig,
     gpus: list[str],
+    mode: str,
 ) -> int:
-    from hpo.workers import run_workers
+    from hpo.progress import Progress
+    from hpo.study import finished
+    from hpo.workers import child_lines, run_workers
 
     child = _worker_argv(args, storage_url, name, cfg.data_root, cfg.dataset)
-    return run_workers(study, child, args.workers, gpus, args.trials, quiet=args.quiet)
+    child += ["--lines", child_lines(mode)]
+    progress = Progress(
+        args.trials,
+        mode=mode,
+        initial=finished(study),
+        slots=args.workers,
+        desc=f"trials ({args.workers} workers)",
+    )
+    return run_workers(study, child, args.workers, gpus, args.trials, progress)
 
 
 class _StorageFailures:
@@ -312,7 +353,6 @@ def _worker_argv(
     argv = [
         "run",
         "--worker",
-        "--quiet",
         "--backbone",
         args.backbone,
         "--trials",
@@ -349,87 +389,18 @@ def _worker_argv(
     return argv
 
 
-class _progress:
-    """tqdm bar of finished trials with the best value so far, plus one line per trial."""
-
-    def __init__(self, study, total: int, quiet: bool = False) -> None:
-        self.study, self.total, self.quiet = study, total, quiet
-
-    def __enter__(self):
-        from tqdm.auto import tqdm
-
-        from hpo.study import finished
-
-        self.bar = tqdm(
-            total=self.total,
-            initial=min(finished(self.study), self.total),
-            desc="trials",
-            unit="trial",
-            disable=self.quiet,
-            dynamic_ncols=True,
-        )
-        return self.on_trial
-
-    def on_trial(self, study, trial) -> None:
-        from hpo.study import finished
-
-        value = "-" if trial.value is None else f"{trial.value:.4f}"
-        extra = trial.user_attrs.get("error", "")
-        line = (
-            f"trial {trial.number} {trial.state.name} value {value} epochs "
-            f"{trial.user_attrs.get('epochs_run', '?')} {trial.params} {extra}"
-        ).rstrip()
-        if self.quiet:
-            print(line)
-        else:
-            self.bar.write(line)
-        self.bar.n = min(finished(study), self.total)
-        with contextlib.suppress(ValueError):
-            self.bar.set_postfix(best=f"{study.best_value:.4f}")
-        self.bar.refresh()
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-
-def _summary(study) -> str:
-    from hpo.study import counts
-
-    c = counts(study)
-    lines = [
-        f"study {_name(study.study_name)}: {c['complete']} complete, {c['pruned']} pruned, "
-        f"{c['fail']} failed, {c['running']} running"
-    ]
-    try:
-        best = study.best_trial
-    except ValueError:
-        lines.append("no completed trial yet")
-        return "\n".join(lines)
-    from hpo.export import value_text
-
-    width = max(len(k) for k in best.params) if best.params else 10
-    lines.append(
-        f"best trial {best.number}: val mAP {value_text(best)}"
-        + (f" (rank1 {best.user_attrs['rank1']:.4f})" if "rank1" in best.user_attrs else "")
-    )
-    lines += [f"  {k:<{width}}  {v}" for k, v in best.params.items()]
-    if "confirm" not in study.user_attrs:
-        lines.append(
-            "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
-            "trials and the baseline on fresh seeds before you export"
-        )
-    return "\n".join(lines)
-
-
 def _cmd_confirm(args: argparse.Namespace) -> int:
     import optuna
+    from optuna.trial import TrialState
 
     from handreid.engine import resolve_device
     from hpo import confirm as cf
     from hpo.export import study_space
+    from hpo.lines import confirm_label, trial_line
     from hpo.objective import DataPool, Objective
+    from hpo.progress import Progress
     from hpo.study import load_study, open_storage
-    from hpo.workers import parse_gpus, run_workers
+    from hpo.workers import child_lines, parse_gpus, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.workers < 1:
@@ -458,31 +429,41 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
             flush=True,
         )
     code = 0
+    mode = _mode(args)
+    runs = companion.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in runs)
+    todo = sum(t.state == TrialState.WAITING for t in runs)
+    progress = Progress(
+        done + todo,
+        mode=mode,
+        initial=done,
+        slots=args.workers,
+        label=confirm_label,
+        line=lambda t: trial_line(t, label=confirm_label(t), params=False),
+        count=lambda trials: sum(t.state == TrialState.COMPLETE for t in trials),
+        best=False,
+        prefix=_worker_prefix(args),
+        desc="confirm runs" if args.workers == 1 else f"confirm runs ({args.workers} workers)",
+    )
     if args.workers > 1:
-        done = sum(t.state.name == "COMPLETE" for t in companion.get_trials(deepcopy=False))
-        todo = sum(t.state.name == "WAITING" for t in companion.get_trials(deepcopy=False))
         child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
         child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
-        child += ["--heartbeat", str(args.heartbeat)]
-        code = run_workers(companion, child, args.workers, gpus, done + todo, quiet=args.quiet)
+        child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]
+        code = run_workers(companion, child, args.workers, gpus, done + todo, progress)
     else:
         objective = Objective(
-            space, device=device, data=pool, prune_between_runs=False, keep_identity_ap=True
+            space,
+            device=device,
+            data=pool,
+            prune_between_runs=False,
+            keep_identity_ap=True,
+            on_epoch=progress.on_epoch,
         )
-
-        def on_run(_study, t) -> None:
-            if not args.quiet or args.worker:
-                value = "-" if t.value is None else f"{t.value:.4f}"
-                print(
-                    f"confirm run: trial {t.user_attrs.get('candidate')} seed "
-                    f"{t.user_attrs.get('confirm_seed')} {t.state.name} value {value}",
-                    flush=True,
-                )
-
-        try:
-            cf.work(companion, objective, on_run)
-        except KeyboardInterrupt:
-            code = 130
+        with progress:
+            try:
+                cf.work(companion, progress.started(objective), progress.on_trial)
+            except KeyboardInterrupt:
+                code = 130
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p)
@@ -515,46 +496,61 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from optuna.trial import TrialState
-
+    from hpo import listing
     from hpo.study import load_study
 
+    if args.top < 1:
+        raise UserError(f"--top={args.top}: must be at least 1")
     study = load_study(args.storage, args.study)
-    print(_summary(study))
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    top = sorted(done, key=lambda t: t.value, reverse=True)[:5]
-    if top:
-        print("top trials (val mAP +- SE):")
-        for t in top:
-            params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-            se = t.user_attrs.get("value_se")
-            value = f"{t.value:.4f}" + (f" +- {se:.4f}" if se is not None else "")
-            label = " baseline" if t.user_attrs.get("baseline") else ""
-            print(
-                f"  #{t.number:<4} mAP {value}{label}  "
-                f"epochs {t.user_attrs.get('epochs_run', '?'):<3} {params}"
-            )
-    from hpo.confirm import format_summary
+    if args.trial is not None:
+        trial = listing.find_trial(study, args.trial)
+        rows = listing.epoch_rows(study, trial)
+        if args.json:
+            _print_json({"trial": listing.trial_record(trial), "epochs": rows})
+        else:
+            from hpo.lines import trial_line
 
-    summary = study.user_attrs.get("confirm")
-    if summary:
-        print(format_summary(summary))
+            print(trial_line(trial))
+            print(listing.epoch_table(rows))
+        return 0
+    if args.json:
+        _print_json(listing.study_summary(study, top=args.top))
+    else:
+        print(listing.show_text(study, top=args.top))
     return 0
 
 
-def _name(name: str) -> str:
-    """A study name for the terminal: escaped when it holds control characters (a name chosen
-    by another user of a shared database must not move the cursor or clear the screen)."""
-    return name if name.isprintable() else repr(name)
+def _cmd_trials(args: argparse.Namespace) -> int:
+    from hpo import listing
+    from hpo.lines import trial_line
+    from hpo.study import load_study
+
+    study = load_study(args.storage, args.study)
+    trials = listing.select(study, args.state)
+    if args.json:
+        records = [listing.trial_record(t) for t in trials]
+        _print_json({"study": study.study_name, "trials": records})
+        return 0
+    if not trials:
+        which = f" in state {', '.join(args.state)}" if args.state else ""
+        print(f"study {listing.printable(study.study_name)} has no trials{which}")
+    for t in trials:
+        print(trial_line(t))
+    return 0
 
 
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def _print_json(data) -> None:
+    import json
+
+    from hpo.listing import json_ready
+
+    print(json.dumps(json_ready(data), indent=2, allow_nan=False))
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     import optuna
 
+    from hpo.listing import printable
     from hpo.storage import open_storage, shown
 
     storage = open_storage(args.storage, create=False)
@@ -563,7 +559,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(f"no studies in {shown(args.storage)}")
     for s in summaries:
         best = f"{s.best_trial.value:.4f}" if s.best_trial is not None else "-"
-        print(f"{_name(s.study_name):<32} trials {s.n_trials:<5} best val mAP {best}")
+        print(f"{printable(s.study_name):<32} trials {s.n_trials:<5} best val mAP {best}")
     return 0
 
 
@@ -614,34 +610,61 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def _study_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", help="study name (may be left out when the storage holds one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hpo", description=__doc__)
+    from handreid.clihelp import HelpFormatter
+    from hpo.listing import STATES, TOP
+    from hpo.report import ARTIFACTS_DIR
+    from hpo.space import builtin_spaces
+    from hpo.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
+    from hpo.study import PRUNERS, SAMPLERS
+
+    parser = _Parser(prog="hpo", description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
-        "run", help="run (or resume) a study until it holds --trials finished trials"
-    )
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+
+    p = command("run", "run (or resume) a study until it holds --trials finished trials")
     p.add_argument(
         "--backbone",
         required=True,
-        help="rn50, vitb16, tiny-vit, tiny-rn (a file in search_spaces/)",
+        choices=builtin_spaces(),
+        help="the search space shipped for this backbone (replaced by --space FILE); "
+        "also names the study",
     )
     p.add_argument("--trials", type=int, default=50, help="the study's total of finished trials")
     p.add_argument(
         "--data", help="dataset folder, or 'synthetic' to generate a demo set under studies/"
     )
-    p.add_argument("--dataset", choices=["11k", "hd", "folder"])
+    p.add_argument(
+        "--dataset",
+        choices=["11k", "hd", "folder"],
+        help="dataset layout (default: the search space's, 11k)",
+    )
     p.add_argument("--aspects", nargs="+", help="aspects to use, e.g. 'dorsal right' or all")
     p.add_argument(
         "--study",
         help=f"study name (default handreid-<backbone>); at most {MAX_NAME} characters, no '/', "
         "'\\', '..' or control characters, since outputs go to studies/<name>/",
     )
-    _storage_arg(p)
-    p.add_argument("--sampler", default="tpe", help="tpe, random or gp")
-    p.add_argument("--pruner", default="median", help="median, hyperband or none")
-    p.add_argument("--epochs", type=int, help="epochs per trial (overrides the space's base)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    _storage_arg(
+        p, f"{DEFAULT_STORAGE}; with --workers 2 or more the journal file {DEFAULT_JOURNAL}"
+    )
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler")
+    p.add_argument(
+        "--pruner",
+        default="median",
+        choices=PRUNERS,
+        help="stops trials whose val mAP falls behind, epoch by epoch",
+    )
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the search space's base)")
+    p.add_argument(
+        "--timeout", type=float, help="stop starting trials after this many seconds (default: none)"
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -652,11 +675,21 @@ def build_parser() -> argparse.ArgumentParser:
         "`handreid train`. Also the seed of --data synthetic (default 0)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--space", help="search-space YAML (default search_spaces/<backbone>.yaml)")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="fix a trainer key"
+        "--space", help="search-space YAML file (default: the one shipped for --backbone)"
     )
-    p.add_argument("--quiet", action="store_true", help="plain lines instead of a progress bar")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a trainer key (YAML-typed value); repeatable",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per finished trial only: no bar, status line or epoch lines",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -664,7 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing the study (default 1; with more, the default storage "
         "is the journal file studies/handreid.log)",
     )
-    p.add_argument("--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1")
+    p.add_argument(
+        "--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1 (default: none)"
+    )
     p.add_argument(
         "--heartbeat",
         type=int,
@@ -674,61 +709,90 @@ def build_parser() -> argparse.ArgumentParser:
         "this machine are checked by process id at once, on every storage",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)
 
-    p = sub.add_parser(
-        "confirm",
-        help="re-train the top trials and the baselines on fresh seeds; compare them paired",
+    p = command(
+        "confirm", "re-train the top trials and the baselines on fresh seeds; compare them paired"
     )
-    p.add_argument("--study", help="study name (may be omitted when the storage holds one)")
+    _study_arg(p)
     _storage_arg(p)
-    p.add_argument("--top", type=int, default=5, help="how many of the best trials (default 5)")
+    p.add_argument("--top", type=int, default=5, help="how many of the best trials")
     p.add_argument(
-        "--seeds", type=int, default=3, help="fresh training seeds per config (default 3)"
+        "--seeds", type=int, default=3, help="fresh training seeds per config (at least 2)"
     )
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1 (default: none)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--heartbeat", type=int, default=30, help="heartbeat seconds on database storages"
     )
-    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per finished run only: no bar, status line or epoch lines",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_confirm)
 
-    p = sub.add_parser("export", help="write a trial's complete trainer config as YAML")
-    p.add_argument("--study")
+    p = command("export", "write a trial's complete trainer config as YAML")
+    _study_arg(p)
     _storage_arg(p)
-    p.add_argument("--trial", type=int, help="trial number (default: the best)")
+    p.add_argument(
+        "--trial", type=int, help="trial number (default: the confirmed winner, else the best)"
+    )
     p.add_argument("--out", help="output YAML (default studies/<study>/best.yaml)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("show", help="best trial, counts and the top 5 of a study")
-    p.add_argument("--study")
+    p = command(
+        "show",
+        "counts, best trial, top trials, the best trial against the baseline, the confirmation; "
+        "or one trial's epochs",
+    )
+    _study_arg(p)
     _storage_arg(p)
+    p.add_argument("--top", type=int, default=TOP, help="how many of the best trials to list")
+    p.add_argument(
+        "--trial", type=int, metavar="N", help="show trial N and its per-epoch table instead"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_show)
 
-    p = sub.add_parser("ls", help="list the studies in a storage")
+    p = command("trials", "list a study's trials: state, value ± SE, time, epochs, why it ended")
+    _study_arg(p)
+    _storage_arg(p)
+    p.add_argument(
+        "--state",
+        nargs="+",
+        choices=STATES,
+        metavar="STATE",
+        help=f"only trials in these states: {', '.join(STATES)} (default: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_trials)
+
+    p = command("ls", "list the studies in a storage")
     _storage_arg(p)
     p.set_defaults(func=_cmd_ls)
 
-    from hpo.report import ARTIFACTS_DIR
-
-    p = sub.add_parser("report", help="HTML report: figures, top trials; refreshes the note")
-    p.add_argument("--study")
+    p = command("report", "HTML report: figures, top trials; refreshes the note")
+    _study_arg(p)
     _storage_arg(p)
     p.add_argument("--out", help="output folder (default studies/<study>/report)")
     p.add_argument("--top", type=int, default=10, help="rows in the table of best trials")
     p.add_argument("--no-png", action="store_true", help="skip the PNG export of the figures")
-    artifacts_help = f"artifact folder (default {ARTIFACTS_DIR})"
+    artifacts_help = "artifact folder"
     p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help=artifacts_help)
     p.add_argument("--no-artifacts", action="store_true", help="do not save study artifacts")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage (on 127.0.0.1)")
+    p = command("dashboard", "serve optuna-dashboard on the storage (on 127.0.0.1)")
     _storage_arg(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
     p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help=artifacts_help)
     p.set_defaults(func=_cmd_dashboard)
     return parser

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import optuna
 
+from hpo.progress import Progress
 from hpo.recovery import recover_stale
 from hpo.study import counts
 
@@ -60,24 +61,33 @@ def worker_env(index: int, gpus: Sequence[str], n_workers: int) -> dict[str, str
     return env
 
 
+def child_lines(mode: str) -> str:
+    """What a worker prints (its hidden --lines) when its parent shows progress in ``mode``:
+    a live parent draws every worker's status from the storage, so the workers stay silent;
+    otherwise each prints its own plain lines to the shared stdout."""
+    return {"live": "none", "epochs": "epochs", "trials": "trials"}.get(mode, "none")
+
+
 def run_workers(
     study: optuna.Study,
     child_argv: list[str],
     n: int,
     gpus: Sequence[str],
     total: int,
-    quiet: bool = False,
+    progress: Progress | None = None,
     poll: float = 1.0,
 ) -> int:
     """Start ``n`` ``hpo run`` workers on the study and wait for them.
 
     Ctrl-C / SIGTERM to this process is forwarded as SIGINT to every worker (each fails its
     running trial and exits); afterwards any trial a dead worker left RUNNING is failed.
-    Returns 0 once the study holds ``total`` finished trials (a worker that died on the way
-    is reported), 130 when interrupted, else the first worker's non-zero exit status.
+    ``progress`` (live mode) is polled once a second: the bar, each worker's trial, and a line
+    per finished trial. Returns 0 once the study holds ``total`` finished trials (a worker
+    that died on the way is reported), 130 when interrupted, else the first worker's non-zero
+    exit status.
     """
-    from tqdm.auto import tqdm
-
+    progress = progress or Progress(total, mode="none")
+    progress.seen(study)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "hpo.cli", *child_argv],
@@ -95,19 +105,16 @@ def run_workers(
                 p.send_signal(signal.SIGINT)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(
-        total=total, desc=f"trials ({n} workers)", unit="trial", disable=quiet, dynamic_ncols=True
-    )
     try:
-        while any(p.poll() is None for p in procs):
-            _update(bar, study, total)
-            time.sleep(poll)
-        _update(bar, study, total)
+        with progress:
+            while any(p.poll() is None for p in procs):
+                progress.poll(study)
+                time.sleep(poll)
+            progress.poll(study)
     except BaseException:
         _stop(procs)  # our own failure (the storage, say) must not leave workers running
         raise
     finally:
-        bar.close()
         for s, handler in old.items():
             signal.signal(s, handler)
     recover_stale(study)
@@ -137,13 +144,3 @@ def _stop(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
             p.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
-
-
-def _update(bar, study: optuna.Study, total: int) -> None:
-    c = counts(study)
-    bar.n = min(c["complete"] + c["pruned"], total)
-    try:
-        bar.set_postfix(best=f"{study.best_value:.4f}", running=c["running"])
-    except ValueError:
-        bar.set_postfix(running=c["running"])
-    bar.refresh()

@@ -685,7 +685,8 @@ HPO_CASES = [
         "run-unknown-backbone",
         "hpo",
         ("run", "--backbone", "rn5", "--data", "{synthetic}"),
-        "unknown backbone 'rn5'",
+        "argument --backbone: invalid choice: 'rn5' (choose from 'rn50', 'tiny-rn', 'tiny-vit', "
+        "'vitb16')",
     ),
     Case(
         "run-missing-data",
@@ -709,7 +710,7 @@ HPO_CASES = [
         "run-unknown-sampler",
         "hpo",
         (*RUN, "--data", "{synthetic}", "--sampler", "grid"),
-        "unknown sampler 'grid'",
+        "argument --sampler: invalid choice: 'grid' (choose from 'tpe', 'random', 'gp')",
     ),
     Case(
         "run-fix-searched-key",
@@ -854,7 +855,10 @@ HPO_CASES = [
     ),
     Case("run-no-data", "hpo", RUN, "no data: pass --data DIR"),
     Case(
-        "run-unknown-pruner", "hpo", (*RUN, "--data", "{synthetic}", "--pruner", "x"), "pruner 'x'"
+        "run-unknown-pruner",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--pruner", "x"),
+        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'none')",
     ),
     Case("run-epochs-zero", "hpo", (*RUN, "--data", "{synthetic}", "--epochs", "0"), "epochs=0"),
     Case(
@@ -999,6 +1003,52 @@ HPO_CASES = [
         ("show", "--storage", "{tmp}/notes.txt"),
         "is not an Optuna journal file",
         setup=write("notes.txt", "hello\n"),
+    ),
+    Case(
+        "show-trial-missing",
+        "hpo",
+        ("show", "--trial", "7"),
+        "study 'handreid-tiny-vit' has no trial 7 (trials 0..0)",
+        setup=study_in(),
+    ),
+    Case(
+        "show-trial-in-empty-study",
+        "hpo",
+        ("show", "--trial", "0", "--json"),
+        "has no trial 0 (no trials yet)",
+        setup=study_in(trials=()),
+    ),
+    Case("show-trial-not-int", "hpo", ("show", "--trial", "best"), "invalid int value: 'best'"),
+    Case("show-top-zero", "hpo", ("show", "--top", "0"), "--top=0: must be at least 1"),
+    Case("show-json-no-database", "hpo", ("show", "--json"), "no study database"),
+    Case("trials-no-database", "hpo", ("trials",), "no study database at studies/handreid.db"),
+    Case(
+        "trials-unknown-state",
+        "hpo",
+        ("trials", "--state", "done"),
+        "argument --state: invalid choice: 'done' (choose from 'complete', 'pruned', 'fail', "
+        "'running', 'waiting')",
+    ),
+    Case("trials-state-empty", "hpo", ("trials", "--state"), "argument --state: expected at least"),
+    Case(
+        "trials-no-study-named",
+        "hpo",
+        ("trials", "--json", "--study", "x"),
+        "no study named 'x'",
+        setup=study_in(),
+    ),
+    Case(
+        "trials-two-studies",
+        "hpo",
+        ("trials",),
+        "holds 2 studies",
+        setup=both(study_in(name="a"), study_in(name="b")),
+    ),
+    Case(
+        "confirm-unknown-option",
+        "hpo",
+        ("confirm", "--trials", "3"),
+        "hpo confirm: unrecognized arguments: --trials 3",
     ),
     Case("ls-no-database", "hpo", ("ls",), "no study database at studies/handreid.db"),
     Case("ls-journal-missing", "hpo", ("ls", "--storage", "{tmp}/none.log"), "not found"),

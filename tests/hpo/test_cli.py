@@ -51,7 +51,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     )
 
     code, out, _ = hpo(["show"], capsys)
-    assert code == 0 and "top trials (val mAP +- SE):" in out
+    assert code == 0 and "top trials (val mAP ± SE):" in out
     code, out, _ = hpo(["ls"], capsys)
     assert code == 0 and "handreid-tiny-vit" in out and "trials 6" in out
 

@@ -168,6 +168,8 @@ def run_argv(data: Path, storage: str, *extra: str) -> list[str]:
         "--quiet",
         "--set",
         "num_splits=1",
+        "--set",
+        "warmup_epochs=0",  # one epoch of warm-up would be all warm-up: a warning line
         *extra,
     ]
 
@@ -207,15 +209,15 @@ def test_a_full_sqlite_database_during_a_trial_is_one_line(
 
     monkeypatch.setattr(optuna.storages.RDBStorage, write, full_once)
     code, out, err = hpo(run_argv(synthetic_root, storage), capfd)
-    # the objective re-raises errors without their cause, so inside a trial the reason is
-    # Optuna's generic one; outside it, the database's own
-    reason = "database or disk is full" if write == "set_trial_state_values" else "commit"
-    assert_one_error_line(code, err, reason)
+    # the objective re-raises errors with their context: inside a trial too, the reason is
+    # the database's own
+    assert_one_error_line(code, err, "database or disk is full")
     study = optuna.load_study(study_name="s", storage=storage)
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL, "nothing is left RUNNING"
     assert "storage error" in trial.user_attrs["error"] or write != "set_trial_state_values"
-    assert sorted(os.listdir(tmp_path)) == ["s.db"], "no temporary file remains"
+    # studies/artifacts holds the trials' config.yaml
+    assert sorted(os.listdir(tmp_path)) == ["s.db", "studies"], "no temporary file remains"
 
 
 def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
@@ -241,7 +243,7 @@ def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
     assert path.read_bytes().endswith(b"\n"), "the torn record was cut off"
     study = optuna.load_study(study_name="s", storage=open_storage(str(path), create=False))
     assert [t.state for t in study.trials] == [TrialState.FAIL]
-    assert sorted(os.listdir(tmp_path)) == ["s.log"]
+    assert sorted(os.listdir(tmp_path)) == ["s.log", "studies"]  # studies/artifacts: configs
 
 
 def test_processes_opening_a_new_database_together_all_succeed(tmp_path):

@@ -1,0 +1,214 @@
+"""Short texts for terminals and logs: a trial in one line, an epoch in one line, numbers with
+3-4 significant figures and durations as ``3m05s``.
+
+``hpo run``, ``hpo confirm``, ``hpo show`` and ``hpo trials`` print trials with these, so a
+trial reads the same wherever it appears.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from handreid.errors import one_line
+
+WIDTH = 160  # longest line we print for a trial; parameters go on indented lines beyond it
+ERROR_CHARS = 110
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """``0.52``, ``3.1e-4``, ``64``: floats with ``digits`` significant figures, compactly."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if not math.isfinite(value) or value == 0:
+        return str(value) if value else "0"
+    if 1e-2 <= abs(value) < 1e4:
+        return f"{value:.{digits}g}"
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def duration(seconds: float | None) -> str:
+    """``4.2s``, ``45s``, ``3m05s``, ``2h07m``; ``?`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+
+
+def param_text(name: str, value: Any, max_chars: int = 32) -> str:
+    """``lr_modules=3.1e-4``; a string with spaces is quoted, a long one shortened."""
+    if isinstance(value, str):
+        text = value if len(value) <= max_chars else value[: max_chars - 1] + "…"
+        return f"{name}={text!r}" if (" " in text or not text) else f"{name}={text}"
+    return f"{name}={number(value)}"
+
+
+def _param_items(params: Mapping[str, Any]) -> list[str]:
+    return [param_text(k, v) for k, v in params.items()]
+
+
+def params_text(params: Mapping[str, Any]) -> str:
+    return " ".join(_param_items(params))
+
+
+def _packed(items: list[str], width: int) -> list[str]:
+    """``items`` joined by spaces into lines of at most ``width`` characters, never splitting
+    one (a quoted prompt template stays whole)."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 1 + len(item) <= width:
+            lines[-1] += " " + item
+        else:
+            lines.append(item)
+    return lines
+
+
+def runs_text(attrs: Mapping[str, Any]) -> str:
+    """``3 folds``, ``2 seeds``, ``3 folds x 2 seeds`` or ``1 split``: what a value averages."""
+    folds = int(attrs.get("n_folds") or 1)
+    repeats = int(attrs.get("n_repeats") or 1)
+    if folds == 1 and repeats == 1:
+        runs = len(attrs.get("fold_values") or [1])
+        return "1 split" if runs == 1 else f"{runs} seeds"
+    parts = ([f"{folds} folds"] if folds > 1 else []) + (
+        [f"{repeats} seeds"] if repeats > 1 else []
+    )
+    return " x ".join(parts)
+
+
+def value_text(value: float | None, se: float | None = None) -> str:
+    """``0.612 ± 0.031``: a val mAP with its standard error (3 decimals: 3 significant figures
+    for the values a useful trial reaches)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3f}" + (f" ± {se:.3f}" if se is not None and math.isfinite(se) else "")
+
+
+def trial_seconds(trial) -> float | None:
+    """Wall time of a trial: the objective's own count (all its runs), else Optuna's start
+    and end (a trial that failed before the objective recorded it)."""
+    seconds = trial.user_attrs.get("seconds")
+    if seconds is not None:
+        return float(seconds)
+    return trial.duration.total_seconds() if trial.duration is not None else None
+
+
+def trial_label(trial) -> str:
+    """``trial 12`` or ``trial 0 (baseline default)``."""
+    name = trial.user_attrs.get("baseline")
+    return f"trial {trial.number}" + (f" (baseline {name})" if name else "")
+
+
+def confirm_label(trial) -> str:
+    """``confirm trial 5 seed 2``: a run of ``hpo confirm`` (a trial of the companion study)."""
+    attrs = trial.user_attrs
+    return f"confirm trial {attrs.get('candidate', '?')} seed {attrs.get('confirm_seed', '?')}"
+
+
+_BETWEEN_RUNS = re.compile(r"best trial (\d+) on the same runs .*p=([0-9.]+)")
+
+
+def prune_text(attrs: Mapping[str, Any], values: Mapping[int, float]) -> str:
+    """``at fold 2/3, epoch 4 (val mAP 0.410)`` or ``after fold 2/3 (mean val mAP 0.402)``,
+    plus why, when the reason adds to where; ``values``: the trial's intermediate values."""
+    where = str(attrs.get("pruned_at") or "")
+    runs = attrs.get("fold_values") or []
+    if where.startswith("after") and runs:
+        text = f"{where} (mean val mAP {value_text(sum(runs) / len(runs))})"
+    else:
+        text = f"at {where}" if where else ""
+        if values:
+            text += f" (val mAP {value_text(values[max(values)])})"
+    reason = str(attrs.get("prune_reason") or "")
+    if reason.startswith("loss diverged"):
+        text += ": loss diverged"
+    elif match := _BETWEEN_RUNS.search(reason):
+        text += f": below trial {match[1]} on the same runs (p={match[2]})"
+    elif reason and not reason.startswith("pruned at"):
+        text += f": {_shortened(one_line(reason), 60)}"
+    return text.strip()
+
+
+def _shortened(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def trial_line(trial, *, label: str | None = None, params: bool = True, width: int = WIDTH) -> str:
+    """One trial for a terminal or a log; parameters move to indented lines when the whole
+    would pass ``width`` characters. Works for every state (a RUNNING trial shows its last
+    epoch when it recorded ``progress``)."""
+    attrs = trial.user_attrs
+    state = trial.state.name
+    head = f"{label or trial_label(trial)} {state}"
+    if state == "COMPLETE":
+        head += f" val mAP {value_text(trial.value, attrs.get('value_se'))} ({runs_text(attrs)})"
+    elif state == "PRUNED":
+        head += " " + prune_text(attrs, trial.intermediate_values)
+    elif (
+        state == "RUNNING"
+        and isinstance(attrs.get("progress"), Mapping)
+        and attrs["progress"].get("epoch")
+    ):
+        head += " · " + epoch_text(None, attrs["progress"])
+    parts = [head.rstrip()]
+    if attrs.get("epochs_run") is not None:
+        epochs = attrs["epochs_run"]
+        parts.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    if state == "RUNNING" and trial.datetime_start is not None:
+        elapsed = datetime.datetime.now() - trial.datetime_start
+        parts.append(f"{duration(elapsed.total_seconds())} so far")
+    elif state != "WAITING" and (seconds := trial_seconds(trial)) is not None:
+        parts.append(duration(seconds))
+    if state == "FAIL" and attrs.get("error"):
+        parts.append("error: " + _shortened(one_line(str(attrs["error"])), ERROR_CHARS))
+    if state == "WAITING" and attrs.get("retry_of") is not None:
+        parts.append(f"retry of trial {attrs['retry_of']}")
+    line = " · ".join(parts)
+    shown = params_text(trial.params) if params and trial.params else ""
+    if not shown:
+        return line
+    if len(line) + 3 + len(shown) <= width:
+        return f"{line} · {shown}"
+    return "\n".join([line, *("    " + r for r in _packed(_param_items(trial.params), width - 4))])
+
+
+def epoch_text(label: str | None, progress: Mapping[str, Any]) -> str:
+    """``trial 3 · fold 2/3 · epoch 4/8 · val mAP 0.412 · loss 2.31 · 3.1 s/epoch`` from a
+    progress record (``hpo.progress.progress_record``); ``label`` None leaves out the trial."""
+    parts = [label] if label else []
+    if progress.get("where"):
+        parts.append(str(progress["where"]))
+    parts.append(f"epoch {progress.get('epoch', '?')}/{progress.get('epochs', '?')}")
+    if progress.get("mAP") is not None:
+        parts.append(f"val mAP {value_text(progress['mAP'])}")
+    if progress.get("loss") is not None:
+        parts.append(f"loss {number(float(progress['loss']))}")
+    if progress.get("seconds") is not None:
+        parts.append(f"{float(progress['seconds']):.1f} s/epoch")
+    return " · ".join(parts)
+
+
+__all__ = [
+    "confirm_label",
+    "duration",
+    "epoch_text",
+    "number",
+    "params_text",
+    "prune_text",
+    "runs_text",
+    "trial_label",
+    "trial_line",
+    "value_text",
+]

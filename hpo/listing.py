@@ -1,0 +1,337 @@
+"""What ``hpo show`` and ``hpo trials`` print: a study's summary, its trials and a trial's epochs,
+as text for people and as JSON-ready dicts for programs (the same content in both)."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from handreid.errors import UserError
+from hpo.lines import WIDTH, number, params_text, runs_text, trial_seconds, value_text
+
+STATES = ("complete", "pruned", "fail", "running", "waiting")
+TOP = 5
+
+
+# ---- records (JSON-ready)
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN/inf as None, datetimes as ISO text and tuples as lists, so that
+    ``json.dumps(..., allow_nan=False)`` writes standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat(timespec="seconds")
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """One trial as ``hpo trials --json`` lists it."""
+    a = trial.user_attrs
+    record = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "value_se": a.get("value_se"),
+        "value_sd": a.get("value_sd"),
+        "runs": runs_text(a) if trial.state == TrialState.COMPLETE else None,
+        "fold_values": a.get("fold_values"),
+        "n_folds": a.get("n_folds"),
+        "n_repeats": a.get("n_repeats"),
+        "seconds": trial_seconds(trial),
+        "epochs": a.get("epochs_run"),
+        "best_epoch": a.get("best_epoch"),
+        "metrics": {k: a[k] for k in ("rank1", "rank5", "rank10", "mAP") if k in a},
+        "pruned_at": a.get("pruned_at"),
+        "prune_reason": a.get("prune_reason"),
+        "error": a.get("error"),
+        "status": a.get("status"),
+        "baseline": a.get("baseline"),
+        "retry_of": a.get("retry_of"),
+        "progress": a.get("progress") if trial.state == TrialState.RUNNING else None,
+        "started": trial.datetime_start,
+        "finished": trial.datetime_complete,
+        "params": dict(trial.params),
+    }
+    return json_ready(record)
+
+
+def select(study: optuna.Study, states: Iterable[str] | None = None) -> list[FrozenTrial]:
+    """The study's trials in the given states (``STATES``; all when None), by number."""
+    wanted = tuple(TrialState[s.upper()] for s in states) if states else None
+    return study.get_trials(deepcopy=False, states=wanted)
+
+
+def counts_of(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    out = {s: 0 for s in STATES}
+    for t in trials:
+        out[t.state.name.lower()] += 1
+    return out
+
+
+def top_trials(trials: Sequence[FrozenTrial], n: int = TOP) -> list[FrozenTrial]:
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return sorted(done, key=lambda t: t.value, reverse=True)[:n]
+
+
+def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
+    """The best trial against the baseline (``hpo.compare``) as plain data."""
+    from hpo.compare import compare_to_baseline
+
+    c = compare_to_baseline(study)
+    if c is None:
+        return None
+    finite = math.isfinite(c.diff_se)
+    lo, hi = c.diff_ci() if finite else (None, None)
+    return json_ready(
+        {
+            "best": c.best.number,
+            "baseline": c.baseline.number,
+            "baseline_name": c.baseline.user_attrs.get("baseline"),
+            "same_trial": c.same_trial,
+            "diff": c.diff,
+            "diff_se": c.diff_se if finite else None,
+            "ci95": [lo, hi] if finite else None,
+            "p": c.p_value() if finite else None,
+            "paired": c.paired,
+            "changes": [
+                {"name": ch.name, "baseline": _absent(ch.baseline), "best": _absent(ch.best)}
+                for ch in c.changes
+            ],
+            "text": c.value_line(),
+        }
+    )
+
+
+def _absent(value: Any) -> Any:
+    from hpo.compare import _ABSENT
+
+    return None if value is _ABSENT else value
+
+
+def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
+    """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
+    from hpo.confirm import verdict
+
+    trials = study.get_trials(deepcopy=False)
+    best = top_trials(trials, 1)
+    confirm = study.user_attrs.get("confirm")
+    return json_ready(
+        {
+            "study": study.study_name,
+            "direction": study.direction.name.lower(),
+            "counts": {**counts_of(trials), "total": len(trials)},
+            "best": trial_record(best[0]) if best else None,
+            "top": [trial_record(t) for t in top_trials(trials, top)],
+            "baselines": [t.number for t in trials if t.user_attrs.get("baseline")],
+            "baseline_comparison": comparison_record(study),
+            "confirm": confirm,
+            "confirm_verdict": verdict(confirm) if confirm else None,
+        }
+    )
+
+
+# ---- text
+def summary_lines(study: optuna.Study) -> list[str]:
+    """Counts and the best trial with its parameters, as ``hpo run`` ends and ``hpo show``
+    starts."""
+    from hpo.export import value_text as se_text
+
+    trials = study.get_trials(deepcopy=False)
+    c = counts_of(trials)
+    lines = [
+        f"study {printable(study.study_name)}: {c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['fail']} failed, {c['running']} running"
+    ]
+    best = top_trials(trials, 1)
+    if not best:
+        return [*lines, "no completed trial yet"]
+    b = best[0]
+    label = f" (baseline {b.user_attrs['baseline']})" if b.user_attrs.get("baseline") else ""
+    rank1 = f" (rank1 {b.user_attrs['rank1']:.4f})" if "rank1" in b.user_attrs else ""
+    lines.append(f"best trial {b.number}{label}: val mAP {se_text(b)}{rank1}")
+    width = max((len(k) for k in b.params), default=10)
+    lines += [f"  {k:<{width}}  {v}" for k, v in b.params.items()]
+    if "confirm" not in study.user_attrs:
+        lines.append(
+            "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
+            "trials and the baseline on fresh seeds before you export"
+        )
+    return lines
+
+
+def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, width: int = WIDTH) -> list[str]:
+    """The best ``n`` complete trials, value ± SE, baselines marked, parameters shortened."""
+    top = top_trials(trials, n)
+    if not top:
+        return []
+    labels = [
+        f"baseline {t.user_attrs['baseline']}" if t.user_attrs.get("baseline") else "" for t in top
+    ]
+    label_width = max(len(x) for x in labels)
+    lines = ["top trials (val mAP ± SE):"]
+    for t, label in zip(top, labels, strict=True):
+        head = (
+            f"  #{t.number:<5} {value_text(t.value, t.user_attrs.get('value_se')):<14} "
+            f"{'(' + runs_text(t.user_attrs) + ')':<11}"
+        )
+        if label_width:
+            head += f" {label:<{label_width}}"
+        rest = params_text(t.params)
+        room = width - len(head) - 2
+        if len(rest) > room:
+            rest = rest[: max(room - 1, 0)] + "…"
+        lines.append(f"{head}  {rest}".rstrip())
+    return lines
+
+
+def comparison_lines(study: optuna.Study) -> list[str]:
+    from hpo.compare import compare_to_baseline
+
+    c = compare_to_baseline(study)
+    if c is None:
+        return []
+    lines = [c.value_line()]
+    if not c.same_trial:
+        changes = c.change_lines()
+        lines.append("  parameters changed from the baseline:" if changes else "  same parameters")
+        lines += [f"    {line}" for line in changes]
+    return lines
+
+
+def show_text(study: optuna.Study, top: int = TOP) -> str:
+    """``hpo show``: summary, top trials, best vs baseline, and the confirm table if any."""
+    from hpo.confirm import format_summary
+
+    trials = study.get_trials(deepcopy=False)
+    lines = summary_lines(study) + top_lines(trials, top) + comparison_lines(study)
+    confirm = study.user_attrs.get("confirm")
+    if confirm:
+        lines.append(format_summary(confirm))
+    return "\n".join(lines)
+
+
+def printable(name: str) -> str:
+    """A name for the terminal: escaped when it holds control characters (a name chosen by
+    another user of a shared database must not move the cursor or clear the screen)."""
+    return name if name.isprintable() else repr(name)
+
+
+# ---- one trial's epochs
+def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.number == number:
+            return t
+    span = f"trials 0..{len(trials) - 1}" if trials else "no trials yet"
+    raise UserError(f"study {study.study_name!r} has no trial {number} ({span})")
+
+
+def epoch_rows(study: optuna.Study, trial: FrozenTrial) -> list[dict[str, Any]]:
+    """Per-epoch rows (run, fold, epoch, step, mAP) from the trial's intermediate values.
+
+    Steps are epochs spent over the trial's runs (``step = run * epochs + epoch``), so the
+    run and epoch follow from the config's ``epochs``; its ``val_folds`` gives the fold.
+    """
+    from hpo.export import trial_config
+
+    values = trial.intermediate_values
+    if not values:
+        return []
+    try:
+        cfg = trial_config(study, trial)
+        epochs, folds = cfg.epochs, cfg.val_folds
+    except UserError:  # a study that stored neither its space nor the trial's config
+        epochs, folds = None, int(trial.user_attrs.get("n_folds") or 1)
+    rows = []
+    for step in sorted(values):
+        run, epoch = divmod(step - 1, epochs) if epochs else (0, step - 1)
+        rows.append(
+            {"run": run, "fold": run % folds, "epoch": epoch + 1, "step": step, "mAP": values[step]}
+        )
+    return rows
+
+
+# (key, header, format) of the columns a row may have, in table order
+_COLUMNS = (
+    ("mAP", "val mAP", ".3f"),
+    ("rank1", "rank1", ".3f"),
+    ("rank5", "rank5", ".3f"),
+    ("rank10", "rank10", ".3f"),
+    ("loss", "loss", ".4g"),
+    ("id", "id", ".4g"),
+    ("tri", "tri", ".4g"),
+    ("supcon", "supcon", ".4g"),
+)
+
+
+def epoch_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A trial's epochs as a table, one row per validated epoch; ``*`` marks each run's best
+    val mAP. Rows hold ``run, fold, epoch, step, mAP`` and may hold ``loss, id, tri, supcon,
+    lr_*, rank1, rank5, rank10, seconds`` (a column appears when any row has it)."""
+    if not rows:
+        return "no validated epoch recorded"
+    runs = sorted({int(r.get("run", 0)) for r in rows})
+    folds = sorted({int(r.get("fold", 0)) for r in rows})
+    cols: list[tuple[str, str, Any]] = []
+    if len(runs) > 1 or folds != [0]:
+        cols.append(("fold", "fold", lambda v: str(int(v) + 1)))
+    if len(runs) > len(folds):
+        cols.append(("run", "run", lambda v: str(int(v) + 1)))
+    cols.append(("epoch", "epoch", str))
+    for key, header, fmt in _COLUMNS:
+        if any(r.get(key) is not None for r in rows):
+            cols.append((key, header, lambda v, f=fmt: format(float(v), f)))
+    lrs = sorted({k for r in rows for k in r if k.startswith("lr_")})
+    cols += [(k, k, lambda v: number(float(v), 2)) for k in lrs]
+    if any(r.get("seconds") is not None for r in rows):
+        cols.append(("seconds", "s", lambda v: f"{float(v):.1f}"))
+    best = {}
+    for r in rows:
+        run = int(r.get("run", 0))
+        if r.get("mAP") is not None and (run not in best or r["mAP"] > best[run]["mAP"]):
+            best[run] = r
+    cells = [[h for _, h, _ in cols] + [""]]
+    for r in rows:
+        line = [_cell(r.get(k), f) for k, _, f in cols]
+        line.append("*" if best.get(int(r.get("run", 0))) is r else "")
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols) + 1)]
+    text = [
+        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
+    return "\n".join([*text, "* best val mAP of the run"])
+
+
+def _cell(value: Any, fmt) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # a diverged loss says so
+    return fmt(value)
+
+
+__all__ = [
+    "STATES",
+    "comparison_record",
+    "epoch_rows",
+    "epoch_table",
+    "find_trial",
+    "json_ready",
+    "printable",
+    "select",
+    "show_text",
+    "study_summary",
+    "summary_lines",
+    "trial_record",
+]

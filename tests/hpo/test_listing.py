@@ -1,0 +1,249 @@
+"""`hpo show` and `hpo trials`: text for people, JSON for programs, a trial's epoch table."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from hpo import confirm as cf
+from hpo.cli import main
+from hpo.listing import epoch_rows, epoch_table
+from hpo.progress import PROGRESS_ATTR
+from hpo.space import parse_space
+from hpo.storage import open_storage
+from hpo.study import create_or_resume, run_until
+from tests.hpo.test_confirm import SPACE, objective, stub_fit
+
+
+def hpo(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def higher_lr_is_better(cfg) -> float:
+    return 0.5 + 3 * cfg.lr_modules
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A 3-fold study in SQLite: the baseline, four tuned trials, a confirmation, and one
+    trial in each other state (pruned, failed, running with progress, waiting)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('listing')}/s.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = parse_space(SPACE)
+    study = create_or_resume(
+        open_storage(url),
+        "s",
+        space,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+        context={"command": "test"},
+    )
+    fit = stub_fit(higher_lr_is_better)
+    run_until(study, objective(space, fit, prune_between_runs=False), 5)
+    p = cf.plan(study, 2, 2)
+    companion = cf.open_companion(study, study._storage)
+    cf.queue(study, companion, p)
+    cf.work(companion, objective(space, fit, prune_between_runs=False, keep_identity_ap=True))
+    study.set_user_attr("confirm", cf.summarize(study, companion, p))
+    lr = {"lr_modules": FloatDistribution(1e-4, 1e-1, log=True)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params={"lr_modules": 0.05},
+            distributions=lr,
+            intermediate_values={1: 0.2, 2: 0.25},
+            user_attrs={
+                "pruned_at": "fold 1/3, epoch 2",
+                "prune_reason": "pruned at fold 1/3, epoch 2 (mAP 0.2500)",
+                "epochs_run": 2,
+                "seconds": 8.0,
+            },
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"lr_modules": 0.02},
+            distributions=lr,
+            user_attrs={"error": "RuntimeError: CUDA error: device-side assert", "seconds": 3.0},
+        )
+    )
+    running = study.ask({"lr_modules": lr["lr_modules"]})
+    running.set_user_attr(PROGRESS_ATTR, {"where": "fold 2/3", "epoch": 1, "epochs": 3, "mAP": 0.5})
+    study.enqueue_trial({"lr_modules": 0.001}, user_attrs={"retry_of": 1})
+    return url, study
+
+
+def test_show_lists_value_se_baselines_the_change_from_the_baseline_and_the_confirmation(
+    stored, capsys
+):
+    url, study = stored
+    code, out, err = hpo(["show", "--storage", url], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "study s: 5 complete, 1 pruned, 1 failed, 1 running"
+    top = lines[lines.index("top trials (val mAP ± SE):") + 1 :][:5]
+    assert all(" ± " in line and "(3 folds)" in line for line in top)
+    assert sum("baseline hand-tuned" in line for line in top) == 1
+    best = study.best_trial
+    assert best.number != 0  # a tuned trial beat the baseline (trial 0)
+    assert f"best trial {best.number} vs baseline hand-tuned (trial 0): +0." in out
+    assert "paired by fold and seed" in out
+    changed = lines.index("  parameters changed from the baseline:")
+    assert lines[changed + 1] == f"    lr_modules: 0.001 -> {best.params['lr_modules']:.4g}"
+    confirm = lines.index(next(x for x in lines if x.startswith("confirmed on seeds [1, 2]")))
+    assert confirm > changed
+    assert all(len(line) <= 160 for line in lines[:confirm]), out
+
+
+def test_show_json_is_the_summary_for_programs(stored, capsys):
+    url, study = stored
+    code, out, _ = hpo(["show", "--storage", url, "--json", "--top", "3"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["study"] == "s"
+    assert data["counts"] == {
+        "complete": 5,
+        "pruned": 1,
+        "fail": 1,
+        "running": 1,
+        "waiting": 1,
+        "total": 9,
+    }
+    assert data["best"]["value"] == pytest.approx(study.best_value)
+    assert data["best"]["value_se"] > 0 and data["best"]["n_folds"] == 3
+    assert [t["number"] for t in data["top"]] == [
+        t.number
+        for t in sorted(
+            (t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value
+        )[:3]
+    ]
+    assert data["baselines"] == [0]
+    cmp = data["baseline_comparison"]
+    assert cmp["baseline"] == 0 and cmp["baseline_name"] == "hand-tuned"
+    assert cmp["diff"] == pytest.approx(study.best_value - study.trials[0].value)
+    assert data["confirm"]["seeds"] == [1, 2] and data["confirm_verdict"]
+
+
+def test_trials_lists_every_trial_with_its_state_and_why_it_ended(stored, capsys):
+    url, _ = stored
+    code, out, _ = hpo(["trials", "--storage", url], capsys)
+    assert code == 0
+    heads = [line for line in out.splitlines() if line.startswith("trial ")]
+    assert len(heads) == 9
+    assert heads[0].startswith("trial 0 (baseline hand-tuned) COMPLETE val mAP ")
+    assert heads[5].startswith("trial 5 PRUNED at fold 1/3, epoch 2 (val mAP 0.250) · 2 epochs")
+    assert heads[6].startswith("trial 6 FAIL · 3.0s · error: RuntimeError: CUDA error")
+    assert heads[7].startswith("trial 7 RUNNING · fold 2/3 · epoch 1/3 · val mAP 0.500 · ")
+    assert heads[8].startswith("trial 8 WAITING · retry of trial 1")
+
+    code, out, _ = hpo(["trials", "--storage", url, "--state", "pruned", "fail", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and [t["state"] for t in data["trials"]] == ["PRUNED", "FAIL"]
+    pruned, failed = data["trials"]
+    assert pruned["pruned_at"] == "fold 1/3, epoch 2" and pruned["seconds"] == 8.0
+    assert failed["error"].startswith("RuntimeError") and failed["params"] == {"lr_modules": 0.02}
+
+    code, out, _ = hpo(["trials", "--storage", url, "--state", "waiting", "--json"], capsys)
+    assert json.loads(out)["trials"][0]["state"] == "WAITING"
+    code, out, _ = hpo(
+        ["trials", "--storage", url, "--study", "s.confirm", "--state", "fail"], capsys
+    )
+    assert code == 0 and out == "study s.confirm has no trials in state fail\n"
+
+
+def test_show_trial_prints_its_epochs_by_fold(stored, capsys):
+    url, study = stored
+    code, out, _ = hpo(["show", "--storage", url, "--trial", "1"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("trial 1 COMPLETE val mAP ")
+    table = lines[lines.index(next(x for x in lines if x.startswith("fold"))) :]
+    assert table[0].split() == ["fold", "epoch", "val", "mAP"]
+    rows = [line.split() for line in table[1:-1]]
+    assert [(r[0], r[1]) for r in rows] == [(str(f), str(e)) for f in (1, 2, 3) for e in (1, 2, 3)]
+    assert [len(r) == 4 and r[3] == "*" for r in rows] == [False, False, True] * 3  # last is best
+    values = study.trials[1].intermediate_values
+    assert [float(r[2]) for r in rows] == pytest.approx([values[s] for s in range(1, 10)], abs=5e-4)
+
+    code, out, _ = hpo(["show", "--storage", url, "--trial", "1", "--json"], capsys)
+    data = json.loads(out)
+    assert data["trial"]["number"] == 1 and len(data["epochs"]) == 9
+    assert data["epochs"][3] == {"run": 1, "fold": 1, "epoch": 1, "step": 4, "mAP": values[4]}
+
+
+def test_epoch_table_takes_the_full_history_of_a_trial():
+    rows = [
+        {
+            "run": r,
+            "fold": r,
+            "epoch": e,
+            "step": 2 * r + e,
+            "mAP": m,
+            "loss": 2.0 / e,
+            "id": 1.5,
+            "tri": 0.3,
+            "supcon": 0.2,
+            "lr_modules": 3e-4 * e,
+            "lr_clip_visual": 1e-5,
+            "rank1": m + 0.1,
+            "rank5": 0.9,
+            "rank10": 1.0,
+            "seconds": 3.14159,
+        }
+        for r, pair in enumerate([(0.41, 0.45), (0.52, 0.50)])
+        for e, m in enumerate(pair, start=1)
+    ]
+    lines = epoch_table(rows).splitlines()
+    assert lines[0].split() == [
+        "fold",
+        "epoch",
+        "val",
+        "mAP",
+        "rank1",
+        "rank5",
+        "rank10",
+        "loss",
+        "id",
+        "tri",
+        "supcon",
+        "lr_clip_visual",
+        "lr_modules",
+        "s",
+    ]
+    assert lines[1].split() == [
+        "1",
+        "1",
+        "0.410",
+        "0.510",
+        "0.900",
+        "1.000",
+        "2",
+        "1.5",
+        "0.3",
+        "0.2",
+        "1e-5",
+        "3e-4",
+        "3.1",
+    ]
+    assert lines[2].endswith("*") and lines[3].endswith("*")  # each fold's best epoch
+    assert not lines[1].endswith("*") and not lines[4].endswith("*")
+    assert lines[-1] == "* best val mAP of the run"
+
+
+def test_epoch_rows_of_a_study_without_its_space_count_steps_as_epochs():
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.report(0.3, 1)
+    trial.report(0.4, 2)
+    study.tell(trial, 0.4)
+    rows = epoch_rows(study, study.trials[0])
+    assert [(r["fold"], r["epoch"], r["mAP"]) for r in rows] == [(0, 1, 0.3), (0, 2, 0.4)]
+    assert epoch_table(rows).splitlines()[0].split() == ["epoch", "val", "mAP"]
+    assert epoch_table([]) == "no validated epoch recorded"

@@ -176,7 +176,12 @@ def _run_here(
         args.trials, mode=mode, initial=finished(study), prefix=_worker_prefix(args)
     )
     objective = Objective(
-        space, device=device, data=pool, store=open_artifact_store(), on_epoch=progress.on_epoch
+        space,
+        device=device,
+        data=pool,
+        store=open_artifact_store(),
+        on_epoch=progress.on_epoch,
+        prune_between_runs=args.pruner != "none",  # 'none' means no pruning of any kind
     )
     with progress:
         try:

@@ -202,8 +202,32 @@ __all__ = [
     "DEFAULT_KEEP",
     "CheckpointKeeper",
     "copy_checkpoint",
+    "export_checkpoint",
     "could_enter",
     "top_numbers",
     "trial_checkpoint",
     "upper_bound",
 ]
+
+
+def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | Path, store=None):
+    """For ``hpo export --checkpoint``: copy the trial's checkpoint next to its exported YAML
+    (``best.yaml`` -> ``best.pt``); returns (path or None, the line to print)."""
+    from hpo.artifacts import ARTIFACTS_DIR, open_artifact_store
+
+    yaml_path = Path(yaml_path)
+    if store is None and ARTIFACTS_DIR.is_dir():
+        store = open_artifact_store(ARTIFACTS_DIR)
+    target = yaml_path.with_suffix(".pt")
+    storage = optuna_internals.storage_of(study)
+    path = copy_checkpoint(trial, storage, store, target) if store is not None else None
+    if path is None:
+        return None, (
+            f"trial {trial.number} has no checkpoint (`hpo run --keep-checkpoints K` keeps the "
+            f"best K complete trials' models); train it with: handreid train --config {yaml_path}"
+        )
+    size = path.stat().st_size / 2**20
+    return path, (
+        f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s first run, which "
+        f"handreid train reproduces): handreid evaluate --checkpoint {path}"
+    )

@@ -147,7 +147,13 @@ def _run_here(
     from hpo.recovery import release_own_trials
     from hpo.study import run_until
 
-    objective = Objective(space, device=device, data=pool, store=open_artifact_store())
+    objective = Objective(
+        space,
+        device=device,
+        data=pool,
+        store=open_artifact_store(),
+        keep_checkpoints=args.keep_checkpoints,
+    )
     with _progress(study, args.trials, quiet=args.quiet or args.worker) as on_trial:
         try:
             run_until(
@@ -333,6 +339,8 @@ def _worker_argv(
         args.device,
         "--heartbeat",
         str(args.heartbeat),
+        "--keep-checkpoints",
+        str(args.keep_checkpoints),
     ]
     for flag, value in (
         ("--seed", args.seed),
@@ -507,6 +515,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hpo.export import value_text
 
     print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
+    if args.checkpoint:
+        from hpo.checkpoints import export_checkpoint
+
+        print(export_checkpoint(study, trial, path)[1])
     summary = study.user_attrs.get("confirm")
     if summary and summary.get("winner") == trial.number:
         print(verdict(summary))
@@ -613,6 +625,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse turns the error into our one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -672,6 +695,15 @@ def build_parser() -> argparse.ArgumentParser:
         "silent for two intervals is dead and its trial is retried (0 disables); workers on "
         "this machine are checked by process id at once, on every storage",
     )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=_count,
+        default=3,
+        metavar="K",
+        help="keep the models of the best K complete trials as trial artifacts, removing those "
+        "that fall out of the top K (on a journal file the removed ones stay listed on their "
+        "trial pages); 0 keeps none (default 3)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)
 
@@ -700,6 +732,11 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_arg(p)
     p.add_argument("--trial", type=int, help="trial number (default: the best)")
     p.add_argument("--out", help="output YAML (default studies/<study>/best.yaml)")
+    p.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="also copy the trial's checkpoint next to the YAML (best.yaml -> best.pt)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("show", help="best trial, counts and the top 5 of a study")

@@ -234,7 +234,7 @@ class Objective:
                 for i, c in enumerate(configs)
             ]
             if self.keeper is not None:
-                self.keeper.sweep(trial)  # what earlier workers left (an interrupted trial's)
+                self._sweep(trial)  # what earlier workers left (an interrupted trial's)
             for index, run_cfg in enumerate(configs):
                 where = run_label(cfg, index)
                 # the study's pruner waits out the first run's warm-up (make_pruner); later
@@ -243,9 +243,9 @@ class Objective:
                 pruning = PruningCallback(
                     trial, offset=index * cfg.epochs, warmup=warmup, where=where
                 )
-                log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
+                epoch_log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
                 keep = (trial, len(configs)) if index == 0 and self.keeper is not None else None
-                runs.append(self._run(run_cfg, [log, pruning], where, keep))
+                runs.append(self._run(run_cfg, [epoch_log, pruning], where, keep))
                 if self.prune_between_runs and len(runs) < cfg.val_folds * cfg.val_repeats:
                     trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
                     reason = between_runs_prune(trial.study, [r.value for r in runs])
@@ -345,6 +345,12 @@ class Objective:
             self._snapshot = self.keeper.snapshot(result.model, result.data, cfg, self.device, val)
         except (OSError, RuntimeError) as exc:
             log.warning("warning: trial %d: could not save its checkpoint: %s", trial.number, exc)
+
+    def _sweep(self, trial: optuna.Trial) -> None:
+        try:
+            self.keeper.sweep(trial)
+        except Exception as exc:  # noqa: BLE001 - a store problem never costs a trial
+            log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
 
     def _discard_snapshot(self) -> None:
         from hpo.checkpoints import discard

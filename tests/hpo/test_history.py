@@ -220,3 +220,21 @@ def test_curves_png_is_small_and_draws_each_run():
 def test_load_history_by_number_needs_the_study():
     with pytest.raises(TypeError):
         load_history(optuna.storages.InMemoryStorage(), 0)
+
+
+def test_an_interrupted_trial_keeps_the_epochs_it_validated(tmp_path):
+    study, space = make_study()
+    store = open_artifact_store(tmp_path / "artifacts")
+
+    def fit(cfg, *, callbacks=(), device=None, data=None):
+        metrics = {"mAP": 0.3, "rank1": 0.3, "rank5": 0.3, "rank10": 0.3, "loss": 2.0}
+        for cb in callbacks:
+            cb(0, metrics)
+        raise KeyboardInterrupt  # Ctrl-C in the second epoch
+
+    objective = Objective(space, device="cpu", data=StubPool(), fit_fn=fit, store=store)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, n_trials=1)
+    doc = load_history_document(study, 0, store)
+    assert doc["status"] == "interrupted"
+    assert [(e["epoch"], e["mAP"]) for e in doc["epochs"]] == [(1, 0.3)]

@@ -209,6 +209,7 @@ class _Guarded:
         self.objective, self.total, self.suggest = objective, total, suggest
         self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
         self.storage_error: BaseException | None = None
+        self.storage_error_trial: int | None = None
         self.quiet = _QuietFailures()
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -224,7 +225,7 @@ class _Guarded:
             raise
         except Exception as exc:
             if failure_reason(exc):
-                self.storage_error = exc
+                self.storage_error, self.storage_error_trial = exc, trial.number
                 self.quiet.numbers.add(trial.number)
             raise
 
@@ -305,6 +306,9 @@ def run_until(
                     raise KeyboardInterrupt from None
                 raise
             if guarded.storage_error is not None:
+                if mine and mine[-1].number == guarded.storage_error_trial:
+                    with contextlib.suppress(Exception):  # the storage may refuse this as well
+                        requeue_baseline(study, mine[-1])
                 raise StorageFailure(failure_reason(guarded.storage_error) or "storage error")
             ran += 1
             last = mine[-1]

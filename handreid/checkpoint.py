@@ -27,8 +27,13 @@ def save_checkpoint(
     num_classes: int,
     aspects: tuple[str, ...],
     val: dict | None = None,
+    test: dict | None = None,
 ) -> None:
-    """Write atomically so an interrupted run never leaves a truncated checkpoint."""
+    """Write atomically so an interrupted run never leaves a truncated checkpoint.
+
+    ``val`` and ``test`` are the model's metrics when saved (best epoch's validation, test
+    report), kept so that ``handreid evaluate --checkpoint`` can be checked against them.
+    """
     from handreid.models.promptsg import uses_quick_gelu
 
     path = Path(path)
@@ -43,6 +48,7 @@ def save_checkpoint(
         "quick_gelu": uses_quick_gelu(model),
         "aspects": list(aspects),
         "val": val or {},
+        "test": test or {},
         "state_dict": state,
     }
     with atomic_file(path) as f:

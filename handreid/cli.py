@@ -110,6 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             num_classes=data.num_classes,
             aspects=data.aspects,
             val=metrics["val"] or {},
+            test=test,
         )
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 

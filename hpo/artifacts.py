@@ -48,6 +48,12 @@ def open_artifact_store(root: str | Path = ARTIFACTS_DIR):
     return FileSystemArtifactStore(root)
 
 
+def existing_artifact_store(root: str | Path = ARTIFACTS_DIR):
+    """The store at ``root`` when that folder exists, else None (reading commands create
+    nothing)."""
+    return open_artifact_store(root) if Path(root).is_dir() else None
+
+
 def artifact_metas(
     study_or_trial: optuna.Study | FrozenTrial, *, storage=None
 ) -> list[ArtifactMeta]:

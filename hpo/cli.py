@@ -182,6 +182,7 @@ def _run_here(
         store=open_artifact_store(),
         on_epoch=progress.on_epoch,
         prune_between_runs=args.pruner != "none",  # 'none' means no pruning of any kind
+        keep_checkpoints=args.keep_checkpoints,
     )
     with progress:
         try:
@@ -378,6 +379,8 @@ def _worker_argv(
         args.device,
         "--heartbeat",
         str(args.heartbeat),
+        "--keep-checkpoints",
+        str(args.keep_checkpoints),
     ]
     for flag, value in (
         ("--seed", args.seed),
@@ -494,6 +497,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hpo.export import value_text
 
     print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
+    if args.checkpoint:
+        from hpo.checkpoints import export_checkpoint
+
+        print(export_checkpoint(study, trial, path)[1])
     summary = study.user_attrs.get("confirm")
     if summary and summary.get("winner") == trial.number:
         print(verdict(summary))
@@ -508,8 +515,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         raise UserError(f"--top={args.top}: must be at least 1")
     study = load_study(args.storage, args.study)
     if args.trial is not None:
+        from hpo.artifacts import existing_artifact_store
+
         trial = listing.find_trial(study, args.trial)
-        rows = listing.epoch_rows(study, trial)
+        rows = listing.epoch_rows(study, trial, existing_artifact_store())
         if args.json:
             _print_json({"trial": listing.trial_record(trial), "epochs": rows})
         else:
@@ -619,6 +628,17 @@ def _study_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", help="study name (may be left out when the storage holds one)")
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse turns the error into our one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from handreid.clihelp import HelpFormatter
     from hpo.listing import STATES, TOP
@@ -713,6 +733,15 @@ def build_parser() -> argparse.ArgumentParser:
         "silent for two intervals is dead and its trial is retried (0 disables); workers on "
         "this machine are checked by process id at once, on every storage",
     )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=_count,
+        default=3,
+        metavar="K",
+        help="keep the models of the best K complete trials as trial artifacts, removing those "
+        "that fall out of the top K (on a journal file the removed ones stay listed on their "
+        "trial pages); 0 keeps none (default 3)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)
@@ -750,6 +779,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial", type=int, help="trial number (default: the confirmed winner, else the best)"
     )
     p.add_argument("--out", help="output YAML (default studies/<study>/best.yaml)")
+    p.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="also copy the trial's checkpoint next to the YAML (best.yaml -> best.pt)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = command(

@@ -24,6 +24,10 @@ class ParamChange:
     baseline: Any  # _ABSENT -> shown as "-" (inactive in that trial, e.g. ArcFace keys)
     best: Any
 
+    def texts(self) -> tuple[str, str]:
+        """(baseline, best) as shown: 4 significant figures, "-" where the key was inactive."""
+        return _show(self.baseline), _show(self.best)
+
 
 @dataclass(frozen=True)
 class BaselineComparison:

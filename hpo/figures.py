@@ -1,5 +1,6 @@
-"""The plotly figures of a study that optuna-dashboard does not draw itself, and the two the
-standalone report adds (intermediate values with pruned trials marked, importances).
+"""The plotly figures of a study that optuna-dashboard does not draw itself, and those the
+standalone report adds (the curves of the top trials, intermediate values with pruned trials
+marked, importances).
 
 The dashboard draws optimisation history, importances and intermediate values on its own
 pages; copies saved into the study would only repeat those panels.
@@ -19,6 +20,7 @@ TARGET = "val mAP"
 FIGURES = {  # name -> title, in page order
     "parallel": "Parallel coordinates: parameters and val mAP",
     "value_se": "val mAP ± SE per trial (over validation folds)",
+    "curves": "Curves of the top trials: val mAP and train loss per epoch",
     "intermediate": "Intermediate values: val mAP per epoch, what the pruner saw",
     "importances": "Parameter importances for val mAP",
 }
@@ -34,6 +36,8 @@ _ABBREV = {
     "transformer": "tf",
 }
 _BASELINE, _OTHER, _PRUNED = "#d62728", "#1f77b4", "#999999"
+CURVE_TRIALS = 5  # trials in the curves figure
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
 @dataclass
@@ -205,6 +209,76 @@ def intermediate_figure(study: optuna.Study) -> tuple[object | None, str | None]
     return fig, None
 
 
+def _runs_apart(entries: list[dict], key: str) -> tuple[list, list]:
+    """x (step) and y of ``key`` with a gap between runs, so runs are not joined by a line."""
+    xs: list = []
+    ys: list = []
+    last_run = None
+    for e in sorted(entries, key=lambda e: e["step"]):
+        if last_run is not None and e["run"] != last_run:
+            xs.append(None)
+            ys.append(None)
+        xs.append(e["step"])
+        ys.append(e.get(key))
+        last_run = e["run"]
+    return xs, ys
+
+
+def curves_figure(study: optuna.Study, store=None, n: int = CURVE_TRIALS):
+    """val mAP and train loss per epoch of the ``n`` best complete trials, from their history
+    artifacts when ``store`` has them, else val mAP from their intermediate values."""
+    from plotly.subplots import make_subplots
+
+    from handreid.errors import UserError
+    from hpo.history import intermediate_history, load_history
+
+    top = sorted(completed(study), key=lambda t: t.value, reverse=True)[:n]
+    top = [t for t in top if t.intermediate_values]
+    if not top:
+        return None, "no completed trial has reported a per-epoch value yet"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(TARGET, "train loss"))
+    has_loss, several_runs = False, False
+    for i, t in enumerate(top):
+        try:
+            entries = load_history(study, t, store)
+        except UserError:  # an unreadable artifact: the intermediate values still tell
+            entries = intermediate_history(t)
+        base = t.user_attrs.get("baseline")
+        colour = _BASELINE if base else _PALETTE[i % len(_PALETTE)]
+        several_runs |= len({e["run"] for e in entries}) > 1
+        for col, key in ((1, "mAP"), (2, "loss")):
+            xs, ys = _runs_apart(entries, key)
+            if not any(y is not None for y in ys):
+                continue
+            has_loss |= key == "loss"
+            fig.add_scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                line=dict(color=colour, width=1.5, dash="dash" if base else "solid"),
+                marker=dict(size=4, color=colour),
+                name=f"{_label(t)}: {t.value:.4f}",
+                legendgroup=str(t.number),
+                showlegend=col == 1,
+                hovertemplate=f"{_label(t)}<br>step %{{x}}: %{{y:.4f}}<extra></extra>",
+                row=1,
+                col=col,
+            )
+    if not has_loss:
+        fig.add_annotation(
+            text="no epoch histories stored<br>(trials from before they were kept)",
+            showarrow=False,
+            x=0.5,
+            y=0.5,
+            xref="x2 domain",
+            yref="y2 domain",
+        )
+    steps = max(max(t.intermediate_values) for t in top)
+    title = "epoch (runs one after another)" if several_runs else "epoch"
+    fig.update_xaxes(title=title, dtick=_whole_dtick(steps))
+    return fig, None
+
+
 def importances_figure(study: optuna.Study) -> tuple[object | None, str | None, str]:
     from optuna import visualization as vis
 
@@ -222,8 +296,9 @@ def importances_figure(study: optuna.Study) -> tuple[object | None, str | None, 
     return fig, None, caveat
 
 
-def study_figures(study: optuna.Study, names=tuple(FIGURES)) -> Figures:
-    """The figures in ``names`` that can be drawn now; the others in ``skipped`` with a reason."""
+def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figures:
+    """The figures in ``names`` that can be drawn now; the others in ``skipped`` with a reason.
+    ``store``: the artifact store holding the trials' epoch histories (for ``curves``)."""
     out = Figures({})
     for name in names:
         title = FIGURES[name]
@@ -234,6 +309,8 @@ def study_figures(study: optuna.Study, names=tuple(FIGURES)) -> Figures:
                     out.legends[name] = legend
             elif name == "value_se":
                 fig, why = value_se_figure(study)
+            elif name == "curves":
+                fig, why = curves_figure(study, store)
             elif name == "intermediate":
                 fig, why = intermediate_figure(study)
             else:

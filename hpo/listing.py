@@ -237,14 +237,20 @@ def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
     raise UserError(f"study {study.study_name!r} has no trial {number} ({span})")
 
 
-def epoch_rows(study: optuna.Study, trial: FrozenTrial) -> list[dict[str, Any]]:
-    """Per-epoch rows (run, fold, epoch, step, mAP) from the trial's intermediate values.
+def epoch_rows(study: optuna.Study, trial: FrozenTrial, store=None) -> list[dict[str, Any]]:
+    """Per-epoch rows of a trial: its ``history.json`` artifact when ``store`` holds one (loss
+    terms, learning rates, Rank-1/5/10, seconds too), else from its intermediate values (run,
+    fold, epoch, step, mAP).
 
     Steps are epochs spent over the trial's runs (``step = run * epochs + epoch``), so the
     run and epoch follow from the config's ``epochs``; its ``val_folds`` gives the fold.
     """
     from hpo.export import trial_config
+    from hpo.history import load_history_document
 
+    document = load_history_document(study, trial, store)
+    if document is not None:
+        return document["epochs"]
     values = trial.intermediate_values
     if not values:
         return []

@@ -11,6 +11,7 @@ uncertainty.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import statistics
 import time
@@ -28,6 +29,7 @@ from handreid.stats import bootstrap_se, mean_se
 from hpo.pruning import PruningCallback, between_runs_prune
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
+log = logging.getLogger("hpo")
 
 
 class DataPool:
@@ -168,6 +170,11 @@ class Objective:
     runs' best epochs, ``best_epoch`` (median), ``best_epochs``, ``epochs_run``, ``seconds``,
     ``peak_memory_mb``, ``status``, ``split_digest``; ``pruned_at`` and ``prune_reason`` for
     pruned trials, ``error`` for failures.
+
+    With a store, every trial that validated at least one epoch (complete, pruned, failed or
+    interrupted) also gets its epoch history as the artifacts ``history.json`` and
+    ``curves.png`` (``hpo.history``), and with ``keep_checkpoints`` K > 0 the best K complete
+    trials keep a model as ``checkpoint.pt`` (``hpo.checkpoints``).
     """
 
     def __init__(
@@ -181,6 +188,7 @@ class Objective:
         keep_identity_ap: bool = False,
         store=None,
         on_epoch: Callable[[optuna.Trial, EpochRecord], None] | None = None,
+        keep_checkpoints: int = 0,
     ) -> None:
         self.space = space
         self.device = resolve_device(device)
@@ -191,18 +199,32 @@ class Objective:
         self.store = store  # artifact store for each trial's config.yaml (None: digest only)
         self.on_epoch = on_epoch  # called after every validated epoch (progress lines)
         self.epochs: list[EpochRecord] = []  # the current trial's history, every run
+        self.keeper = None
+        if store is not None and keep_checkpoints > 0:
+            from hpo.checkpoints import CheckpointKeeper
+
+            self.keeper = CheckpointKeeper(store, keep_checkpoints)
+        self._plan: list[dict] = []  # the current trial's runs: run, fold, seed, epochs
+        self._snapshot = None  # run 0's model, waiting for the trial's value (hpo.checkpoints)
 
     def __call__(self, trial: optuna.Trial) -> float:
         start = time.perf_counter()
         runs: list[RunResult] = []
         pruning = None
-        self.epochs = []
+        self.epochs, self._plan = [], []
         try:
             cfg = self.space.config(self.space.suggest(trial))
             self._record_config(trial, cfg)
             # a trial runs on the base seeds; ``hpo confirm`` sets an offset for fresh ones
             offset = int(trial.user_attrs.get("seed_offset", 0))
-            for index, run_cfg in enumerate(run_configs(cfg, offset)):
+            configs = run_configs(cfg, offset)
+            self._plan = [
+                {"run": i, "fold": c.val_fold, "seed": c.seed, "epochs": c.epochs}
+                for i, c in enumerate(configs)
+            ]
+            if self.keeper is not None:
+                self._sweep(trial)  # what earlier workers left (an interrupted trial's)
+            for index, run_cfg in enumerate(configs):
                 where = run_label(cfg, index)
                 # the study's pruner waits out the first run's warm-up (make_pruner); later
                 # runs restart the schedule, so their warm-up epochs are skipped here
@@ -210,8 +232,9 @@ class Objective:
                 pruning = PruningCallback(
                     trial, offset=index * cfg.epochs, warmup=warmup, where=where
                 )
-                log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
-                runs.append(self._run(run_cfg, [log, pruning], where))
+                epoch_log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
+                keep = (trial, len(configs)) if index == 0 and self.keeper is not None else None
+                runs.append(self._run(run_cfg, [epoch_log, pruning], where, keep))
                 if self.prune_between_runs and len(runs) < cfg.val_folds * cfg.val_repeats:
                     trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
                     reason = between_runs_prune(trial.study, [r.value for r in runs])
@@ -248,8 +271,15 @@ class Objective:
             )
             self._released(exc)
             raise  # keeps the exception's context: a storage error names its cause
+        except KeyboardInterrupt:
+            self._discard_snapshot()
+            self._save_history(trial, "interrupted")
+            raise
         self._release()
-        return self._finish(trial, cfg, runs, start)
+        try:
+            return self._finish(trial, cfg, runs, start)
+        finally:
+            self._discard_snapshot()
 
     def _record_config(self, trial: optuna.Trial, cfg: TrainConfig) -> None:
         """A short digest attribute (a 1.5 kB config attribute made the dashboard's trial page
@@ -262,7 +292,10 @@ class Objective:
             for key, value in config_attrs(cfg).attrs.items():
                 trial.set_user_attr(key, value)
 
-    def _run(self, cfg: TrainConfig, callbacks: list, where: str = "") -> RunResult:
+    def _run(
+        self, cfg: TrainConfig, callbacks: list, where: str = "", keep_model=None
+    ) -> RunResult:
+        """One fit(); ``keep_model`` = (trial, runs) snapshots the model for a checkpoint."""
         data = self.data.get(cfg)
         result = self.fit_fn(cfg, callbacks=callbacks, device=self.device, data=data)
         try:
@@ -270,6 +303,8 @@ class Objective:
                 raise optuna.TrialPruned(
                     f"loss diverged (not finite) in {where}epoch {result.epochs_run}"
                 )
+            if keep_model is not None:
+                self._snapshot_model(cfg, result, *keep_model)
             splits = getattr(result.data, "splits", None)
             return RunResult(
                 fold=cfg.val_fold,
@@ -287,6 +322,41 @@ class Objective:
         finally:
             result.model = result.data = None
 
+    def _snapshot_model(self, cfg: TrainConfig, result, trial: optuna.Trial, runs: int) -> None:
+        """Save run 0's model when the trial can still enter the top K (``hpo.checkpoints``);
+        a failure to save is a warning, never the trial's end."""
+        from hpo.checkpoints import upper_bound
+
+        if not self.keeper.wants(trial, upper_bound(float(result.best_map), runs)):
+            return
+        val = {**result.best, "epoch": result.best_epoch + 1}
+        try:
+            self._snapshot = self.keeper.snapshot(result.model, result.data, cfg, self.device, val)
+        except (OSError, RuntimeError) as exc:
+            log.warning("warning: trial %d: could not save its checkpoint: %s", trial.number, exc)
+
+    def _sweep(self, trial: optuna.Trial) -> None:
+        try:
+            self.keeper.sweep(trial)
+        except Exception as exc:  # noqa: BLE001 - a store problem never costs a trial
+            log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
+
+    def _discard_snapshot(self) -> None:
+        from hpo.checkpoints import discard
+
+        discard(self._snapshot)
+        self._snapshot = None
+
+    def _save_history(self, trial: optuna.Trial, status: str) -> None:
+        """history.json and curves.png for a trial that validated at least one epoch."""
+        if self.store is None or not self.epochs:
+            return
+        from hpo.history import history_document, save_history
+
+        save_history(
+            trial, self.store, history_document(trial.number, status, self._plan, self.epochs)
+        )
+
     def _finish(
         self, trial: optuna.Trial, cfg: TrainConfig, runs: list[RunResult], start: float
     ) -> float:
@@ -297,9 +367,18 @@ class Objective:
             attrs["run_identity_ap"] = [
                 {k: [round(v[0], 6), int(v[1])] for k, v in r.identity_ap.items()} for r in runs
             ]
+        value = statistics.fmean(r.value for r in runs)
+        if self._snapshot is not None:
+            snapshot, self._snapshot = self._snapshot, None
+            try:
+                self.keeper.offer(trial, value, snapshot)
+            except Exception as exc:  # noqa: BLE001 - the trial's value stands without it
+                log.warning(
+                    "warning: trial %d: could not keep its checkpoint: %s", trial.number, exc
+                )
         self._record(trial, status=status, runs=runs, pruning=None, start=start, **attrs)
         _remember_identities(trial, runs)
-        return statistics.fmean(r.value for r in runs)
+        return value
 
     def _released(self, exc: BaseException) -> BaseException:
         """Drop the traceback's frames (they hold the model, optimiser and batches) and free
@@ -307,6 +386,7 @@ class Objective:
         device as it found it."""
         traceback.clear_frames(exc.__traceback__)
         exc.__traceback__ = None
+        self._discard_snapshot()
         self._release()
         return exc
 
@@ -329,6 +409,7 @@ class Objective:
             trial.set_user_attr("error", error)
         for key, value in extra.items():
             trial.set_user_attr(key, value)
+        self._save_history(trial, status)
 
     def _release(self) -> None:
         """Free the model and optimiser now, not when the next trial happens to collect them."""

@@ -6,15 +6,18 @@ Why it exists: Optuna stores artifact metadata and optuna-dashboard stores saved
 study system attributes, and no storage can delete a system attribute. optuna-dashboard's
 "delete artifact" button (and older hpo versions) marked a removed artifact with a JSON ``null``,
 after which ``optuna.artifacts.get_all_artifact_meta`` raises ``TypeError``; a figure saved
-under an id stays on the study page for good.
+under an id stays on the study page for good. A trial's checkpoint that falls out of the
+study's top K leaves the same kind of entry on the trial, which only a database can delete.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study/trial system-attribute key prefix
 FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_object's prefix
@@ -23,6 +26,12 @@ FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_obj
 def _backend(study: optuna.Study):
     storage = study._storage
     return getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in _CachedStorage
+
+
+def storage_of(study: optuna.Study):
+    """The study's storage, for calls that take one with a finished trial
+    (``get_all_artifact_meta(frozen_trial, storage=...)``); Optuna exposes it only privately."""
+    return study._storage
 
 
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
@@ -78,5 +87,33 @@ def delete_study_system_attrs(study: optuna.Study, keys: Iterable[str]) -> bool:
             attrs = storage._studies[study._study_id].system_attrs
             for key in keys:
                 attrs.pop(key, None)
+        return True
+    return False
+
+
+def delete_trial_system_attrs(storage, trial: FrozenTrial, keys: Iterable[str]) -> bool:
+    """Delete system attributes of a finished trial; False where the storage cannot (journal).
+
+    Optuna refuses every write to a finished trial, and caches finished trials of a database
+    in the process that read them: this process may still list the deleted keys, a new one
+    (the dashboard started afterwards, ``hpo export``) does not.
+    """
+    keys = sorted(set(keys))
+    if not keys:
+        return True
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        import sqlalchemy as sa
+
+        table = sa.table("trial_system_attributes", sa.column("trial_id"), sa.column("key"))
+        stmt = sa.delete(table).where(table.c.trial_id == trial._trial_id, table.c.key.in_(keys))
+        with backend.engine.begin() as conn:
+            conn.execute(stmt)
+        return True
+    if isinstance(backend, optuna.storages.InMemoryStorage):
+        with backend._lock:
+            frozen = copy.copy(backend._get_trial(trial._trial_id))
+            frozen.system_attrs = {k: v for k, v in frozen.system_attrs.items() if k not in keys}
+            backend._set_trial(trial._trial_id, frozen)
         return True
     return False

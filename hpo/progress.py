@@ -32,8 +32,18 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.lines import duration, epoch_text, trial_label, trial_line
 
 PROGRESS_ATTR = "progress"
+ENDED = "ended"  # the progress attribute of a trial that is no longer running
 MODES = ("live", "epochs", "trials", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _progress_ended(trial: optuna.Trial) -> None:
+    """A finished trial's progress is its history now: a short word replaces the last epoch's
+    record, which the dashboard prints on one unbroken line (wider than the window)."""
+    try:
+        trial.set_user_attr(PROGRESS_ATTR, ENDED)
+    except Exception:  # noqa: BLE001 - the trial's own outcome (or storage error) comes first
+        pass
 
 
 def output_mode(quiet: bool, out: IO | None = None, err: IO | None = None) -> str:
@@ -168,7 +178,11 @@ class Progress:
                 trial.set_user_attr(PROGRESS_ATTR, {"worker": worker})
             if self.mode == "live":
                 self._set_status(0, f"{self._label(trial)} · first epoch")
-            return objective(trial)
+            try:
+                return objective(trial)
+            finally:
+                if self.record and PROGRESS_ATTR in trial.user_attrs:
+                    _progress_ended(trial)
 
         return run
 

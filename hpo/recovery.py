@@ -76,7 +76,8 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
     """Fail RUNNING trials whose worker died, and queue each for a retry.
 
     A worker process on this machine that no longer runs is seen at once, on every storage:
-    its trial is failed and re-queued with the user attribute ``retry_of``. Workers on other
+    its trial is failed and re-queued with the user attribute ``retry_of`` (and a baseline's
+    ``baseline`` label). Workers on other
     machines are found by heartbeat on database storages (after the grace period, through
     Optuna, whose retry callback records ``failed_trial``). ``report`` gets one line per
     retried trial. Returns the numbers of the trials failed here.
@@ -106,7 +107,7 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
                     f"not queued again after {MAX_RETRIES} retries of the same parameters"
                 )
             continue
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        study.enqueue_trial(_params(t), user_attrs=_retry_attrs(t))
         if report:
             report(
                 f"trial {t.number}: its worker {worker} is no longer running; "
@@ -131,6 +132,51 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
     return failed
 
 
+def _params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The parameters to queue a trial again with: an enqueued trial (baseline, retry) that
+    stopped before it drew them has them only as Optuna's fixed parameters."""
+    return dict(trial.system_attrs.get("fixed_params") or trial.params)
+
+
+def _retry_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"retry_of": trial.number}
+    if trial.user_attrs.get("baseline"):
+        attrs["baseline"] = trial.user_attrs["baseline"]
+    return attrs
+
+
+def requeue_baseline(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    report: Callable[[str], None] | None = None,
+) -> bool:
+    """Queue a baseline trial that failed or was interrupted again, with its label.
+
+    Once per failure: nothing is queued if a retry of this trial exists already (Ctrl-C, a
+    storage failure and a dead worker can each see the same trial); and not after
+    ``MAX_RETRIES`` retries along one chain, so a baseline that always crashes cannot loop.
+    A sampled trial is not queued again: the sampler draws a new one. Returns whether a
+    retry was queued.
+    """
+    name = trial.user_attrs.get("baseline")
+    if not name:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get("retry_of") == trial.number for t in trials):
+        return False
+    if _retries(trial, trials) >= MAX_RETRIES:
+        if report:
+            report(
+                f"trial {trial.number}: baseline {name} failed again; not queued after "
+                f"{MAX_RETRIES} retries"
+            )
+        return False
+    study.enqueue_trial(_params(trial), user_attrs=_retry_attrs(trial))
+    if report:
+        report(f"trial {trial.number}: baseline {name} did not finish; queued again")
+    return True
+
+
 def _retries(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> int:
     """How many retries of dead workers' trials led to ``trial``."""
     by_number = {t.number: t for t in trials}
@@ -144,8 +190,8 @@ def _retries(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTr
 
 def release_own_trials(study: optuna.Study, reason: str) -> list[int]:
     """Fail the trials this process left RUNNING (after Ctrl-C or a storage error), as far as
-    the storage still takes writes; a trial that cannot be failed now is found dead by PID or
-    heartbeat on the next start."""
+    the storage still takes writes, and queue a baseline among them again; a trial that cannot
+    be failed now is found dead by PID or heartbeat on the next start."""
     me, released = worker_id(), []
     try:
         trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -158,6 +204,7 @@ def release_own_trials(study: optuna.Study, reason: str) -> list[int]:
             study._storage.set_trial_user_attr(t._trial_id, "error", reason)
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             released.append(t.number)
+            requeue_baseline(study, t)
         except Exception:  # noqa: BLE001 - best effort, see above
             continue
     return released

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from hpo import optuna_internals
@@ -28,6 +28,7 @@ from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from her
     repair_artifact_entries,
     save_space,
 )
+from hpo.compare import compare_to_baseline
 from hpo.export import value_text
 from hpo.figures import (
     DASHBOARD_FIGURES,
@@ -105,6 +106,7 @@ def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
             lines += [", ".join(metrics), ""]
         lines += ["| parameter | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(v)} |" for k, v in best.params.items()]
+    lines += _baseline_lines(study)
     if legend:
         lines += ["", "Figure labels: " + "; ".join(f"`{item}`" for item in legend)]
     lines += [
@@ -116,6 +118,50 @@ def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def baselines(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial that ran a baseline config (retries included), in trial order."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+
+
+def _baseline_state(t: FrozenTrial, tried: list[FrozenTrial]) -> str:
+    """How a baseline trial ended: its value, or its state and where it was retried."""
+    if t.state == TrialState.COMPLETE:
+        text = f"{TARGET} {value_text(t)}"
+    else:
+        text = t.state.name.lower()
+        retries = [r.number for r in tried if r.user_attrs.get("retry_of") == t.number]
+        if retries:
+            text += f", queued again as trial {retries[0]}"
+    if "retry_of" in t.user_attrs:
+        text += f" (retry of trial {t.user_attrs['retry_of']})"
+    return text
+
+
+def _baseline_lines(study: optuna.Study) -> list[str]:
+    """The note's section on the baselines: the best trial's difference to the best complete
+    baseline, parameter by parameter and in value, and every baseline trial's outcome."""
+    tried = baselines(study)
+    if not tried:
+        return []
+    lines = ["", "### Against the baseline", ""]
+    cmp = compare_to_baseline(study)
+    if cmp is None:
+        lines.append("No baseline trial has completed yet.")
+    else:
+        lines.append(cmp.value_line() + ".")
+        if cmp.changes:
+            name = _cell(cmp.baseline.user_attrs["baseline"])
+            lines += ["", f"| parameter | baseline {name} | best trial {cmp.best.number} |"]
+            lines.append("|---|---|---|")
+            lines += [f"| {c.name} | {' | '.join(map(_cell, c.texts()))} |" for c in cmp.changes]
+    lines += ["", "Baseline trials:"]
+    lines += [
+        f"- trial {t.number}: {_cell(t.user_attrs['baseline'])}, {_baseline_state(t, tried)}"
+        for t in tried
+    ]
+    return lines
 
 
 def _kept_user_notes(study: optuna.Study) -> str:
@@ -255,11 +301,47 @@ def _table(study: optuna.Study, n: int) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _baseline_html(study: optuna.Study) -> list[str]:
+    """The best trial against the baseline: the value difference with its interval, the
+    parameters that differ, and each baseline trial's outcome."""
+    tried = baselines(study)
+    if not tried:
+        return []
+    out = ["<h2>Best trial against the baseline</h2>"]
+    cmp = compare_to_baseline(study)
+    if cmp is None:
+        out.append("<p>No baseline trial has completed yet.</p>")
+    else:
+        out.append(f'<p class="cmp">{html.escape(cmp.value_line())}.</p>')
+        if cmp.changes:
+            base = html.escape(str(cmp.baseline.user_attrs["baseline"]))
+            head = (
+                f"<tr><th>parameter</th><th>baseline {base} (trial {cmp.baseline.number})</th>"
+                f"<th>best trial {cmp.best.number}</th></tr>"
+            )
+            rows = "".join(
+                f"<tr><td>{html.escape(c.name)}</td>"
+                + "".join(f"<td>{html.escape(v)}</td>" for v in c.texts())
+                + "</tr>"
+                for c in cmp.changes
+            )
+            out.append(f'<table class="cmp"><thead>{head}</thead><tbody>{rows}</tbody></table>')
+    items = "".join(
+        f'<li>trial {t.number}: <span class="base">baseline '
+        f"{html.escape(str(t.user_attrs['baseline']))}</span>, "
+        f"{html.escape(_baseline_state(t, tried))}</li>"
+        for t in tried
+    )
+    out.append(f"<ul>{items}</ul>")
+    return out
+
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;font-size:13px;width:100%}
 td,th{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top}
 td.text{overflow-wrap:anywhere;min-width:8em}td.num{white-space:nowrap}
 th{background:#f3f3f3}.base{color:#b00;font-size:11px}.figure{margin:1.5em 0}
+table.cmp{width:auto;max-width:100%;margin-top:.5em}table.cmp td{overflow-wrap:anywhere}
 .skip{color:#a40}.legend{color:#555;font-size:12px}code{background:#f3f3f3;padding:1px 3px}"""
 
 
@@ -286,6 +368,7 @@ def render_html(
         f"<ul>{''.join(info)}</ul>",
         f"<h2>Top trials by {TARGET}</h2>",
         _table(study, top),
+        *_baseline_html(study),
     ]
     for fig_name, fig in figs.figures.items():
         div = pio.to_html(
@@ -352,9 +435,17 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_report(
-    study: optuna.Study, out_dir: str | Path | None = None, *, top: int = 10, png: bool = True
+    study: optuna.Study,
+    out_dir: str | Path | None = None,
+    *,
+    top: int = 10,
+    png: bool = True,
+    store=None,
 ) -> Report:
-    """report.html (+ one PNG per figure when possible) in ``out_dir``; also refreshes the study note."""
+    """report.html (+ one PNG per figure when possible) in ``out_dir``; also refreshes the study
+    note. ``store`` holds the trials' epoch histories for the curves panel (default: the
+    artifact folder ``studies/artifacts`` when it exists; without one, val mAP curves come from
+    the intermediate values)."""
     c = counts(study)
     if c["complete"] + c["pruned"] == 0:
         raise UserError(f"study {study.study_name!r} has no finished trials yet; nothing to report")
@@ -364,7 +455,9 @@ def write_report(
     except OSError as exc:
         raise UserError(f"cannot create report folder {out}: {exc.strerror or exc}") from None
     saved = annotate_study(study)
-    rest = study_figures(study, [n for n in FIGURES if n not in DASHBOARD_FIGURES])
+    if store is None and ARTIFACTS_DIR.is_dir():
+        store = open_artifact_store(ARTIFACTS_DIR)
+    rest = study_figures(study, [n for n in FIGURES if n not in DASHBOARD_FIGURES], store)
     drawn = {**saved.figures, **rest.figures}
     figs = Figures(
         {n: drawn[n] for n in FIGURES if n in drawn},

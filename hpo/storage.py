@@ -135,15 +135,22 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
 
 
 class _Retry:
-    """Optuna's retry of a heartbeat-stale trial, minus the dead worker's identity: the queued
-    copy, once another worker takes it, must not look like a trial of the dead worker."""
+    """Optuna's retry of a heartbeat-stale trial, minus the dead worker's identity and
+    artifacts: the queued copy, once another worker takes it, must not look like a trial of the
+    dead worker. User attributes such as a baseline's label are kept."""
 
     def __init__(self, max_retry: int) -> None:
         self.inner = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        from hpo.optuna_internals import ARTIFACT_PREFIX
+
         clean = copy.copy(trial)
         clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in WORKER_ATTRS}
+        # the dead try's artifacts (config, history, checkpoint) stay with it, not the retry
+        clean.system_attrs = {
+            k: v for k, v in trial.system_attrs.items() if not k.startswith(ARTIFACT_PREFIX)
+        }
         self.inner(study, clean)
 
 

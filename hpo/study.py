@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from handreid.errors import UserError
 from hpo.paths import STUDIES_DIR
-from hpo.recovery import recover_stale, worker_id, worker_process
+from hpo.recovery import recover_stale, requeue_baseline, worker_id, worker_process
 from hpo.space import SearchSpace
 from hpo.storage import (
     StorageError,
@@ -209,17 +209,23 @@ class _Guarded:
         self.objective, self.total, self.suggest = objective, total, suggest
         self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
         self.storage_error: BaseException | None = None
+        self.storage_error_trial: int | None = None
         self.quiet = _QuietFailures()
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except (SurplusTrial, DuplicateTrial, KeyboardInterrupt):
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a baseline is queued again for the re-run
+            self.quiet.numbers.add(trial.number)
+            with contextlib.suppress(Exception):
+                requeue_baseline(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            raise
+        except (SurplusTrial, DuplicateTrial):
             self.quiet.numbers.add(trial.number)
             raise
         except Exception as exc:
             if failure_reason(exc):
-                self.storage_error = exc
+                self.storage_error, self.storage_error_trial = exc, trial.number
                 self.quiet.numbers.add(trial.number)
             raise
 
@@ -300,13 +306,17 @@ def run_until(
                     raise KeyboardInterrupt from None
                 raise
             if guarded.storage_error is not None:
+                if mine and mine[-1].number == guarded.storage_error_trial:
+                    with contextlib.suppress(Exception):  # the storage may refuse this as well
+                        requeue_baseline(study, mine[-1])
                 raise StorageFailure(failure_reason(guarded.storage_error) or "storage error")
             ran += 1
             last = mine[-1]
             by_design = str(last.user_attrs.get("error", "")).startswith(("surplus", "duplicate"))
-            fails_in_row = (
-                fails_in_row + 1 if last.state == TrialState.FAIL and not by_design else 0
-            )
+            failed = last.state == TrialState.FAIL and not by_design
+            if failed:  # a baseline that crashed or ran out of memory gets another try
+                requeue_baseline(study, last, report)
+            fails_in_row = fails_in_row + 1 if failed else 0
             if fails_in_row >= max_failures:
                 raise UserError(
                     f"{fails_in_row} trials failed in a row; last error: "

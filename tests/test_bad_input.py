@@ -796,6 +796,12 @@ HPO_CASES = [
     Case("run-timeout-zero", "hpo", (*RUN, "--timeout", "0"), "--timeout=0: must be a positive"),
     Case("run-timeout-nan", "hpo", (*RUN, "--timeout", "nan"), "--timeout=nan: must be a positive"),
     Case("run-heartbeat-negative", "hpo", (*RUN, "--heartbeat", "-5"), "--heartbeat=-5: must be"),
+    Case(
+        "run-keep-checkpoints-negative",
+        "hpo",
+        (*RUN, "--keep-checkpoints", "-1"),
+        "argument --keep-checkpoints: must be 0 or more, not -1",
+    ),
     Case("run-seed-negative", "hpo", (*RUN, "--seed", "-1"), "--seed=-1: must be between 0"),
     Case("run-seed-huge", "hpo", (*RUN, "--seed", str(2**64)), "must be between 0 and 4294967295"),
     Case("run-workers-zero", "hpo", (*RUN, "--workers", "0"), "--workers=0: must be at least 1"),

@@ -148,6 +148,7 @@ _FACTS = """document.body === null ? "{}" : JSON.stringify({
   scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
   client: document.documentElement.clientWidth,
   text: document.body.innerText, parcoords: document.querySelectorAll('.parcoords').length,
+  images: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length,
   wide: [...document.querySelectorAll('body *')]
     .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth
       && [...e.children].every(
@@ -239,6 +240,11 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     page = _page_facts(f"{address}/studies/{study_id}", wait_for=FIGURES["parallel"][:30])
     assert page["parcoords"] == 1  # plotly drew the saved parallel coordinates
     assert page["scroll"] <= page["client"], page["wide"]
+    # a trial's page lists its records; the curves picture is the one image among them, drawn
+    trial_page = _page_facts(f"{address}/studies/{study_id}/trials", wait_for="curves.png")
+    assert "history.json" in trial_page["text"] and "config.yaml" in trial_page["text"]
+    assert trial_page["images"] >= 1
+    assert trial_page["scroll"] <= trial_page["client"], trial_page["wide"]
 
     code, out, err = _cli(["report", "--storage", storage], capsys)
     assert code == 0, err

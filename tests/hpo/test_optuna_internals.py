@@ -70,3 +70,29 @@ def test_saved_figures_are_deleted_where_the_storage_can(tmp_path, kind):
 
 def test_deleting_nothing_is_a_no_op(tmp_path):
     assert oi.delete_study_system_attrs(_study(tmp_path, "journal"), []) is True
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "journal"])
+def test_a_finished_trials_artifact_entry_is_deleted_where_the_storage_can(tmp_path, kind):
+    study = _study(tmp_path, kind)
+    store = FileSystemArtifactStore(str(tmp_path))
+    (tmp_path / "checkpoint.pt").write_bytes(b"w")
+    (tmp_path / "history.json").write_text("{}")
+    trial = study.ask()
+    ids = [
+        upload_artifact(artifact_store=store, file_path=str(tmp_path / name), study_or_trial=trial)
+        for name in ("checkpoint.pt", "history.json")
+    ]
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    storage = oi.storage_of(study)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # why this is needed
+        storage.set_trial_system_attr(frozen._trial_id, oi.ARTIFACT_PREFIX + ids[0], "null")
+    deleted = oi.delete_trial_system_attrs(storage, frozen, [oi.ARTIFACT_PREFIX + ids[0]])
+    assert deleted == (kind != "journal")
+    if kind == "sqlite":  # another process reads the database afresh; this one caches the trial
+        storage = optuna.storages.get_storage(f"sqlite:///{tmp_path}/s.db")
+    names = [m.filename for m in get_all_artifact_meta(frozen, storage=storage)]
+    assert names == (["checkpoint.pt", "history.json"] if not deleted else ["history.json"])
+    after = optuna.load_study(study_name=study.study_name, storage=storage).trials[0]
+    assert after.value == 1.0 and after.state == frozen.state  # nothing else touched

@@ -126,7 +126,7 @@ def test_run_accepts_a_name_that_needs_a_slug_and_export_puts_it_in_its_folder(
         assert exc.value.code == 0, err
     assert (Path("studies") / study_folder("my study") / "best.yaml").is_file()
     assert sorted(p.name for p in Path("studies").iterdir()) == [
-        "artifacts",  # the trials' config.yaml files
+        "artifacts",  # the trials' configs, histories and checkpoints
         "handreid.db",
         study_folder("my study"),
     ]

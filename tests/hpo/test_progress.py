@@ -27,12 +27,15 @@ def record(
 
 
 def run_one_trial(progress: Progress, where: str = "", epochs: int = 2) -> optuna.Study:
+    """One trial; its ``progress`` attribute as the last epoch left it is in ``study.seen``."""
     study = optuna.create_study(direction="maximize")
+    study.seen = []
 
     def objective(trial):
         trial.suggest_float("lr_modules", 1e-4, 1e-2, log=True)
         for e in range(1, epochs + 1):
             progress.on_epoch(trial, record(e, epochs, where, m=0.4 + e / 100))
+        study.seen.append(study.trials[-1].user_attrs.get(PROGRESS_ATTR))
         trial.set_user_attr("epochs_run", epochs)
         trial.set_user_attr("seconds", 6.5)
         return 0.42
@@ -64,8 +67,10 @@ def test_a_log_gets_one_plain_line_per_epoch_and_per_trial():
     ]
     assert lines[2].startswith("trial 0 COMPLETE val mAP 0.420 (1 split) · 2 epochs · 6.5s")
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
-    progress = study.trials[0].user_attrs[PROGRESS_ATTR]
+    (progress,) = study.seen  # while the trial ran
     assert progress["epoch"] == 2 and progress["mAP"] == 0.42 and progress["seconds"] == 3.14
+    # once it ended, one short word (the dashboard prints attributes on one unbroken line)
+    assert study.trials[0].user_attrs[PROGRESS_ATTR] == "ended"
 
 
 def test_quiet_keeps_only_the_trial_lines_and_a_worker_prefixes_them():
@@ -80,7 +85,7 @@ def test_a_silent_worker_still_records_its_progress_for_the_parent(monkeypatch):
     out = io.StringIO()
     study = run_one_trial(Progress(3, mode="none", out=out, err=out))
     assert out.getvalue() == ""
-    assert study.trials[0].user_attrs[PROGRESS_ATTR]["worker"] == 1
+    assert study.seen[0]["worker"] == 1
 
 
 def test_a_terminal_shows_the_running_trial_in_a_status_line(monkeypatch):

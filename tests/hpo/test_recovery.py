@@ -15,7 +15,14 @@ import sqlalchemy.exc
 from optuna.study import _optimize
 from optuna.trial import TrialState
 
-from hpo.recovery import _local_pid_dead, recover_stale, worker_process
+from hpo.recovery import (
+    _local_pid_dead,
+    recover_stale,
+    release_own_trials,
+    requeue_baseline,
+    worker_id,
+    worker_process,
+)
 from hpo.study import OPTUNA_TRIAL_LOGGER, run_until
 from tests.hpo.test_workers import env, hpo_cmd, wait_for
 
@@ -175,3 +182,140 @@ def test_ctrl_c_while_optuna_records_a_trial_is_still_an_interrupt(monkeypatch):
     monkeypatch.setattr(_optimize, "_tell_with_warning", interrupted_tell)
     with pytest.raises(KeyboardInterrupt):
         run_until(study, lambda t: t.suggest_float("x", 0, 1), 1)
+
+
+# ---- baselines survive failures and interrupts ------------------------------------------------
+
+
+def _baseline_study():
+    from tests.hpo.test_objective import make_study
+
+    return make_study()
+
+
+def _waiting(study):
+    return [t for t in study.get_trials() if t.state == TrialState.WAITING]
+
+
+def test_a_baseline_that_crashes_is_queued_again_with_its_label_until_the_cap():
+    from hpo.objective import Objective
+    from hpo.storage import MAX_RETRIES
+    from tests.hpo.test_objective import StubPool, fake_fit
+
+    study, space = _baseline_study()
+    lines = []
+    always = fake_fit(fail_on=lambda cfg: cfg.lr_modules == 1e-3)  # the baseline's value
+    objective = Objective(space, device="cpu", data=StubPool(), fit_fn=always)
+    run_until(study, objective, 3, max_failures=10, report=lines.append)
+    trials = study.get_trials()
+    baseline = [t for t in trials if t.user_attrs.get("baseline") == "hand-tuned"]
+    assert [t.state for t in baseline] == [TrialState.FAIL] * (1 + MAX_RETRIES)
+    assert [t.user_attrs.get("retry_of") for t in baseline] == [None, 0, 1, 2]
+    assert all(t.params == baseline[0].params for t in baseline)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # the study went on
+    assert "queued again" in lines[0] and f"not queued after {MAX_RETRIES} retries" in lines[-1]
+
+    study, space = _baseline_study()
+    crashes = iter([True])  # the first try crashes (OOM, a bad node), the retry runs
+
+    once = fake_fit(fail_on=lambda cfg: cfg.lr_modules == 1e-3 and next(crashes, False))
+    run_until(study, Objective(space, device="cpu", data=StubPool(), fit_fn=once), 2)
+    first, retry = study.get_trials()[:2]
+    assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["baseline"] == "hand-tuned" and retry.user_attrs["retry_of"] == 0
+    assert retry.params == first.params
+
+
+def test_an_interrupted_baseline_is_queued_once_and_evaluated_by_the_next_run():
+    from hpo.objective import Objective
+    from tests.hpo.test_objective import StubPool, fake_fit
+
+    study, space = _baseline_study()
+
+    def interrupted(cfg, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_until(study, Objective(space, device="cpu", data=StubPool(), fit_fn=interrupted), 2)
+    assert release_own_trials(study, "interrupted") == []  # Optuna failed it already
+    (queued,) = _waiting(study)
+    assert queued.user_attrs == {"baseline": "hand-tuned", "retry_of": 0}
+    run_until(study, Objective(space, device="cpu", data=StubPool(), fit_fn=fake_fit()), 2)
+    again = study.get_trials()[1]
+    assert again.state == TrialState.COMPLETE and again.user_attrs["baseline"] == "hand-tuned"
+    assert again.params == study.get_trials()[0].params
+
+
+def test_released_and_dead_workers_baselines_keep_their_label_and_sampled_trials_do_not_return():
+    study, _ = _baseline_study()
+    baseline = study.ask()  # takes the queued baseline
+    sampled = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    for t in (baseline, sampled):
+        t.set_user_attr("worker", worker_id())
+    assert sorted(release_own_trials(study, "interrupted")) == [0, 1]
+    assert release_own_trials(study, "interrupted") == []
+    (queued,) = _waiting(study)
+    assert queued.user_attrs == {"baseline": "hand-tuned", "retry_of": 0}
+    assert queued.system_attrs["fixed_params"] == {"lr_modules": 1e-3, "max_norm": 1.0}
+    assert requeue_baseline(study, study.get_trials()[0]) is False  # once per failure
+
+    # the retry's worker dies before it drew its parameters: queued again, label kept
+    retry = study.ask()
+    assert retry.user_attrs["retry_of"] == 0
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    machine = worker_process().rsplit("/", 2)[0]
+    retry.set_user_attr("worker_process", f"{machine}/{gone.pid}/1")
+    assert recover_stale(study) == [retry.number]
+    (queued,) = _waiting(study)
+    assert queued.user_attrs == {"baseline": "hand-tuned", "retry_of": retry.number}
+    assert queued.system_attrs["fixed_params"] == {"lr_modules": 1e-3, "max_norm": 1.0}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_baseline_then_the_same_command_evaluates_it(synthetic_root, tmp_path):
+    command = run_cmd(synthetic_root, 2, 1)
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        study, victim = wait_for(running_trial(tmp_path, False), 300, "the baseline trial")
+        assert victim.number == 0 and victim.user_attrs["baseline"] == "default"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    again = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("baseline")]
+    assert len(done) == 1 and done[0].user_attrs["baseline"] == "default"
+    from hpo.space import load_space
+
+    baseline = {k: v for k, v in load_space("tiny-vit").baselines[0].items() if k != "name"}
+    assert done[0].user_attrs["retry_of"] == 0 and done[0].params == baseline
+
+
+def test_a_heartbeat_retry_keeps_the_baseline_label_but_not_the_dead_trys_artifacts(tmp_path):
+    from optuna.artifacts import get_all_artifact_meta, upload_artifact
+
+    from hpo.artifacts import open_artifact_store
+    from hpo.storage import _Retry
+
+    study, _ = _baseline_study()
+    trial = study.ask()
+    trial.set_user_attr("worker", "elsewhere:1")
+    (tmp_path / "history.json").write_text("{}")
+    store = open_artifact_store(tmp_path / "artifacts")
+    upload_artifact(
+        artifact_store=store, file_path=str(tmp_path / "history.json"), study_or_trial=trial
+    )
+    study.tell(trial, state=TrialState.FAIL)
+    _Retry(max_retry=3)(study, study.get_trials()[0])
+    (queued,) = _waiting(study)
+    assert queued.user_attrs == {"baseline": "hand-tuned"}
+    assert queued.system_attrs["failed_trial"] == 0
+    assert get_all_artifact_meta(queued, storage=study._storage) == []

@@ -86,7 +86,7 @@ def test_every_figure_with_our_titles_and_value_se_only_with_folds():
     for name, fig in figs.figures.items():
         assert fig.layout.title.text.startswith(FIGURES[name])
     figs = study_figures(fake_study())
-    assert list(figs.figures) == ["parallel", "intermediate", "importances"]
+    assert list(figs.figures) == ["parallel", "curves", "intermediate", "importances"]
     assert "no trial has a value_se user attribute" in figs.skipped["value_se"]
 
 
@@ -365,3 +365,81 @@ def test_report_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert err.startswith(message) and err.count("\n") == 1
     assert not Path("studies").exists()
+
+
+def _with_failed_baseline(study: optuna.Study) -> optuna.Study:
+    """A second baseline that crashed once and completed on its retry, below the best."""
+    failed = study.ask()
+    failed.set_user_attr("baseline", "seed-v3")
+    study.tell(failed, state=TrialState.FAIL)
+    retry = study.ask()
+    retry.suggest_float("lr", 1e-5, 1e-2, log=True)
+    for key, value in {"baseline": "seed-v3", "retry_of": failed.number}.items():
+        retry.set_user_attr(key, value)
+    study.tell(retry, 0.45)
+    return study
+
+
+def test_note_and_report_compare_the_best_trial_with_the_baseline(tmp_path):
+    from hpo.compare import compare_to_baseline
+
+    study = _with_failed_baseline(fake_study(se=True, pruned_every=0))
+    cmp = compare_to_baseline(study)
+    assert cmp is not None and not cmp.same_trial and cmp.changes
+    note = report.study_note(study)
+    section = note.split("### Against the baseline", 1)[1]
+    assert cmp.value_line() in section
+    assert f"| parameter | baseline default | best trial {cmp.best.number} |" in section
+    for change in cmp.changes:
+        assert f"| {change.name} | {' | '.join(change.texts())} |" in section
+    assert "- trial 6: seed-v3, fail, queued again as trial 7" in section
+    assert "- trial 7: seed-v3, val mAP 0.4500 (retry of trial 6)" in section
+    assert "- trial 0: default, val mAP " in section
+
+    own = write_report(study, tmp_path, png=False).html.read_text()
+    assert "<h2>Best trial against the baseline</h2>" in own
+    assert html.escape(cmp.value_line()) in own
+    assert f"<th>best trial {cmp.best.number}</th>" in own
+    assert own.count('<span class="base">baseline seed-v3</span>') >= 2
+
+
+def test_no_baseline_no_section_and_a_baseline_not_done_yet_is_said():
+    plain = optuna.create_study(direction="maximize")
+    plain.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    assert "Against the baseline" not in report.study_note(plain)
+    pending = optuna.create_study(direction="maximize")
+    pending.add_trial(optuna.trial.create_trial(value=0.5))
+    pending.enqueue_trial({}, user_attrs={"baseline": "default"})
+    pending.tell(pending.ask(), state=TrialState.FAIL)
+    note = report.study_note(pending)
+    assert "No baseline trial has completed yet." in note
+    assert "- trial 1: default, fail" in note
+
+
+def test_curves_panel_uses_the_histories_and_falls_back_to_intermediate_values(tmp_path):
+    from hpo.artifacts import open_artifact_store
+    from hpo.figures import curves_figure
+    from hpo.objective import Objective
+    from hpo.study import run_until
+    from tests.hpo.test_objective import StubPool, fake_fit, make_study
+
+    study, space = make_study()
+    store = open_artifact_store(tmp_path / "artifacts")
+    run_until(
+        study, Objective(space, device="cpu", data=StubPool(), fit_fn=fake_fit(), store=store), 7
+    )
+    fig, why = curves_figure(study, store)
+    assert why is None
+    by_axis = {}
+    for trace in fig.data:
+        by_axis.setdefault(trace.xaxis, []).append(trace)
+    assert len(by_axis["x"]) == len(by_axis["x2"]) == 5  # the top 5, val mAP and loss
+    best = max(study.trials, key=lambda t: t.value)
+    first = by_axis["x"][0]
+    assert first.name.startswith(f"trial {best.number}") and list(first.x) == [1, 2, 3, 4, 5]
+    assert list(first.y) == [best.intermediate_values[s] for s in range(1, 6)]
+    baseline = [tr for tr in by_axis["x"] if "(baseline hand-tuned)" in tr.name]
+    assert all(tr.line.dash == "dash" for tr in baseline)
+    fig, _ = curves_figure(study, None)  # no artifact store: val mAP from intermediate values
+    assert {tr.xaxis for tr in fig.data} == {"x"}
+    assert "no epoch histories stored" in fig.layout.annotations[-1].text

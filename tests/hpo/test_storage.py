@@ -169,7 +169,7 @@ def run_argv(data: Path, storage: str, *extra: str) -> list[str]:
         "--set",
         "num_splits=1",
         "--set",
-        "warmup_epochs=0",  # one epoch of warm-up would be all warm-up: a warning line
+        "warmup_epochs=0",  # with one epoch, a warm-up epoch is a (correct) warning line
         *extra,
     ]
 
@@ -209,15 +209,19 @@ def test_a_full_sqlite_database_during_a_trial_is_one_line(
 
     monkeypatch.setattr(optuna.storages.RDBStorage, write, full_once)
     code, out, err = hpo(run_argv(synthetic_root, storage), capfd)
-    # the objective re-raises errors with their context: inside a trial too, the reason is
-    # the database's own
+    # the objective re-raises storage errors with their cause: the database's own reason
     assert_one_error_line(code, err, "database or disk is full")
     study = optuna.load_study(study_name="s", storage=storage)
-    (trial,) = study.trials
+    trial, *queued = study.trials
     assert trial.state == TrialState.FAIL, "nothing is left RUNNING"
+    # the first trial is the baseline: queued again for the re-run (the storage took it)
+    assert [(t.state, t.user_attrs) for t in queued] == [
+        (TrialState.WAITING, {"baseline": "default", "retry_of": 0})
+    ]
     assert "storage error" in trial.user_attrs["error"] or write != "set_trial_state_values"
-    # studies/artifacts holds the trials' config.yaml
-    assert sorted(os.listdir(tmp_path)) == ["s.db", "studies"], "no temporary file remains"
+    # no temporary file remains (studies/ holds the artifact store hpo run opens)
+    assert sorted(os.listdir(tmp_path)) == ["s.db", "studies"]
+    assert os.listdir("studies") == ["artifacts"]
 
 
 def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
@@ -242,8 +246,11 @@ def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
     assert_one_error_line(code, err, "failed: No space left on device")
     assert path.read_bytes().endswith(b"\n"), "the torn record was cut off"
     study = optuna.load_study(study_name="s", storage=open_storage(str(path), create=False))
-    assert [t.state for t in study.trials] == [TrialState.FAIL]
-    assert sorted(os.listdir(tmp_path)) == ["s.log", "studies"]  # studies/artifacts: configs
+    # the failed first trial is the baseline, queued again for the re-run
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[1].user_attrs == {"baseline": "default", "retry_of": 0}
+    assert sorted(os.listdir(tmp_path)) == ["s.log", "studies"]
+    assert os.listdir("studies") == ["artifacts"]
 
 
 def test_processes_opening_a_new_database_together_all_succeed(tmp_path):

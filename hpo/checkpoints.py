@@ -1,0 +1,233 @@
+"""The best K complete trials keep their model as the trial artifact ``checkpoint.pt``.
+
+Which model: a trial trains ``val_folds`` x ``val_repeats`` runs, and keeps run 0, fold 0 at
+the trial's base seed. That is the model ``handreid train`` trains from the trial's exported
+YAML (``val_fold: 0`` and the same ``seed``), so the checkpoint is one a user can re-create
+and check; the run with the best fold value would be a pick on validation noise, and a fold
+average of weights is not a model that any run trained.
+
+What it holds: a ``handreid`` checkpoint (config, weights) with the best epoch's validation
+metrics and the model's test Rank-1/5/10/mAP measured when it was saved, so
+``handreid evaluate --checkpoint`` reproduces them. Test numbers stay inside the file, never
+in trial attributes, so nobody picks trials by test.
+
+When: run 0's model is written (with its test report) only while the trial can still enter
+the top K: known exactly with one run; with several, unless even perfect later runs (mAP 1)
+could not lift the mean above the K-th best. The file waits in a temporary folder until the
+trial's value is known, then becomes the trial's artifact if the trial is in the top K, and
+the checkpoints of trials that fell out are removed.
+
+Removal: the file leaves the artifact store on every store; the trial's artifact entry is
+deleted on databases (SQLite, PostgreSQL, MySQL), while on a journal file (append-only) it
+stays listed on the trial's dashboard page, pointing at nothing. ``trial_checkpoint`` checks
+both, so ``hpo export --checkpoint`` never hands out a removed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import ArtifactMeta, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import optuna_internals
+from hpo.artifacts import artifact_metas
+
+log = logging.getLogger("hpo")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+DEFAULT_KEEP = 3
+
+
+def upper_bound(first_run: float, runs: int) -> float:
+    """The highest mean a trial can reach after its first run's value (mAP is at most 1)."""
+    return (first_run + (runs - 1) * 1.0) / runs
+
+
+def top_numbers(trials: list[FrozenTrial], keep: int, current=None) -> set[int]:
+    """Numbers of the ``keep`` best complete trials (earlier first on ties); ``current`` is a
+    (number, value) counted as complete."""
+    ranked = [
+        (t.value, t.number)
+        for t in trials
+        if t.state == TrialState.COMPLETE and (current is None or t.number != current[0])
+    ]
+    if current is not None:
+        ranked.append((current[1], current[0]))
+    ranked.sort(key=lambda vn: (-vn[0], vn[1]))
+    return {n for _, n in ranked[:keep]}
+
+
+def could_enter(study: optuna.Study, keep: int, value: float, number: int) -> bool:
+    """Whether trial ``number`` with ``value`` would be among the ``keep`` best complete trials."""
+    if keep <= 0:
+        return False
+    others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return number in top_numbers(others, keep, (number, value))
+
+
+def _exists(store, artifact_id: str) -> bool:
+    try:
+        store.open_reader(artifact_id).close()
+    except ArtifactNotFound:
+        return False
+    return True
+
+
+def checkpoint_metas(trial: FrozenTrial, storage) -> list[ArtifactMeta]:
+    return [m for m in artifact_metas(trial, storage=storage) if m.filename == CHECKPOINT_FILE]
+
+
+def trial_checkpoint(trial: FrozenTrial, storage, store) -> ArtifactMeta | None:
+    """The trial's checkpoint artifact whose file is still in the store, or None."""
+    for meta in reversed(checkpoint_metas(trial, storage)):
+        if _exists(store, meta.artifact_id):
+            return meta
+    return None
+
+
+def copy_checkpoint(trial: FrozenTrial, storage, store, target: str | Path) -> Path | None:
+    """Copy the trial's checkpoint to ``target`` (replaced whole, never left half-written);
+    None when the trial has none."""
+    meta = trial_checkpoint(trial, storage, store)
+    if meta is None:
+        return None
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        download_artifact(artifact_store=store, file_path=str(tmp), artifact_id=meta.artifact_id)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+class CheckpointKeeper:
+    """Writes, keeps and removes the checkpoints of one worker's trials (see the module doc)."""
+
+    def __init__(self, store, keep: int = DEFAULT_KEEP) -> None:
+        self.store, self.keep = store, keep
+        self._settled: set[int] = set()  # finished trials outside the top K with nothing kept
+        self.seconds = 0.0  # spent writing snapshots and uploading, for measurement
+
+    def wants(self, trial: optuna.Trial, value_bound: float) -> bool:
+        return could_enter(trial.study, self.keep, value_bound, trial.number)
+
+    def snapshot(self, model, data, cfg, device, val: dict) -> Path:
+        """Write ``model`` with its validation and test metrics to a temporary checkpoint."""
+        from handreid.checkpoint import save_checkpoint
+        from handreid.engine import test_report
+
+        start = time.perf_counter()
+        test = test_report(model, data, cfg, device)
+        folder = Path(tempfile.mkdtemp(prefix="hpo-checkpoint-"))
+        path = folder / CHECKPOINT_FILE
+        try:
+            save_checkpoint(
+                path,
+                model,
+                cfg,
+                num_classes=data.num_classes,
+                aspects=data.aspects,
+                val=val,
+                test=test,
+            )
+        except BaseException:
+            discard(path)
+            raise
+        self.seconds += time.perf_counter() - start
+        return path
+
+    def offer(self, trial: optuna.Trial, value: float, path: Path) -> str | None:
+        """Keep the snapshot as the trial's artifact if the trial is in the top K, then remove
+        the checkpoints that fell out; the temporary file is always removed. Returns the
+        artifact id, or None when the trial did not make it."""
+        start = time.perf_counter()
+        try:
+            artifact_id = None
+            if self.wants(trial, value):
+                artifact_id = upload_artifact(
+                    artifact_store=self.store, file_path=str(path), study_or_trial=trial
+                )
+            self.sweep(trial, (trial.number, value))
+            return artifact_id
+        finally:
+            discard(path)
+            self.seconds += time.perf_counter() - start
+
+    def sweep(self, trial: optuna.Trial, current=None) -> list[int]:
+        """Remove the checkpoints of finished trials outside the top K (``current``: this
+        worker's trial as (number, value), about to complete). Running trials are left alone:
+        another worker may be storing one. Returns the numbers of the trials cleared."""
+        storage = trial.storage
+        trials = trial.study.get_trials(deepcopy=False)
+        keep = top_numbers(trials, self.keep, current)
+        cleared = []
+        for t in trials:
+            if t.number in keep or t.number in self._settled or not t.state.is_finished():
+                continue
+            metas = checkpoint_metas(t, storage)
+            removed = False
+            for meta in metas:
+                try:
+                    self.store.remove(meta.artifact_id)
+                    removed = True
+                except ArtifactNotFound:
+                    pass  # removed before (a journal keeps the entry) or by another worker
+            if metas:
+                keys = [optuna_internals.ARTIFACT_PREFIX + m.artifact_id for m in metas]
+                optuna_internals.delete_trial_system_attrs(storage, t, keys)
+            if removed:
+                cleared.append(t.number)
+            self._settled.add(t.number)
+        return cleared
+
+
+def discard(path: Path | None) -> None:
+    """Remove a temporary snapshot and its folder."""
+    if path is not None:
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DEFAULT_KEEP",
+    "CheckpointKeeper",
+    "copy_checkpoint",
+    "export_checkpoint",
+    "could_enter",
+    "top_numbers",
+    "trial_checkpoint",
+    "upper_bound",
+]
+
+
+def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | Path, store=None):
+    """For ``hpo export --checkpoint``: copy the trial's checkpoint next to its exported YAML
+    (``best.yaml`` -> ``best.pt``); returns (path or None, the line to print)."""
+    from hpo.artifacts import ARTIFACTS_DIR, open_artifact_store
+
+    yaml_path = Path(yaml_path)
+    if store is None and ARTIFACTS_DIR.is_dir():
+        store = open_artifact_store(ARTIFACTS_DIR)
+    target = yaml_path.with_suffix(".pt")
+    storage = optuna_internals.storage_of(study)
+    path = copy_checkpoint(trial, storage, store, target) if store is not None else None
+    if path is None:
+        return None, (
+            f"trial {trial.number} has no checkpoint (`hpo run --keep-checkpoints K` keeps the "
+            f"best K complete trials' models); train it with: handreid train --config {yaml_path}"
+        )
+    size = path.stat().st_size / 2**20
+    return path, (
+        f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s first run, which "
+        f"handreid train reproduces): handreid evaluate --checkpoint {path}"
+    )

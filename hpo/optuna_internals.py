@@ -74,13 +74,7 @@ def delete_study_system_attrs(study: optuna.Study, keys: Iterable[str]) -> bool:
         return True
     storage = _backend(study)
     if isinstance(storage, optuna.storages.RDBStorage):
-        import sqlalchemy as sa
-
-        # a lightweight table clause: the dialect quotes "key" where it is a reserved word
-        table = sa.table("study_system_attributes", sa.column("study_id"), sa.column("key"))
-        stmt = sa.delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(keys))
-        with storage.engine.begin() as conn:
-            conn.execute(stmt)
+        _delete_rows(storage, "study_system_attributes", "study_id", study._study_id, keys)
         return True
     if isinstance(storage, optuna.storages.InMemoryStorage):
         with storage._lock:
@@ -89,6 +83,17 @@ def delete_study_system_attrs(study: optuna.Study, keys: Iterable[str]) -> bool:
                 attrs.pop(key, None)
         return True
     return False
+
+
+def _delete_rows(storage, table_name: str, owner: str, owner_id: int, keys: list[str]) -> None:
+    """DELETE the ``keys`` rows of one study or trial from an attribute table of Optuna's schema."""
+    import sqlalchemy as sa
+
+    # a lightweight table clause: the dialect quotes "key" where it is a reserved word
+    table = sa.table(table_name, sa.column(owner), sa.column("key"))
+    stmt = sa.delete(table).where(table.c[owner] == owner_id, table.c.key.in_(keys))
+    with storage.engine.begin() as conn:
+        conn.execute(stmt)
 
 
 def delete_trial_system_attrs(storage, trial: FrozenTrial, keys: Iterable[str]) -> bool:
@@ -103,12 +108,7 @@ def delete_trial_system_attrs(storage, trial: FrozenTrial, keys: Iterable[str]) 
         return True
     backend = getattr(storage, "_backend", storage)
     if isinstance(backend, optuna.storages.RDBStorage):
-        import sqlalchemy as sa
-
-        table = sa.table("trial_system_attributes", sa.column("trial_id"), sa.column("key"))
-        stmt = sa.delete(table).where(table.c.trial_id == trial._trial_id, table.c.key.in_(keys))
-        with backend.engine.begin() as conn:
-            conn.execute(stmt)
+        _delete_rows(backend, "trial_system_attributes", "trial_id", trial._trial_id, keys)
         return True
     if isinstance(backend, optuna.storages.InMemoryStorage):
         with backend._lock:

@@ -19,6 +19,7 @@ let fill up. ``hpo trials --state running`` and the dashboard show the same reco
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -40,10 +41,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def _progress_ended(trial: optuna.Trial) -> None:
     """A finished trial's progress is its history now: a short word replaces the last epoch's
     record, which the dashboard prints on one unbroken line (wider than the window)."""
-    try:
+    # the trial's own outcome (or the storage's error) comes first
+    with contextlib.suppress(Exception):
         trial.set_user_attr(PROGRESS_ATTR, ENDED)
-    except Exception:  # noqa: BLE001 - the trial's own outcome (or storage error) comes first
-        pass
 
 
 def output_mode(quiet: bool, out: IO | None = None, err: IO | None = None) -> str:

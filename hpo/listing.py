@@ -161,7 +161,8 @@ def summary_lines(study: optuna.Study) -> list[str]:
     rank1 = f" (rank1 {b.user_attrs['rank1']:.4f})" if "rank1" in b.user_attrs else ""
     lines.append(f"best trial {b.number}{label}: val mAP {se_text(b)}{rank1}")
     width = max((len(k) for k in b.params), default=10)
-    lines += [f"  {k:<{width}}  {v}" for k, v in b.params.items()]
+    # 4 significant figures to read; `hpo export` and `show --json` keep every digit
+    lines += [f"  {k:<{width}}  {number(v, 4)}" for k, v in b.params.items()]
     if "confirm" not in study.user_attrs:
         lines.append(
             "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "

@@ -247,3 +247,26 @@ def test_epoch_rows_of_a_study_without_its_space_count_steps_as_epochs():
     assert [(r["fold"], r["epoch"], r["mAP"]) for r in rows] == [(0, 1, 0.3), (0, 2, 0.4)]
     assert epoch_table(rows).splitlines()[0].split() == ["epoch", "val", "mAP"]
     assert epoch_table([]) == "no validated epoch recorded"
+
+
+def test_the_best_trials_parameters_read_with_four_significant_figures():
+    from hpo.listing import summary_lines
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr_modules": 0.0007601067873161951, "max_norm": 0.5692121054602812, "dim": 64},
+            distributions={
+                "lr_modules": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+                "max_norm": optuna.distributions.FloatDistribution(0.1, 5.0),
+                "dim": optuna.distributions.CategoricalDistribution([32, 64]),
+            },
+            value=0.5,
+        )
+    )
+    lines = summary_lines(study)
+    assert [line.split() for line in lines[2:5]] == [
+        ["lr_modules", "7.601e-4"],
+        ["max_norm", "0.5692"],
+        ["dim", "64"],
+    ]

@@ -197,19 +197,6 @@ def discard(path: Path | None) -> None:
         shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "DEFAULT_KEEP",
-    "CheckpointKeeper",
-    "copy_checkpoint",
-    "export_checkpoint",
-    "could_enter",
-    "top_numbers",
-    "trial_checkpoint",
-    "upper_bound",
-]
-
-
 def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | Path, store=None):
     """For ``hpo export --checkpoint``: copy the trial's checkpoint next to its exported YAML
     (``best.yaml`` -> ``best.pt``); returns (path or None, the line to print)."""
@@ -231,3 +218,16 @@ def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | 
         f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s first run, which "
         f"handreid train reproduces): handreid evaluate --checkpoint {path}"
     )
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DEFAULT_KEEP",
+    "CheckpointKeeper",
+    "copy_checkpoint",
+    "export_checkpoint",
+    "could_enter",
+    "top_numbers",
+    "trial_checkpoint",
+    "upper_bound",
+]

@@ -148,6 +148,19 @@ def test_a_killed_sqlite_run_is_retried_at_once_on_the_next_start(synthetic_root
     assert "died" in trials[0].user_attrs["error"]
 
 
+def interrupt_when(proc: subprocess.Popen, ready, what: str):
+    """Ctrl-C ``proc`` once ``ready()`` returns a value (which is returned); killed if it
+    never does."""
+    try:
+        found = wait_for(ready, 300, what)
+        proc.send_signal(signal.SIGINT)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return found
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_a_trial_is_exit_130_with_our_line_only(synthetic_root, tmp_path):
     proc = subprocess.Popen(
@@ -158,13 +171,8 @@ def test_ctrl_c_during_a_trial_is_exit_130_with_our_line_only(synthetic_root, tm
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        study, victim = wait_for(running_trial(tmp_path, True), 300, "a trial in its 2nd epoch")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    study, victim = interrupt_when(proc, running_trial(tmp_path, True), "a trial in its 2nd epoch")
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), err
@@ -278,14 +286,9 @@ def test_ctrl_c_during_the_baseline_then_the_same_command_evaluates_it(synthetic
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
-        study, victim = wait_for(running_trial(tmp_path, False), 300, "the baseline trial")
-        assert victim.number == 0 and victim.user_attrs["baseline"] == "default"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    study, victim = interrupt_when(proc, running_trial(tmp_path, False), "the baseline trial")
+    assert victim.number == 0 and victim.user_attrs["baseline"] == "default"
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     again = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]

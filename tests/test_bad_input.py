@@ -640,6 +640,33 @@ def study_in(
     return setup
 
 
+def broken_history(text: str) -> Setup:
+    """A study whose trial 0 has a ``history.json`` artifact holding ``text``."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        import optuna
+        from optuna.artifacts import upload_artifact
+
+        from hpo.artifacts import open_artifact_store
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        (tmp / "studies").mkdir(exist_ok=True)
+        study = optuna.create_study(
+            study_name="s", storage=f"sqlite:///{tmp}/studies/handreid.db", direction="maximize"
+        )
+        trial = study.ask()
+        trial.report(0.5, 1)
+        (tmp / "history.json").write_text(text)
+        upload_artifact(
+            artifact_store=open_artifact_store(tmp / "studies" / "artifacts"),
+            file_path=str(tmp / "history.json"),
+            study_or_trial=trial,
+        )
+        study.tell(trial, 0.5)
+
+    return setup
+
+
 def torn(where: str) -> Setup:
     """A journal whose last record a crash cut short."""
 
@@ -801,6 +828,12 @@ HPO_CASES = [
         "hpo",
         (*RUN, "--keep-checkpoints", "-1"),
         "argument --keep-checkpoints: must be 0 or more, not -1",
+    ),
+    Case(
+        "run-keep-checkpoints-not-a-number",
+        "hpo",
+        (*RUN, "--keep-checkpoints", "two"),
+        "argument --keep-checkpoints: expected a whole number, not 'two'",
     ),
     Case("run-seed-negative", "hpo", (*RUN, "--seed", "-1"), "--seed=-1: must be between 0"),
     Case("run-seed-huge", "hpo", (*RUN, "--seed", str(2**64)), "must be between 0 and 4294967295"),
@@ -1025,6 +1058,20 @@ HPO_CASES = [
         setup=study_in(trials=()),
     ),
     Case("show-trial-not-int", "hpo", ("show", "--trial", "best"), "invalid int value: 'best'"),
+    Case(
+        "show-trial-history-not-json",
+        "hpo",
+        ("show", "--trial", "0"),
+        "trial 0: history.json in the artifact store is not valid JSON",
+        setup=broken_history("{not json"),
+    ),
+    Case(
+        "show-trial-history-without-epochs",
+        "hpo",
+        ("show", "--trial", "0", "--json"),
+        "trial 0: history.json has no list of epochs",
+        setup=broken_history('{"epochs": 3}'),
+    ),
     Case("show-top-zero", "hpo", ("show", "--top", "0"), "--top=0: must be at least 1"),
     Case("show-json-no-database", "hpo", ("show", "--json"), "no study database"),
     Case("trials-no-database", "hpo", ("trials",), "no study database at studies/handreid.db"),

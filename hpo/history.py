@@ -167,13 +167,16 @@ def load_history(study_or_storage, trial: FrozenTrial | int, store=None) -> list
     if document is not None:
         return document["epochs"]
     study = study_or_storage if isinstance(study_or_storage, optuna.Study) else None
-    return intermediate_history(frozen, _epochs_per_run(study, storage, frozen, store))
+    return intermediate_history(frozen, *_run_shape(study, storage, frozen, store))
 
 
-def intermediate_history(trial: FrozenTrial, epochs_per_run: int | None = None) -> list[dict]:
+def intermediate_history(
+    trial: FrozenTrial, epochs_per_run: int | None = None, folds: int | None = None
+) -> list[dict]:
     """History entries from the trial's intermediate values; with ``epochs_per_run`` unknown,
-    every step is taken as an epoch of one run."""
-    folds = max(int(trial.user_attrs.get("n_folds", 1) or 1), 1)
+    every step is taken as an epoch of one run. ``folds`` (default: the trial's ``n_folds``)
+    names each run's fold."""
+    folds = max(int(folds or trial.user_attrs.get("n_folds", 1) or 1), 1)
     out = []
     for step in sorted(trial.intermediate_values):
         run, epoch = divmod(step - 1, epochs_per_run) if epochs_per_run else (0, step - 1)
@@ -184,24 +187,25 @@ def intermediate_history(trial: FrozenTrial, epochs_per_run: int | None = None) 
     return out
 
 
-def _epochs_per_run(study, storage, trial: FrozenTrial, store) -> int | None:
-    """Epochs per run of the trial: its config artifact, else the study's fixed keys."""
+def _run_shape(study, storage, trial: FrozenTrial, store) -> tuple[int | None, int | None]:
+    """Epochs per run and folds of the trial: its config artifact, else the study's space."""
     try:
         config = load_trial_config(trial, storage=storage, store=store)
     except UserError:
         config = None
     if isinstance(config, dict) and isinstance(config.get("epochs"), int):
-        return config["epochs"]
+        return config["epochs"], config.get("val_folds")
     if study is None:
-        return None
+        return None, None
     from hpo.artifacts import load_space_dict
     from hpo.space import parse_space
 
     try:
         data = load_space_dict(study, store)
-        return parse_space(data).config(trial.params).epochs if data is not None else None
+        cfg = parse_space(data).config(trial.params) if data is not None else None
     except (UserError, ValueError, KeyError, TypeError):
-        return None
+        return None, None
+    return (cfg.epochs, cfg.val_folds) if cfg is not None else (None, None)
 
 
 __all__ = [

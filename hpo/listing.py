@@ -239,34 +239,12 @@ def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
 
 
 def epoch_rows(study: optuna.Study, trial: FrozenTrial, store=None) -> list[dict[str, Any]]:
-    """Per-epoch rows of a trial: its ``history.json`` artifact when ``store`` holds one (loss
-    terms, learning rates, Rank-1/5/10, seconds too), else from its intermediate values (run,
-    fold, epoch, step, mAP).
+    """Per-epoch rows of a trial (``hpo.history.load_history``): its ``history.json`` artifact
+    when ``store`` holds one (loss terms, learning rates, Rank-1/5/10, seconds too), else its
+    intermediate values as run, fold, epoch, step, mAP."""
+    from hpo.history import load_history
 
-    Steps are epochs spent over the trial's runs (``step = run * epochs + epoch``), so the
-    run and epoch follow from the config's ``epochs``; its ``val_folds`` gives the fold.
-    """
-    from hpo.export import trial_config
-    from hpo.history import load_history_document
-
-    document = load_history_document(study, trial, store)
-    if document is not None:
-        return document["epochs"]
-    values = trial.intermediate_values
-    if not values:
-        return []
-    try:
-        cfg = trial_config(study, trial)
-        epochs, folds = cfg.epochs, cfg.val_folds
-    except UserError:  # a study that stored neither its space nor the trial's config
-        epochs, folds = None, int(trial.user_attrs.get("n_folds") or 1)
-    rows = []
-    for step in sorted(values):
-        run, epoch = divmod(step - 1, epochs) if epochs else (0, step - 1)
-        rows.append(
-            {"run": run, "fold": run % folds, "epoch": epoch + 1, "step": step, "mAP": values[step]}
-        )
-    return rows
+    return load_history(study, trial, store)
 
 
 # (key, header, format) of the columns a row may have, in table order

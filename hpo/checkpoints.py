@@ -200,11 +200,11 @@ def discard(path: Path | None) -> None:
 def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | Path, store=None):
     """For ``hpo export --checkpoint``: copy the trial's checkpoint next to its exported YAML
     (``best.yaml`` -> ``best.pt``); returns (path or None, the line to print)."""
-    from hpo.artifacts import ARTIFACTS_DIR, open_artifact_store
+    from hpo.artifacts import existing_artifact_store
 
     yaml_path = Path(yaml_path)
-    if store is None and ARTIFACTS_DIR.is_dir():
-        store = open_artifact_store(ARTIFACTS_DIR)
+    if store is None:
+        store = existing_artifact_store()
     target = yaml_path.with_suffix(".pt")
     storage = optuna_internals.storage_of(study)
     path = copy_checkpoint(trial, storage, store, target) if store is not None else None

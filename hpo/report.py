@@ -23,6 +23,7 @@ from handreid.errors import UserError
 from hpo import optuna_internals
 from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from here
     ARTIFACTS_DIR,
+    existing_artifact_store,
     open_artifact_store,
     put_artifact,
     repair_artifact_entries,
@@ -455,8 +456,8 @@ def write_report(
     except OSError as exc:
         raise UserError(f"cannot create report folder {out}: {exc.strerror or exc}") from None
     saved = annotate_study(study)
-    if store is None and ARTIFACTS_DIR.is_dir():
-        store = open_artifact_store(ARTIFACTS_DIR)
+    if store is None:
+        store = existing_artifact_store()
     rest = study_figures(study, [n for n in FIGURES if n not in DASHBOARD_FIGURES], store)
     drawn = {**saved.figures, **rest.figures}
     figs = Figures(

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from handreid.stats import t_interval, two_sided_p
+from handreid.stats import mean_se, t_interval, two_sided_p
 
 _ABSENT = object()
 
@@ -100,10 +100,8 @@ def compare_to_baseline(study: optuna.Study) -> BaselineComparison | None:
     runs_a, runs_b = best.user_attrs.get("fold_values"), base.user_attrs.get("fold_values")
     if runs_a and runs_b and len(runs_a) == len(runs_b) and len(runs_a) > 1:
         # same folds and seeds for every trial: the per-run differences carry the pairing
-        d = [a - b for a, b in zip(runs_a, runs_b, strict=True)]
-        mean = sum(d) / len(d)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
-        se, paired = sd / math.sqrt(len(d)), True
+        _, se = mean_se([a - b for a, b in zip(runs_a, runs_b, strict=True)])
+        paired = True
     else:
         se_a, se_b = best.user_attrs.get("value_se"), base.user_attrs.get("value_se")
         se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else math.nan

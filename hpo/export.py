@@ -74,10 +74,9 @@ def value_text(trial: optuna.trial.FrozenTrial) -> str:
     se = trial.user_attrs.get("value_se")
     if se is None:
         return f"{trial.value:.4f}"
-    runs = len(trial.user_attrs.get("fold_values") or [1])
-    folds = int(trial.user_attrs.get("n_folds", 1))
-    what = f"{folds} folds" if folds > 1 else ("1 split" if runs == 1 else f"{runs} seeds")
-    return f"{trial.value:.4f} +- {se:.4f} (SE, {what})"
+    from hpo.lines import runs_text
+
+    return f"{trial.value:.4f} +- {se:.4f} (SE, {runs_text(trial.user_attrs)})"
 
 
 def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:

@@ -16,6 +16,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.lines import trial_label
+
 TARGET = "val mAP"
 FIGURES = {  # name -> title, in page order
     "parallel": "Parallel coordinates: parameters and val mAP",
@@ -57,11 +59,6 @@ def short_name(name: str, limit: int = 14) -> str:
         return name
     parts = [_ABBREV.get(p, p if len(p) <= 8 else p[:6]) for p in name.split("_")]
     return "_".join(parts)
-
-
-def _label(trial: FrozenTrial) -> str:
-    base = trial.user_attrs.get("baseline")
-    return f"trial {trial.number}" + (f" (baseline {base})" if base else "")
 
 
 def _whole_dtick(largest: int) -> int:
@@ -157,7 +154,7 @@ def value_se_figure(study: optuna.Study) -> tuple[object | None, str | None]:
             marker=dict(color=colour, size=8, symbol="diamond" if name == "baseline" else "circle"),
             name=name,
             text=[
-                f"{_label(t)}<br>{TARGET} {t.value:.4f} ± {t.user_attrs['value_se']:.4f}"
+                f"{trial_label(t)}<br>{TARGET} {t.value:.4f} ± {t.user_attrs['value_se']:.4f}"
                 + (f" ({t.user_attrs['n_folds']} folds)" if "n_folds" in t.user_attrs else "")
                 for t in group
             ],
@@ -199,7 +196,7 @@ def intermediate_figure(study: optuna.Study) -> tuple[object | None, str | None]
             name=kind,
             legendgroup=kind,
             showlegend=kind not in shown,
-            hovertemplate=f"{_label(t)}, {t.state.name.lower()}<br>epoch %{{x}}: %{{y:.4f}}"
+            hovertemplate=f"{trial_label(t)}, {t.state.name.lower()}<br>epoch %{{x}}: %{{y:.4f}}"
             "<extra></extra>",
         )
         shown.add(kind)
@@ -257,10 +254,10 @@ def curves_figure(study: optuna.Study, store=None, n: int = CURVE_TRIALS):
                 mode="lines+markers",
                 line=dict(color=colour, width=1.5, dash="dash" if base else "solid"),
                 marker=dict(size=4, color=colour),
-                name=f"{_label(t)}: {t.value:.4f}",
+                name=f"{trial_label(t)}: {t.value:.4f}",
                 legendgroup=str(t.number),
                 showlegend=col == 1,
-                hovertemplate=f"{_label(t)}<br>step %{{x}}: %{{y:.4f}}<extra></extra>",
+                hovertemplate=f"{trial_label(t)}<br>step %{{x}}: %{{y:.4f}}<extra></extra>",
                 row=1,
                 col=col,
             )

@@ -80,7 +80,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
     storage_url, name, gpus = _check_run_target(args)
     space = load_space(args.space or args.backbone)
-    make_sampler(args.sampler, 0)  # unknown names fail before any work
     device = resolve_device(args.device) if args.workers == 1 else None
     space = space.with_base(**_data_changes(args, space))
     base_cfg = space.config({})
@@ -641,8 +640,9 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from handreid.clihelp import HelpFormatter
+    from hpo.artifacts import ARTIFACTS_DIR  # not via hpo.report: that pulls in scipy
+    from hpo.checkpoints import DEFAULT_KEEP
     from hpo.listing import STATES, TOP
-    from hpo.report import ARTIFACTS_DIR
     from hpo.space import builtin_spaces
     from hpo.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
     from hpo.study import PRUNERS, SAMPLERS
@@ -736,11 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-checkpoints",
         type=_count,
-        default=3,
+        default=DEFAULT_KEEP,
         metavar="K",
         help="keep the models of the best K complete trials as trial artifacts, removing those "
         "that fall out of the top K (on a journal file the removed ones stay listed on their "
-        "trial pages); 0 keeps none (default 3)",
+        f"trial pages); 0 keeps none (default {DEFAULT_KEEP})",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)

@@ -23,9 +23,11 @@ ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study/trial system-attribute
 FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_object's prefix
 
 
-def _backend(study: optuna.Study):
-    storage = study._storage
-    return getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in _CachedStorage
+def _backend(study_or_storage):
+    """The storage that holds the rows: Optuna wraps RDBStorage in _CachedStorage."""
+    is_study = isinstance(study_or_storage, optuna.Study)
+    storage = study_or_storage._storage if is_study else study_or_storage
+    return getattr(storage, "_backend", storage)
 
 
 def storage_of(study: optuna.Study):
@@ -106,7 +108,7 @@ def delete_trial_system_attrs(storage, trial: FrozenTrial, keys: Iterable[str]) 
     keys = sorted(set(keys))
     if not keys:
         return True
-    backend = getattr(storage, "_backend", storage)
+    backend = _backend(storage)
     if isinstance(backend, optuna.storages.RDBStorage):
         _delete_rows(backend, "trial_system_attributes", "trial_id", trial._trial_id, keys)
         return True

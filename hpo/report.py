@@ -243,9 +243,10 @@ def annotate_after_run(study: optuna.Study) -> None:
 
 
 def top_trials(study: optuna.Study, n: int = 10) -> list[FrozenTrial]:
-    return sorted(
-        completed(study), key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE"
-    )[:n]
+    """The ``n`` best complete trials (studies here maximise val mAP)."""
+    from hpo.listing import top_trials as best_of
+
+    return best_of(completed(study), n)
 
 
 def _head(name: str) -> str:

@@ -26,14 +26,13 @@ both, so ``hpo export --checkpoint`` never hands out a removed one.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import ArtifactMeta, download_artifact, upload_artifact
+from optuna.artifacts import ArtifactMeta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
@@ -99,14 +98,15 @@ def copy_checkpoint(trial: FrozenTrial, storage, store, target: str | Path) -> P
     meta = trial_checkpoint(trial, storage, store)
     if meta is None:
         return None
+    from handreid.checkpoint import atomic_file
+
     target = Path(target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    reader = store.open_reader(meta.artifact_id)
     try:
-        download_artifact(artifact_store=store, file_path=str(tmp), artifact_id=meta.artifact_id)
-        os.replace(tmp, target)
+        with atomic_file(target) as fh:
+            shutil.copyfileobj(reader, fh)
     finally:
-        tmp.unlink(missing_ok=True)
+        reader.close()
     return target
 
 

@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import stat
-import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -79,14 +78,6 @@ def study_dir(name: str, root: Path = STUDIES_DIR) -> Path:
     return root / study_folder(name)
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; this runs in the main thread of a CLI command
-    # before any worker thread exists, so the brief change is not observable.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
@@ -118,28 +109,22 @@ def atomic_write_text(path: str | Path, text: str, *, what: str = "--out") -> Pa
     if st is not None and not stat.S_ISREG(st.st_mode):
         shown = given if given == target else f"{given} (-> {target})"
         raise UserError(f"{what} {shown} is {_kind(st.st_mode)}; give the path of a file")
-    mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(
             f"{what} {given}: cannot create folder {target.parent}: {exc.strerror or exc}"
         ) from None
-    tmp = None
+    from handreid.checkpoint import atomic_file  # (imports torch: not at CLI start-up)
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600; give the file its proper mode
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        with atomic_file(target) as fh:  # a new file gets the umask's mode
+            if st is not None:
+                os.fchmod(fh.fileno(), stat.S_IMODE(st.st_mode))  # a replaced one keeps its own
+            fh.write(text.encode("utf-8"))
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             reason += " (the disk is full)"
         raise UserError(f"{what} {given}: cannot write: {reason}") from None
-    finally:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
     return target

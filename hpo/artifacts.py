@@ -149,7 +149,9 @@ def load_space_dict(study: optuna.Study, store=None) -> dict[str, Any] | None:
     """The study's search space as saved at creation: the ``space`` attribute of studies made
     before the space became an artifact, else the ``space.yaml`` artifact (checked against the
     study's ``space_digest``); None if the study has neither, or the store is not given."""
-    old = study.user_attrs.get("space")
+    from hpo.optuna_internals import study_record
+
+    old = study_record(study, "space")
     if isinstance(old, dict):
         return old
     if store is None:

@@ -11,8 +11,8 @@ candidates and every baseline on ``seeds`` new training seeds with the study's o
 
 The runs are trials of a companion study ``<study>.confirm`` in the same storage: queued
 once, taken by any number of workers, visible in the dashboard, and resumable (a killed run
-is failed and queued again; finished runs are never repeated). The summary goes into the
-main study's ``confirm`` user attribute, which ``hpo show`` and ``hpo export`` read.
+is failed and queued again; finished runs are never repeated). The summary is the main
+study's ``confirm`` record (``current``/``store``), which ``hpo show`` and ``hpo export`` read.
 """
 
 from __future__ import annotations
@@ -400,7 +400,16 @@ def _diff(d: dict | None) -> str:
 
 def current(study: optuna.Study) -> dict[str, Any] | None:
     """The stored confirm summary, if any."""
-    return study.user_attrs.get("confirm")
+    from hpo.optuna_internals import study_record
+
+    return study_record(study, "confirm")
+
+
+def store(study: optuna.Study, summary: dict[str, Any]) -> None:
+    """Keep the confirm summary with the study (a study record: see hpo.optuna_internals)."""
+    from hpo.optuna_internals import set_study_record
+
+    set_study_record(study, "confirm", summary)
 
 
 __all__ = [
@@ -414,6 +423,7 @@ __all__ = [
     "open_companion",
     "plan",
     "queue",
+    "store",
     "summarize",
     "verdict",
     "work",

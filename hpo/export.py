@@ -24,7 +24,9 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
             raise UserError(
                 f"study {study.study_name!r} has no completed trial yet; nothing to export"
             )
-        winner = (study.user_attrs.get("confirm") or {}).get("winner")
+        from hpo.confirm import current
+
+        winner = (current(study) or {}).get("winner")
         if winner in complete:  # raced on fresh seeds: a better pick than the noisy maximum
             return complete[winner]
         return study.best_trial
@@ -43,7 +45,9 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
 
 def study_space(study: optuna.Study) -> SearchSpace | None:
     """The search space (with its fixed keys) the study was created with, if it stored one."""
-    space_dict = study.user_attrs.get("space")
+    from hpo.optuna_internals import study_record
+
+    space_dict = study_record(study, "space")
     if space_dict is None:
         return None
     return parse_space(space_dict, source=f"study {study.study_name}")
@@ -81,7 +85,7 @@ def value_text(trial: optuna.trial.FrozenTrial) -> str:
 
 def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
-    from hpo.confirm import verdict
+    from hpo.confirm import current, verdict
 
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
     label = (
@@ -93,7 +97,7 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
         f"trial {trial.number}{label}: objective (best-epoch validation mAP) {value_text(trial)}",
         f"tuned: {params}",
     ]
-    summary = study.user_attrs.get("confirm") or {}
+    summary = current(study) or {}
     rows = {r["trial"]: r for r in summary.get("rows", [])}
     epochs = trial.user_attrs.get("best_epochs") or []
     if trial.number in rows:

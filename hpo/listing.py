@@ -121,11 +121,11 @@ def _absent(value: Any) -> Any:
 
 def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
     """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
-    from hpo.confirm import verdict
+    from hpo.confirm import current, verdict
 
     trials = study.get_trials(deepcopy=False)
     best = top_trials(trials, 1)
-    confirm = study.user_attrs.get("confirm")
+    confirm = current(study)
     return json_ready(
         {
             "study": study.study_name,
@@ -145,6 +145,7 @@ def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
 def summary_lines(study: optuna.Study) -> list[str]:
     """Counts and the best trial with its parameters, as ``hpo run`` ends and ``hpo show``
     starts."""
+    from hpo.confirm import current
     from hpo.export import value_text as se_text
 
     trials = study.get_trials(deepcopy=False)
@@ -163,7 +164,7 @@ def summary_lines(study: optuna.Study) -> list[str]:
     width = max((len(k) for k in b.params), default=10)
     # 4 significant figures to read; `hpo export` and `show --json` keep every digit
     lines += [f"  {k:<{width}}  {number(v, 4)}" for k, v in b.params.items()]
-    if "confirm" not in study.user_attrs:
+    if current(study) is None:
         lines.append(
             "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
             "trials and the baseline on fresh seeds before you export"
@@ -212,11 +213,11 @@ def comparison_lines(study: optuna.Study) -> list[str]:
 
 def show_text(study: optuna.Study, top: int = TOP) -> str:
     """``hpo show``: summary, top trials, best vs baseline, and the confirm table if any."""
-    from hpo.confirm import format_summary
+    from hpo.confirm import current, format_summary
 
     trials = study.get_trials(deepcopy=False)
     lines = summary_lines(study) + top_lines(trials, top) + comparison_lines(study)
-    confirm = study.user_attrs.get("confirm")
+    confirm = current(study)
     if confirm:
         lines.append(format_summary(confirm))
     return "\n".join(lines)

@@ -420,14 +420,16 @@ class Objective:
 
 def _remember_identities(trial: optuna.Trial, runs: list[RunResult]) -> None:
     """Store each split's identity lists once per study, under its digest."""
-    known = trial.study.user_attrs.get("identities", {})
+    from hpo.optuna_internals import set_study_record, study_record
+
+    known = study_record(trial.study, "identities") or {}
     new = {
         r.identities["digest"]: {k: r.identities[k] for k in ("val", "test", "train_count")}
         for r in runs
         if r.identities and r.identities["digest"] not in known
     }
     if new:
-        trial.study.set_user_attr("identities", {**known, **new})
+        set_study_record(trial.study, "identities", {**known, **new})
 
 
 __all__ = [

@@ -8,6 +8,15 @@ study system attributes, and no storage can delete a system attribute. optuna-da
 after which ``optuna.artifacts.get_all_artifact_meta`` raises ``TypeError``; a figure saved
 under an id stays on the study page for good. A trial's checkpoint that falls out of the
 study's top K leaves the same kind of entry on the trial, which only a database can delete.
+
+Long study records (the search space, the identity lists of the splits, the confirm summary)
+are kept as study system attributes under ``hpo:<name>`` (``study_record``/``set_study_record``),
+not as user attributes: ``optuna studies`` prints every user attribute on one line and
+optuna-dashboard's Study User Attributes card shows them unwrapped, so a 2 kB attribute made
+both unreadable. System attributes live in the same storage, so every worker (a Slurm task on a
+journal file or PostgreSQL, with no shared artifact store) still reads them, and neither tool
+prints them. Optuna 3.1 removed ``Study.set_system_attr`` from the public API; the storage's
+``set_study_system_attr`` is what Optuna's own artifacts and optuna-dashboard's notes use.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from optuna.trial import FrozenTrial
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study/trial system-attribute key prefix
 FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_object's prefix
+RECORD_PREFIX = "hpo:"  # our long study records, see the module docstring
 
 
 def _backend(study_or_storage):
@@ -38,6 +48,20 @@ def storage_of(study: optuna.Study):
 
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
+
+
+def study_record(study: optuna.Study, name: str, default: Any = None) -> Any:
+    """The study record ``name`` (``space``, ``identities``, ``confirm``); a study made before
+    the records moved has it as a user attribute of the same name."""
+    value = study_system_attrs(study).get(RECORD_PREFIX + name)
+    if value is not None:
+        return value
+    return study.user_attrs.get(name, default)
+
+
+def set_study_record(study: optuna.Study, name: str, value: Any) -> None:
+    """Store a JSON-ready ``value`` where workers read it and the standard tools do not print."""
+    study._storage.set_study_system_attr(study._study_id, RECORD_PREFIX + name, value)
 
 
 def artifact_tombstones(study: optuna.Study) -> list[str]:

@@ -481,7 +481,7 @@ def save_artifacts(study: optuna.Study, store, paths: list[Path]) -> list[str]:
     from hpo.artifacts import SPACE_FILE, artifact_metas
 
     repair_artifact_entries(study)
-    old_space = study.user_attrs.get("space")
+    old_space = optuna_internals.study_record(study, "space")
     if isinstance(old_space, dict) and not any(
         m.filename == SPACE_FILE for m in artifact_metas(study)
     ):

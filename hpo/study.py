@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
+from hpo.optuna_internals import set_study_record
 from hpo.paths import STUDIES_DIR
 from hpo.recovery import recover_stale, requeue_baseline, worker_id, worker_process
 from hpo.space import SearchSpace
@@ -127,7 +128,7 @@ def create_or_resume(
             ) from None
         return study
     study.set_user_attr("space_digest", digest)
-    study.set_user_attr("space", space.to_dict())
+    set_study_record(study, "space", space.to_dict())
     for key, value in context.items():
         study.set_user_attr(key, value)
     for i, baseline in enumerate(space.baselines):

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p)
-    study.set_user_attr("confirm", summary)
+    cf.store(study, summary)
     print(cf.format_summary(summary))
     if code == 130:
         print(

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         from hpo.checkpoints import export_checkpoint
 
         print(export_checkpoint(study, trial, path)[1])
-    summary = study.user_attrs.get("confirm")
+    from hpo.confirm import current
+
+    summary = current(study)
     if summary and summary.get("winner") == trial.number:
         print(verdict(summary))
     return 0

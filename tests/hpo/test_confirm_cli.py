@@ -17,6 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from handreid.cli import main as handreid_main
+from hpo import confirm as cf
 from hpo.cli import main
 
 
@@ -55,7 +56,7 @@ def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsy
 
     code, out, err = hpo(["confirm", "--study", NAME, "--top", "2", "--seeds", "2"], capsys)
     assert code == 0, err
-    summary = optuna.load_study(study_name=NAME, storage=STORAGE).user_attrs["confirm"]
+    summary = cf.current(optuna.load_study(study_name=NAME, storage=STORAGE))
     assert summary["seeds"] == [1, 2] and summary["complete"]
     assert len(summary["rows"]) >= 2  # a searched trial and the baseline
     assert all(r["n"] == 6 for r in summary["rows"])  # 2 seeds x 3 folds per config
@@ -126,7 +127,7 @@ def test_a_killed_confirm_resumes_without_repeating_finished_runs(tmp_path, caps
     ]
     assert len(complete) == len(set(complete)), "a finished run was repeated"
     assert set(before) <= set(complete)
-    summary = optuna.load_study(study_name=NAME, storage=STORAGE).user_attrs["confirm"]
+    summary = cf.current(optuna.load_study(study_name=NAME, storage=STORAGE))
     assert summary["complete"] and len(complete) == 2 * len(
         set(summary["candidates"]) | set(summary["baselines"])
     )

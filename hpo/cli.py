@@ -38,7 +38,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _sigterm(signum, frame):  # a terminated worker ends its trial like Ctrl-C does
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("SIGTERM")  # the trial's error says which (hpo.recovery)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

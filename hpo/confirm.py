@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval, two_sided_p
-from hpo.recovery import _local_pid_dead, worker_id, worker_process
+from hpo.recovery import _local_pid_dead, mark_interrupted, worker_id, worker_process
 from hpo.study import _QuietFailures, quiet_trial_failures
 
 SUFFIX = ".confirm"
@@ -183,8 +183,9 @@ def work(
             trial.set_user_attr("worker_process", process)
         try:
             return objective(trial)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             quiet.numbers.add(trial.number)
+            mark_interrupted(trial, exc)
             raise
 
     ran = 0

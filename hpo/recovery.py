@@ -3,6 +3,7 @@ the trials of those that died."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import warnings
@@ -15,6 +16,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from hpo.storage import MAX_RETRIES
+
+DEAD_WORKER = "dead worker"  # the error of a trial whose worker process is gone
 
 
 def worker_id() -> str:
@@ -90,7 +93,7 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
             continue
         worker = t.user_attrs.get("worker", "?")
         try:
-            storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died")
+            storage.set_trial_user_attr(t._trial_id, "error", f"{DEAD_WORKER}: {worker} died")
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 continue
         except (
@@ -186,6 +189,20 @@ def _retries(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTr
         trial = by_number.get(trial.user_attrs["retry_of"], trial)
         depth += 1
     return depth
+
+
+def interrupt_reason(exc: BaseException | None = None) -> str:
+    """``interrupted (SIGINT)`` or ``interrupted (SIGTERM)``: hpo.cli turns SIGTERM into a
+    ``KeyboardInterrupt("SIGTERM")``, Ctrl-C raises a bare one."""
+    name = exc.args[0] if exc is not None and exc.args else "SIGINT"
+    return f"interrupted ({name})"
+
+
+def mark_interrupted(trial: optuna.Trial, exc: BaseException) -> None:
+    """Record why an interrupted trial ends (Optuna fails it with no word of its own); best
+    effort: an interrupt during a storage failure must stay an interrupt."""
+    with contextlib.suppress(Exception):
+        trial.set_user_attr("error", interrupt_reason(exc))
 
 
 def release_own_trials(study: optuna.Study, reason: str) -> list[int]:

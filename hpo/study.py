@@ -22,7 +22,13 @@ from optuna.trial import TrialState
 from handreid.errors import UserError
 from hpo.optuna_internals import set_study_record
 from hpo.paths import STUDIES_DIR
-from hpo.recovery import recover_stale, requeue_baseline, worker_id, worker_process
+from hpo.recovery import (
+    mark_interrupted,
+    recover_stale,
+    requeue_baseline,
+    worker_id,
+    worker_process,
+)
 from hpo.space import SearchSpace
 from hpo.storage import (
     StorageError,
@@ -216,8 +222,9 @@ class _Guarded:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a baseline is queued again for the re-run
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: a baseline is queued again
             self.quiet.numbers.add(trial.number)
+            mark_interrupted(trial, exc)
             with contextlib.suppress(Exception):
                 requeue_baseline(trial.study, trial.study._storage.get_trial(trial._trial_id))
             raise

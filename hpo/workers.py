@@ -102,7 +102,7 @@ def run_workers(
         stop["signal"] = signum
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signum)  # each worker's trial records the signal it got
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -216,7 +216,7 @@ def _run_here(
     from hpo.artifacts import open_artifact_store
     from hpo.objective import Objective
     from hpo.progress import Progress
-    from hpo.recovery import release_own_trials
+    from hpo.recovery import interrupt_reason, release_own_trials
     from hpo.study import finished, run_until
 
     progress = Progress(args.trials, mode=mode, initial=finished(study), prefix=worker_prefix(args))
@@ -241,8 +241,8 @@ def _run_here(
                 attrs={"sampler_seed": seed},
                 report=progress.note,
             )
-        except KeyboardInterrupt:
-            release_own_trials(study, "interrupted")
+        except KeyboardInterrupt as exc:
+            release_own_trials(study, interrupt_reason(exc))
             return 130
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -322,3 +323,46 @@ def test_a_heartbeat_retry_keeps_the_baseline_label_but_not_the_dead_trys_artifa
     assert queued.user_attrs == {"baseline": "hand-tuned"}
     assert queued.system_attrs["failed_trial"] == 0
     assert get_all_artifact_meta(queued, storage=study._storage) == []
+
+
+@pytest.mark.parametrize(
+    "signum, reason",
+    [(signal.SIGINT, "interrupted (SIGINT)"), (signal.SIGTERM, "interrupted (SIGTERM)")],
+)
+def test_an_interrupted_trial_says_which_signal_ended_it(signum, reason):
+    """Optuna fails an interrupted trial with no word of its own; ours records the signal
+    (SIGTERM as ``hpo.cli`` handles it) and ``hpo trials`` prints it."""
+    from hpo.cli import _sigterm
+    from hpo.lines import trial_line
+
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this ends
+        return 1.0
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_until(study, objective, 1)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    trial = study.trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["error"] == reason
+    assert f"error: {reason}" in trial_line(trial)
+
+
+def test_a_dead_worker_trial_says_so(tmp_path):
+    """A RUNNING trial whose worker process is gone is failed with the reason ``dead worker``."""
+    study = optuna.create_study(direction="maximize")
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    trial = study.ask()
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{proc.pid}")
+    assert recover_stale(study) == [trial.number]
+    failed = study.trials[trial.number]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["error"].startswith("dead worker")

@@ -44,8 +44,9 @@ class BaselineComparison:
     def same_trial(self) -> bool:
         return self.best.number == self.baseline.number
 
-    def value_line(self) -> str:
-        """One line: the difference with a 95 % interval, or that the baseline is the best."""
+    def value_line(self, confirmed: bool = False) -> str:
+        """One line: the difference with a 95 % interval, or that the baseline is the best;
+        ``confirmed``: a confirmation exists, so the line does not advise one."""
         name = self.baseline.user_attrs.get("baseline", "")
         if self.same_trial:
             return f"the baseline {name} (trial {self.baseline.number}) is the best trial"
@@ -58,7 +59,7 @@ class BaselineComparison:
             kind = "paired by fold and seed" if self.paired else "from the trials' SEs"
             text += f" (95% CI {lo:+.4f} to {hi:+.4f}, {kind})"
             if lo <= 0 <= hi:
-                text += ": within the noise; `hpo confirm` can tell"
+                text += ": within the noise" + ("" if confirmed else "; `hpo confirm` can tell")
         return text
 
     def diff_ci(self) -> tuple[float, float]:

@@ -364,33 +364,33 @@ def _against_baseline(row: dict[str, Any], ref: int) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A table of the confirmed configs and the verdict line."""
+    """A table of the confirmed configs (a row and its differences on up to three lines, so
+    that it fits 80 columns) and the verdict line, wrapped to the terminal."""
+    from hpo.lines import fit, pm
+
     rows = summary.get("rows", [])
     lines = [
         f"confirmed on seeds {summary['seeds']} x {summary['folds']} fold(s); "
         f"95% t intervals; differences paired by seed and fold"
     ]
-    lines.append(
-        f"  {'trial':>6}  {'role':<18} {'objective':>16}  {'confirmed':>26}  "
-        f"{'vs baseline':>28}  {'vs incumbent':>28}"
-    )
+    lines.append(f"  {'trial':<6} {'role':<18} {'objective':>15}  confirmed [95% CI] n")
     for r in rows:
         role = r["role"] + (f" {r['baseline']}" if r["baseline"] else "")
         if r["trial"] == summary.get("incumbent"):
             role += " *"
         obj = f"{r['objective']:.4f}" + (
-            f" ± {r['objective_se']:.3f}" if r.get("objective_se") is not None else ""
+            f" {pm()} {r['objective_se']:.3f}" if r.get("objective_se") is not None else ""
         )
         conf = f"{r['mean']:.4f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] n={r['n']}"
-        lines.append(
-            f"  #{r['trial']:<5}  {role[:18]:<18} {obj:>16}  {conf:>26}  "
-            f"{_diff(r['vs_baseline']):>28}  {_diff(r['vs_incumbent']):>28}"
-        )
+        lines.append(f"  #{r['trial']:<5} {role[:18]:<18} {obj:>15}  {conf}")
+        for name in ("vs_baseline", "vs_incumbent"):
+            if r.get(name):
+                lines.append(f"{'':9}{name.replace('_', ' '):<13} {_diff(r[name])}")
     lines.append("  (* the study's best trial, the incumbent)")
     if not summary.get("complete", True):
         lines.append("  some runs are missing: re-run `hpo confirm` to finish them")
     lines.append(verdict(summary))
-    return "\n".join(lines)
+    return fit("\n".join(lines))
 
 
 def _diff(d: dict | None) -> str:

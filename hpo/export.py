@@ -74,13 +74,13 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainC
 
 
 def value_text(trial: optuna.trial.FrozenTrial) -> str:
-    """``0.6123 +- 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
+    """``0.6123 ± 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
     se = trial.user_attrs.get("value_se")
     if se is None:
         return f"{trial.value:.4f}"
-    from hpo.lines import runs_text
+    from hpo.lines import pm, runs_text
 
-    return f"{trial.value:.4f} +- {se:.4f} (SE, {runs_text(trial.user_attrs)})"
+    return f"{trial.value:.4f} {pm()} {se:.4f} (SE, {runs_text(trial.user_attrs)})"
 
 
 def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:

@@ -10,13 +10,54 @@ from __future__ import annotations
 import datetime
 import math
 import re
+import shutil
+import sys
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
 from handreid.errors import one_line
 
-WIDTH = 160  # longest line we print for a trial; parameters go on indented lines beyond it
+WIDTH = 80  # the line width when the terminal's is unknown (a pipe, a 0-column TTY)
+MIN_WIDTH = 40
 ERROR_CHARS = 110
+
+
+def width() -> int:
+    """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads it); ``WIDTH`` when the
+    size is unknown or 0 (``script`` without a size, some CI consoles)."""
+    columns = shutil.get_terminal_size((WIDTH, 24)).columns
+    return max(columns, MIN_WIDTH) if columns > 0 else WIDTH
+
+
+def pm() -> str:
+    """The uncertainty sign: ``±`` where standard output can encode it, ``+-`` otherwise."""
+    try:
+        "±".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "+-"
+    return "±"
+
+
+def fit(text: str, columns: int | None = None) -> str:
+    """Each line of ``text`` wrapped at spaces to ``columns`` (the terminal's by default),
+    continuation lines indented two more than the line; a word is never cut."""
+    columns = columns or width()
+    out: list[str] = []
+    for line in text.split("\n"):
+        if len(line) <= columns:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        out += textwrap.wrap(
+            line,
+            columns,
+            initial_indent="",
+            subsequent_indent=indent + "  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [line]
+    return "\n".join(out)
 
 
 def number(value: Any, digits: int = 3) -> str:
@@ -47,11 +88,11 @@ def duration(seconds: float | None) -> str:
     return f"{total // 3600}h{total % 3600 // 60:02d}m"
 
 
-def param_text(name: str, value: Any, max_chars: int = 32) -> str:
-    """``lr_modules=3.1e-4``; a string with spaces is quoted, a long one shortened."""
+def param_text(name: str, value: Any) -> str:
+    """``lr_modules=3.1e-4``; a string with spaces is quoted, and shown whole (two prompt
+    templates that differ at their end must read apart)."""
     if isinstance(value, str):
-        text = value if len(value) <= max_chars else value[: max_chars - 1] + "…"
-        return f"{name}={text!r}" if (" " in text or not text) else f"{name}={text}"
+        return f"{name}={value!r}" if (" " in value or not value) else f"{name}={value}"
     return f"{name}={number(value)}"
 
 
@@ -93,7 +134,7 @@ def value_text(value: float | None, se: float | None = None) -> str:
     for the values a useful trial reaches)."""
     if value is None or not math.isfinite(value):
         return "-"
-    return f"{value:.3f}" + (f" ± {se:.3f}" if se is not None and math.isfinite(se) else "")
+    return f"{value:.3f}" + (f" {pm()} {se:.3f}" if se is not None and math.isfinite(se) else "")
 
 
 def trial_seconds(trial) -> float | None:
@@ -145,9 +186,12 @@ def _shortened(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def trial_line(trial, *, label: str | None = None, params: bool = True, width: int = WIDTH) -> str:
-    """One trial for a terminal or a log; parameters move to indented lines when the whole
-    would pass ``width`` characters. Works for every state (a RUNNING trial shows its last
+def trial_line(
+    trial, *, label: str | None = None, params: bool = True, columns: int | None = None
+) -> str:
+    """One trial for a terminal or a log, in lines of at most ``columns`` characters (the
+    terminal's by default): its facts joined by `` · `` and its parameters on indented lines
+    when the whole does not fit, each parameter whole. Works for every state (a RUNNING trial shows its last
     epoch when it recorded ``progress``)."""
     attrs = trial.user_attrs
     state = trial.state.name
@@ -171,17 +215,25 @@ def trial_line(trial, *, label: str | None = None, params: bool = True, width: i
         parts.append(f"{duration(elapsed.total_seconds())} so far")
     elif state != "WAITING" and (seconds := trial_seconds(trial)) is not None:
         parts.append(duration(seconds))
+    columns = columns or width()
     if state == "FAIL" and attrs.get("error"):
-        parts.append("error: " + _shortened(one_line(str(attrs["error"])), ERROR_CHARS))
+        room = max(min(ERROR_CHARS, columns - 11), 20)
+        parts.append("error: " + _shortened(one_line(str(attrs["error"])), room))
     if state == "WAITING" and attrs.get("retry_of") is not None:
         parts.append(f"retry of trial {attrs['retry_of']}")
     line = " · ".join(parts)
     shown = params_text(trial.params) if params and trial.params else ""
-    if not shown:
-        return line
-    if len(line) + 3 + len(shown) <= width:
-        return f"{line} · {shown}"
-    return "\n".join([line, *("    " + r for r in _packed(_param_items(trial.params), width - 4))])
+    if len(line) + (3 + len(shown) if shown else 0) <= columns:
+        return f"{line} · {shown}" if shown else line
+    head = [fit(parts[0], columns)]  # the head wraps at spaces, the other facts stay whole
+    for part in parts[1:]:
+        last = head[-1].split("\n")[-1]
+        if len(last) + 3 + len(part) <= columns:
+            head[-1] += " · " + part
+        else:
+            head.append("    " + part)
+    rows = _packed(_param_items(trial.params), columns - 4) if shown else []
+    return "\n".join([*head, *("    " + r for r in rows)])
 
 
 def epoch_text(label: str | None, progress: Mapping[str, Any]) -> str:
@@ -204,11 +256,14 @@ __all__ = [
     "confirm_label",
     "duration",
     "epoch_text",
+    "fit",
     "number",
     "params_text",
+    "pm",
     "prune_text",
     "runs_text",
     "trial_label",
     "trial_line",
     "value_text",
+    "width",
 ]

@@ -12,7 +12,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
-from hpo.lines import WIDTH, number, params_text, runs_text, trial_seconds, value_text
+from hpo.lines import (
+    _packed,
+    _param_items,
+    fit,
+    number,
+    params_text,
+    pm,
+    runs_text,
+    trial_seconds,
+    value_text,
+    width,
+)
 
 STATES = ("complete", "pruned", "fail", "running", "waiting")
 TOP = 5
@@ -87,6 +98,7 @@ def top_trials(trials: Sequence[FrozenTrial], n: int = TOP) -> list[FrozenTrial]
 def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
     """The best trial against the baseline (``hpo.compare``) as plain data."""
     from hpo.compare import compare_to_baseline
+    from hpo.confirm import current
 
     c = compare_to_baseline(study)
     if c is None:
@@ -108,7 +120,7 @@ def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
                 {"name": ch.name, "baseline": _absent(ch.baseline), "best": _absent(ch.best)}
                 for ch in c.changes
             ],
-            "text": c.value_line(),
+            "text": c.value_line(confirmed=current(study) is not None),
         }
     )
 
@@ -122,6 +134,7 @@ def _absent(value: Any) -> Any:
 def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
     """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
     from hpo.confirm import current, verdict
+    from hpo.headline import headline
 
     trials = study.get_trials(deepcopy=False)
     best = top_trials(trials, 1)
@@ -137,6 +150,7 @@ def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
             "baseline_comparison": comparison_record(study),
             "confirm": confirm,
             "confirm_verdict": verdict(confirm) if confirm else None,
+            "headline": headline(study),
         }
     )
 
@@ -172,8 +186,10 @@ def summary_lines(study: optuna.Study) -> list[str]:
     return lines
 
 
-def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, width: int = WIDTH) -> list[str]:
-    """The best ``n`` complete trials, value ± SE, baselines marked, parameters shortened."""
+def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, columns: int | None = None) -> list[str]:
+    """The best ``n`` complete trials, value ± SE, baselines marked, parameters whole (on
+    indented lines below when they do not fit beside)."""
+    columns = columns or width()
     top = top_trials(trials, n)
     if not top:
         return []
@@ -181,7 +197,7 @@ def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, width: int = WIDTH) -
         f"baseline {t.user_attrs['baseline']}" if t.user_attrs.get("baseline") else "" for t in top
     ]
     label_width = max(len(x) for x in labels)
-    lines = ["top trials (val mAP ± SE):"]
+    lines = [f"top trials (val mAP {pm()} SE):"]
     for t, label in zip(top, labels, strict=True):
         head = (
             f"  #{t.number:<5} {value_text(t.value, t.user_attrs.get('value_se')):<14} "
@@ -190,10 +206,11 @@ def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, width: int = WIDTH) -
         if label_width:
             head += f" {label:<{label_width}}"
         rest = params_text(t.params)
-        room = width - len(head) - 2
-        if len(rest) > room:
-            rest = rest[: max(room - 1, 0)] + "…"
-        lines.append(f"{head}  {rest}".rstrip())
+        if len(head.rstrip()) + 2 + len(rest) <= columns:
+            lines.append(f"{head}  {rest}".rstrip())
+            continue
+        lines.append(head.rstrip())
+        lines += ["      " + r for r in _packed(_param_items(t.params), columns - 6)]
     return lines
 
 
@@ -203,7 +220,9 @@ def comparison_lines(study: optuna.Study) -> list[str]:
     c = compare_to_baseline(study)
     if c is None:
         return []
-    lines = [c.value_line()]
+    from hpo.confirm import current
+
+    lines = [c.value_line(confirmed=current(study) is not None)]
     if not c.same_trial:
         changes = c.change_lines()
         lines.append("  parameters changed from the baseline:" if changes else "  same parameters")
@@ -214,13 +233,15 @@ def comparison_lines(study: optuna.Study) -> list[str]:
 def show_text(study: optuna.Study, top: int = TOP) -> str:
     """``hpo show``: summary, top trials, best vs baseline, and the confirm table if any."""
     from hpo.confirm import current, format_summary
+    from hpo.headline import headline
 
     trials = study.get_trials(deepcopy=False)
-    lines = summary_lines(study) + top_lines(trials, top) + comparison_lines(study)
+    lines = [headline(study), *summary_lines(study), *top_lines(trials, top)]
+    lines += comparison_lines(study)
     confirm = current(study)
     if confirm:
         lines.append(format_summary(confirm))
-    return "\n".join(lines)
+    return fit("\n".join(lines))
 
 
 def printable(name: str) -> str:

@@ -30,6 +30,7 @@ from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from her
     save_space,
 )
 from hpo.compare import compare_to_baseline
+from hpo.confirm import current
 from hpo.export import value_text
 from hpo.figures import (
     DASHBOARD_FIGURES,
@@ -40,6 +41,7 @@ from hpo.figures import (
     short_name,
     study_figures,
 )
+from hpo.headline import headline
 from hpo.paths import study_dir
 from hpo.study import counts
 
@@ -79,7 +81,7 @@ def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
     """Markdown summary: how the study was made, counts, best trial with its params and metrics,
     and the abbreviations the saved figures use (``legend``)."""
     attrs, c = study.user_attrs, counts(study)
-    lines = [f"## {study.study_name}", ""]
+    lines = [f"## {study.study_name}", "", f"**{_cell(headline(study))}**", ""]
     for key in ("command", "backbone", "data", "created"):
         if key in attrs:
             lines.append(
@@ -151,7 +153,7 @@ def _baseline_lines(study: optuna.Study) -> list[str]:
     if cmp is None:
         lines.append("No baseline trial has completed yet.")
     else:
-        lines.append(cmp.value_line() + ".")
+        lines.append(cmp.value_line(confirmed=current(study) is not None) + ".")
         if cmp.changes:
             name = _cell(cmp.baseline.user_attrs["baseline"])
             lines += ["", f"| parameter | baseline {name} | best trial {cmp.best.number} |"]
@@ -314,7 +316,8 @@ def _baseline_html(study: optuna.Study) -> list[str]:
     if cmp is None:
         out.append("<p>No baseline trial has completed yet.</p>")
     else:
-        out.append(f'<p class="cmp">{html.escape(cmp.value_line())}.</p>')
+        line = cmp.value_line(confirmed=current(study) is not None)
+        out.append(f'<p class="cmp">{html.escape(line)}.</p>')
         if cmp.changes:
             base = html.escape(str(cmp.baseline.user_attrs["baseline"]))
             head = (
@@ -367,6 +370,7 @@ def render_html(
     )
     body = [
         f"<h1>Study {name}</h1>",
+        f'<p class="headline"><b>{html.escape(headline(study))}</b></p>',
         f"<ul>{''.join(info)}</ul>",
         f"<h2>Top trials by {TARGET}</h2>",
         _table(study, top),

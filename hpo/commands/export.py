@@ -32,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study)
     out = Path(args.out) if args.out else study_dir(study.study_name) / "best.yaml"
     path, trial = export_trial(study, out, args.trial, storage=args.storage)
-    from hpo.confirm import verdict
     from hpo.export import value_text
 
     print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
@@ -41,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(export_checkpoint(study, trial, path)[1])
     from hpo.confirm import current
+    from hpo.headline import headline
 
-    summary = current(study)
-    if summary and summary.get("winner") == trial.number:
-        print(verdict(summary))
+    if current(study) is not None or trial.number == study.best_trial.number:
+        print(headline(study))  # the decision this export stands on
     return 0

@@ -1,0 +1,121 @@
+"""The study's decision in one line: the confirmed winner with its confirmed value, interval
+and difference to the baseline in words, or that the best trial is not confirmed yet.
+
+``hpo show`` starts with it, ``hpo ls`` ends each row with its short form, and the dashboard
+note, the report and ``hpo export`` lead with it, so that every place names the same winner.
+The confirm summary is read through ``hpo.confirm.current`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+WORDS = ("better than", "not distinguishable from", "worse than")
+
+
+def _pm() -> str:
+    from hpo.lines import pm
+
+    return pm()
+
+
+def versus_baseline(row: dict[str, Any]) -> str | None:
+    """``better than`` / ``not distinguishable from`` / ``worse than`` the reference baseline,
+    from the row's paired interval; None without one."""
+    d = row.get("vs_baseline")
+    if not d:
+        return None
+    lo, hi = d["ci"]
+    return WORDS[0] if lo > 0 else WORDS[2] if hi < 0 else WORDS[1]
+
+
+def decision(study: optuna.Study) -> dict[str, Any]:
+    """The parts of the headline as data (``hpo show --json`` and tests read them)."""
+    from hpo.confirm import current
+
+    summary = current(study)
+    rows = {r["trial"]: r for r in (summary or {}).get("rows", [])}
+    winner = (summary or {}).get("winner")
+    if winner is None or winner not in rows:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = max(done, key=lambda t: t.value) if done else None
+        return {"confirmed": False, "best": best.number if best else None}
+    row, ref = rows[winner], summary.get("reference_baseline")
+    out = {
+        "confirmed": True,
+        "partial": not summary.get("complete", True),
+        "winner": winner,
+        "baseline_name": row.get("baseline") or None,
+        "mean": row["mean"],
+        "ci": list(row["ci"]),
+        "n": row["n"],
+        "reference_baseline": ref,
+        "vs_baseline": None,
+        "diff": None,
+    }
+    if winner == ref:
+        others = [r for r in rows.values() if r["role"] != "baseline" and r.get("vs_baseline")]
+        if others:
+            best = max(others, key=lambda r: r["mean"])
+            out |= {"best_candidate": best["trial"], "diff": best["vs_baseline"]}
+            out["vs_baseline"] = versus_baseline(best)
+    elif row.get("vs_baseline"):
+        out |= {"diff": row["vs_baseline"], "vs_baseline": versus_baseline(row)}
+    return out
+
+
+def headline(study: optuna.Study) -> str:
+    """``confirmed winner: trial 5, val mAP 0.671 [0.650, 0.692] (3 runs); better than the
+    baseline (trial 0) by +0.021 [+0.004, +0.038]``, or what is known before a confirmation."""
+    d = decision(study)
+    if not d["confirmed"]:
+        if d["best"] is None:
+            return "no completed trial yet"
+        best = next(t for t in study.get_trials(deepcopy=False) if t.number == d["best"])
+        from hpo.lines import runs_text, value_text
+
+        se = best.user_attrs.get("value_se")
+        return (
+            f"not confirmed yet: best trial {best.number}, val mAP {value_text(best.value, se)} "
+            f"({runs_text(best.user_attrs)}); `hpo confirm` re-trains the top trials and the "
+            "baseline on fresh seeds"
+        )
+    who = f"trial {d['winner']}"
+    if d["baseline_name"]:
+        who = f"the baseline, trial {d['winner']} ({d['baseline_name']})"
+    text = (
+        f"confirmed winner: {who}, val mAP {d['mean']:.3f} "
+        f"[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}] ({d['n']} runs)"
+    )
+    if d["diff"] is not None:
+        diff = f"{d['diff']['diff']:+.3f} [{d['diff']['ci'][0]:+.3f}, {d['diff']['ci'][1]:+.3f}]"
+        if d["winner"] == d["reference_baseline"]:
+            text += (
+                f"; the best candidate, trial {d['best_candidate']}, is {d['vs_baseline']} "
+                f"it ({diff})"
+            )
+        else:
+            text += f"; {d['vs_baseline']} the baseline (trial {d['reference_baseline']}) by {diff}"
+    elif d["reference_baseline"] is None:
+        text += "; no baseline was confirmed to compare with"
+    if d["partial"]:
+        text += " (partial: some runs are missing; re-run `hpo confirm`)"
+    return text
+
+
+def short(study: optuna.Study) -> str:
+    """The ``hpo ls`` form: ``confirmed trial 0 0.665 ±0.4`` or ``not confirmed``."""
+    d = decision(study)
+    if not d["confirmed"]:
+        return "not confirmed"
+    half = (d["ci"][1] - d["ci"][0]) / 2
+    words = f", {d['vs_baseline']} baseline" if d["vs_baseline"] else ""
+    if d["winner"] == d["reference_baseline"]:
+        words = ", the baseline"
+    return f"confirmed trial {d['winner']} {d['mean']:.3f} {_pm()} {half:.3f}{words}"
+
+
+__all__ = ["decision", "headline", "short", "versus_baseline"]

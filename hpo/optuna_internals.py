@@ -50,6 +50,11 @@ def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
 
 
+def study_id(study: optuna.Study) -> int:
+    """The study's id, as optuna-dashboard's URLs (``/dashboard/studies/<id>``) name it."""
+    return study._study_id
+
+
 def study_record(study: optuna.Study, name: str, default: Any = None) -> Any:
     """The study record ``name`` (``space``, ``identities``, ``confirm``); a study made before
     the records moved has it as a user attribute of the same name."""

@@ -47,14 +47,30 @@ def _progress_ended(trial: optuna.Trial) -> None:
 
 
 def output_mode(quiet: bool, out: IO | None = None, err: IO | None = None) -> str:
-    """``trials`` with --quiet; ``live`` when both streams are terminals (and the user did not
-    turn bars off with TQDM_DISABLE); else ``epochs``."""
+    """``trials`` with --quiet; ``live`` when both streams are terminals of a known width (and
+    the user did not turn bars off with TQDM_DISABLE); else ``epochs``: plain lines. A terminal
+    of 0 columns (``script`` without a size, some CI consoles) draws no bar at all."""
     if quiet:
         return "trials"
     streams = (out or sys.stdout, err or sys.stderr)
-    if all(_isatty(s) for s in streams) and os.environ.get("TQDM_DISABLE", "") in ("", "0"):
+    if (
+        all(_isatty(s) for s in streams)
+        and os.environ.get("TQDM_DISABLE", "") in ("", "0")
+        and _columns(streams[1]) > 0
+    ):
         return "live"
     return "epochs"
+
+
+def _columns(stream: IO) -> int:
+    """The width the bar is drawn in: ``COLUMNS`` if set, else the terminal's; 0 if unknown."""
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("COLUMNS", "0")) > 0:
+            return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _isatty(stream: IO) -> bool:

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
-from hpo import optuna_internals
+from hpo import confirm_report, optuna_internals
 from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from here
     ARTIFACTS_DIR,
     existing_artifact_store,
@@ -230,6 +230,39 @@ def _notice(text: str):
     return fig
 
 
+def companion_note(study: optuna.Study, companion: optuna.Study) -> str:
+    """The confirm study's dashboard note: what it is, a link back to its parent, the result."""
+    parent = optuna_internals.study_id(study)
+    return "\n".join(
+        [
+            f"## {companion.study_name}: confirm runs of study {study.study_name}",
+            "",
+            f"Made by `hpo confirm` for study [{study.study_name}](./{parent}): the top trials "
+            "and the baselines re-trained on fresh seeds with the study's own split. Each trial "
+            f"here is one run: `candidate` is the trial number in {study.study_name}, "
+            "`confirm_seed` the seed. Its values are not a search; the comparison is in "
+            f"{study.study_name}'s note and in `hpo show --study {study.study_name}`.",
+            "",
+            f"**{_cell(headline(study))}**",
+            "",
+        ]
+    )
+
+
+def annotate_after_confirm(study: optuna.Study, companion: optuna.Study) -> None:
+    """Refresh the study's note (its headline names the confirmed winner) and describe the
+    confirm study in its own note and attributes; drawing problems never fail a confirmation."""
+    from optuna_dashboard import save_note
+
+    try:
+        companion.set_user_attr("confirm_of", study.study_name)
+        companion.set_user_attr("purpose", "confirm runs (hpo confirm); see the parent's note")
+        save_note(companion, companion_note(study, companion))
+        annotate_study(study)
+    except Exception as exc:  # noqa: BLE001 - the runs and the summary are stored
+        log.warning("warning: could not refresh the dashboard notes: %s", exc)
+
+
 def annotate_after_run(study: optuna.Study) -> None:
     """``annotate_study`` for the end of ``hpo run``: a drawing problem never fails a finished study."""
     try:
@@ -375,6 +408,7 @@ def render_html(
         f"<h2>Top trials by {TARGET}</h2>",
         _table(study, top),
         *_baseline_html(study),
+        *confirm_report.section(study),
     ]
     for fig_name, fig in figs.figures.items():
         div = pio.to_html(

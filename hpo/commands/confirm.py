@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
     summary = cf.summarize(study, companion, p)
     cf.store(study, summary)
     print(cf.format_summary(summary))
+    from hpo.report import annotate_after_confirm
+
+    annotate_after_confirm(study, companion)
     if code == 130:
         print(
             "interrupted: finished runs are kept; re-run the same command to do the rest",

@@ -48,6 +48,7 @@ def run_one_trial(progress: Progress, where: str = "", epochs: int = 2) -> optun
 
 def test_output_mode_follows_quiet_and_the_terminal(monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("COLUMNS", "120")  # a terminal of known width (the fake has no size)
     assert output_mode(False, Tty(), Tty()) == "live"
     assert output_mode(True, Tty(), Tty()) == "trials"
     assert output_mode(False, io.StringIO(), Tty()) == "epochs"  # stdout to a file or a pipe
@@ -148,3 +149,22 @@ def test_the_parent_of_live_workers_announces_each_finished_trial_once(monkeypat
 def test_modes_are_checked():
     with pytest.raises(ValueError, match="mode 'bar'"):
         Progress(1, mode="bar")
+
+
+def test_a_terminal_of_0_or_unknown_columns_gets_plain_lines(monkeypatch):
+    """``script`` without a size reports 0 columns: no bar (it would draw nothing), plain lines;
+    and text is laid out for 80 columns."""
+    import os
+
+    from hpo.lines import width
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert output_mode(False, Tty(), Tty()) == "epochs"  # no size at all
+    monkeypatch.setattr(os, "get_terminal_size", lambda *a: os.terminal_size((0, 0)))
+    assert output_mode(False, Tty(), Tty()) == "epochs"
+    assert width() == 80
+    monkeypatch.setenv("COLUMNS", "0")
+    assert output_mode(False, Tty(), Tty()) == "epochs" and width() == 80
+    monkeypatch.setenv("COLUMNS", "100")
+    assert output_mode(False, Tty(), Tty()) == "live" and width() == 100

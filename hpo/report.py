@@ -82,8 +82,9 @@ def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
     and the abbreviations the saved figures use (``legend``)."""
     attrs, c = study.user_attrs, counts(study)
     lines = [f"## {study.study_name}", "", f"**{_cell(headline(study))}**", ""]
+    attrs = {**attrs, "command": optuna_internals.study_record(study, "command")}
     for key in ("command", "backbone", "data", "created"):
-        if key in attrs:
+        if attrs.get(key) is not None:
             lines.append(
                 f"- {key}: `{attrs[key]}`" if key == "command" else f"- {key}: {attrs[key]}"
             )
@@ -391,11 +392,12 @@ def render_html(
     from plotly.offline import get_plotlyjs
 
     attrs, c = study.user_attrs, counts(study)
+    attrs = {**attrs, "command": optuna_internals.study_record(study, "command")}
     name = html.escape(study.study_name)
     info = [
         f"<li>{k}: <code>{html.escape(str(attrs[k]))}</code></li>"
         for k in ("command", "backbone", "data", "created")
-        if k in attrs
+        if attrs.get(k) is not None
     ]
     info.append(
         f"<li>trials: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed, "

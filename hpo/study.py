@@ -112,6 +112,9 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=st)
 
 
+ATTR_CHARS = 200  # the longest user attribute we write: `optuna studies` prints them all
+
+
 def create_or_resume(
     storage, name: str, space: SearchSpace, *, sampler, pruner, context: dict[str, Any]
 ) -> optuna.Study:
@@ -136,6 +139,9 @@ def create_or_resume(
     study.set_user_attr("space_digest", digest)
     set_study_record(study, "space", space.to_dict())
     for key, value in context.items():
+        if isinstance(value, str) and len(value) > ATTR_CHARS:  # a long command: whole as a
+            set_study_record(study, key, value)  # record, shortened where optuna prints it
+            value = value[: ATTR_CHARS - 1] + "…"
         study.set_user_attr(key, value)
     for i, baseline in enumerate(space.baselines):
         params = {k: v for k, v in baseline.items() if k != "name"}

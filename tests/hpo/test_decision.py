@@ -1,0 +1,150 @@
+"""One answer everywhere after ``hpo run`` + ``hpo confirm`` + ``hpo report``: the confirmed
+winner heads show, ls, the note, the report and export; every line fits 80 columns; no study
+or trial attribute is long, so the plain ``optuna`` CLI stays readable on our studies."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.confirm import companion_name, current
+from hpo.headline import decision, headline
+
+pytestmark = pytest.mark.slow
+NAME = "hands-demo"
+
+
+def hpo(cwd: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory) -> dict:
+    """A 3-trial tiny-vit study on synthetic hands, confirmed on 2 seeds, with its report."""
+    from handreid.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("decision")
+    write_synthetic(root / "hands", ids=32, per_id=8, size=64, seed=0)
+    storage = f"sqlite:///{root}/s.db"
+    base = ["--storage", storage]
+    run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "1", "--quiet"]
+    hpo(root, *run, "--data", str(root / "hands"), "--study", NAME, *base)
+    confirm = hpo(root, "confirm", "--study", NAME, "--top", "2", "--seeds", "2", "--quiet", *base)
+    hpo(root, "report", "--study", NAME, *base)
+    return {"root": root, "storage": storage, "confirm_out": confirm.stdout}
+
+
+def _study(confirmed, name: str = NAME) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=confirmed["storage"])
+
+
+def test_the_confirmed_winner_heads_show_ls_note_report_and_export(confirmed):
+    from optuna_dashboard import get_note
+
+    root, base = confirmed["root"], ["--storage", confirmed["storage"]]
+    study = _study(confirmed)
+    d = decision(study)
+    assert d["confirmed"] and d["winner"] == current(study)["winner"]
+    line = headline(study)
+    number = f"{d['mean']:.3f}"
+    assert line.startswith("confirmed winner: ") and number in line
+    assert any(w in line for w in ("better than", "not distinguishable from", "worse than"))
+
+    show = hpo(root, "show", "--study", NAME, *base, columns=400).stdout
+    assert show.splitlines()[0] == line
+    ls = hpo(root, "ls", *base).stdout.splitlines()
+    assert ls[0].startswith(NAME) and f"confirmed trial {d['winner']} {number}" in ls[0]
+    assert ls[1].startswith("  " + companion_name(NAME))  # grouped under its parent
+    note = get_note(study)
+    assert f"**{line}**" in note
+    report = (root / "studies" / NAME / "report" / "report.html").read_text()
+    assert "<h2>Confirmation</h2>" in report and 'id="fig-confirm"' in report
+    assert html.escape(line) in report
+    export = hpo(root, "export", "--study", NAME, *base, columns=400).stdout
+    assert f"(trial {d['winner']}," in export and line in export
+    for text in (show, note, report, export):
+        assert "`hpo confirm` can tell" not in text  # the stale advice is gone
+
+    companion = _study(confirmed, companion_name(NAME))
+    assert companion.user_attrs["confirm_of"] == NAME
+    assert f"confirm runs of study {NAME}" in get_note(companion)
+
+
+def test_show_trials_and_the_confirm_table_fit_80_columns(confirmed):
+    root, base = confirmed["root"], ["--storage", confirmed["storage"]]
+    study = _study(confirmed)
+    outputs = {
+        "show": hpo(root, "show", "--study", NAME, *base).stdout,
+        "trials": hpo(root, "trials", "--study", NAME, *base).stdout,
+        "show --trial": hpo(root, "show", "--study", NAME, "--trial", "0", *base).stdout,
+        "confirm": confirmed["confirm_out"],
+    }
+    assert "vs baseline" in outputs["confirm"] and "confirmed [95% CI]" in outputs["show"]
+    for name, text in outputs.items():
+        wide = [line for line in text.splitlines() if len(line) > 80]
+        assert not wide, f"{name}: {wide}"
+        assert "+-" not in text and "…" not in text  # one sign; nothing cut
+    # every template is shown whole, on one line
+    shown = outputs["trials"]
+    for t in study.trials:
+        template = t.params.get("prompt_template")
+        if template:
+            assert template in shown
+
+
+def test_no_attribute_is_long_and_the_optuna_cli_stays_readable(confirmed):
+    """The space, the identity lists and the confirm summary are study records (system
+    attributes, see hpo.optuna_internals), which workers read and ``optuna`` does not print."""
+    from hpo.optuna_internals import study_record
+
+    storage = confirmed["storage"]
+    for name in (NAME, companion_name(NAME)):
+        study = _study(confirmed, name)
+        for key, value in study.user_attrs.items():
+            assert len(json.dumps(value)) <= 200, (name, key)
+        for t in study.trials:
+            for key, value in t.user_attrs.items():
+                assert len(json.dumps(value)) <= 200, (name, t.number, key)
+    study = _study(confirmed)
+    assert study_record(study, "space")["space"] and study_record(study, "identities")
+    assert study_record(study, "confirm")["winner"] == current(study)["winner"]
+
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    env = {**os.environ, "COLUMNS": "80"}
+    studies = subprocess.run(
+        [optuna_cli, "studies", "--storage", storage],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    assert NAME in studies
+    assert max(map(len, studies.splitlines())) < 400, studies
+    # the trials table puts every parameter of a trial on one row, whatever the attributes;
+    # its YAML form has one attribute a line, and none of ours is long
+    trials = subprocess.run(
+        [optuna_cli, "trials", "--storage", storage, "--study-name", NAME, "-f", "yaml"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    assert "user_attrs" in trials
+    assert max(map(len, trials.splitlines())) < 400

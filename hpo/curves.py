@@ -1,4 +1,7 @@
-"""A trial's curves (val mAP and train loss per epoch, one line per run) as a small PNG.
+"""A trial's curves as a small PNG: val mAP and train loss per epoch (one line per run) side by
+side, and below them, across the width, the train loss split into its terms (identity,
+triplet, SupCon) so that a SupCon weight ramp reads as one term growing, not as divergence. The
+layout is near 4:3 so that the dashboard's trial-page thumbnail stays legible.
 
 Drawn with Pillow, already a dependency for the image cache: no browser (kaleido) per trial,
 about 10 ms and 10-20 kB, and optuna-dashboard shows an image artifact inline on the trial
@@ -31,6 +34,10 @@ COLOURS = (
 )
 
 
+TERMS = (("id", "identity"), ("tri", "triplet"), ("supcon", "SupCon"))
+TERM_COLOURS = ("#444444", "#8c564b", "#e377c2")  # apart from the runs' colours
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -55,10 +62,15 @@ def _panel(
     title: str,
     lines: Sequence[tuple[str, list[tuple[int, float]]]],
     max_epoch: int,
+    *,
+    width: int = PANEL_W,
+    colours: Sequence[str] = COLOURS,
+    named: bool = False,
 ) -> None:
+    """One panel; ``named``: each line carries its name at its last point."""
     x0 = origin[0] + MARGIN["left"]
     y0 = origin[1] + MARGIN["top"]
-    x1 = origin[0] + PANEL_W - MARGIN["right"]
+    x1 = origin[0] + width - MARGIN["right"]
     y1 = origin[1] + PANEL_H - MARGIN["bottom"]
     small, font = _font(11), _font(13)
     draw.text((x0, origin[1] + 6), title, fill="#222", font=font)
@@ -86,13 +98,15 @@ def _panel(
         draw.line((x, y1, x, y1 + 4), fill="#999")
         draw.text((x, y1 + 6), str(epoch), fill="#444", font=small, anchor="mt")
     draw.text(((x0 + x1) / 2, y1 + 22), "epoch", fill="#444", font=small, anchor="mt")
-    for i, (_, pts) in enumerate(lines):
-        colour = COLOURS[i % len(COLOURS)]
+    for i, (name, pts) in enumerate(lines):
+        colour = colours[i % len(colours)]
         xy = [px(e, v) for e, v in pts if math.isfinite(v)]
         if len(xy) > 1:
             draw.line(xy, fill=colour, width=2)
         for x, y in xy:
             draw.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=colour)
+        if named and xy:
+            draw.text((xy[-1][0] - 4, xy[-1][1] - 6), name, fill=colour, font=font, anchor="rb")
 
 
 def curves_png(title: str, epochs: Sequence[dict], runs: Sequence[dict]) -> bytes:
@@ -114,7 +128,13 @@ def curves_png(title: str, epochs: Sequence[dict], runs: Sequence[dict]) -> byte
         for key in ("mAP", "loss")
     }
     max_epoch = max([e["epoch"] for e in epochs] + [1])
-    image = Image.new("RGB", (2 * PANEL_W, PANEL_H + TOP), "white")
+    first = order[0] if order else 0
+    terms = [
+        (name, [(e["epoch"], _num(e.get(key))) for e in epochs if e["run"] == first])
+        for key, name in TERMS
+        if any(e.get(key) is not None for e in epochs)
+    ]
+    image = Image.new("RGB", (2 * PANEL_W, 2 * PANEL_H + TOP), "white")
     draw = ImageDraw.Draw(image)
     draw.text((MARGIN["left"], 6), title, fill="#111", font=_font(15))
     x = MARGIN["left"]
@@ -126,6 +146,17 @@ def curves_png(title: str, epochs: Sequence[dict], runs: Sequence[dict]) -> byte
         x += 30 + int(draw.textlength(label, font=_font(12)))
     _panel(draw, (0, TOP), "val mAP", series["mAP"], max_epoch)
     _panel(draw, (PANEL_W, TOP), "train loss", series["loss"], max_epoch)
+    where = f", {names.get(first, f'run {first}')}" if len(order) > 1 else ""
+    _panel(
+        draw,
+        (0, TOP + PANEL_H),
+        f"train loss terms{where}",
+        terms,
+        max_epoch,
+        width=2 * PANEL_W,
+        colours=TERM_COLOURS,
+        named=True,
+    )
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()

@@ -21,7 +21,7 @@ from hpo.lines import trial_label
 TARGET = "val mAP"
 FIGURES = {  # name -> title, in page order
     "parallel": "Parallel coordinates: parameters and val mAP",
-    "value_se": "val mAP ± SE per trial (over validation folds)",
+    "value_se": "val mAP ± SE per trial",  # + what each value averages, e.g. (3 folds)
     "curves": "Curves of the top trials: val mAP and train loss per epoch",
     "intermediate": "Intermediate values: val mAP per epoch, what the pruner saw",
     "importances": "Parameter importances for val mAP",
@@ -67,8 +67,12 @@ def _whole_dtick(largest: int) -> int:
 
 
 def _ticks(lo: float, hi: float, log: bool, n: int = 4) -> tuple[list[float], list[str]]:
+    """At most ``n`` ticks, none with the text of another (a narrow range printed to 2-3
+    figures would label two ticks alike)."""
     vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if hi > lo else [lo]
-    return vals, [f"{10**v:.2g}" if log else f"{v:.3g}" for v in vals]
+    texts = [f"{10**v:.2g}" if log else f"{v:.3g}" for v in vals]
+    kept = {t: v for v, t in zip(vals, texts, strict=True)}  # the last tick of a text wins
+    return list(kept.values()), list(kept)
 
 
 def _dimension(name: str, trials: list[FrozenTrial], legend: list[str]) -> dict:
@@ -293,6 +297,15 @@ def importances_figure(study: optuna.Study) -> tuple[object | None, str | None, 
     return fig, None, caveat
 
 
+def _averaged_over(study: optuna.Study) -> str:
+    """`` (1 split)``, `` (3 folds)``, `` (3 folds x 2 seeds)``: what the study's values average."""
+    from hpo.lines import runs_text
+
+    done = completed(study)
+    kinds = sorted({runs_text(t.user_attrs) for t in done})
+    return f" ({', '.join(kinds)})" if kinds else ""
+
+
 def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figures:
     """The figures in ``names`` that can be drawn now; the others in ``skipped`` with a reason.
     ``store``: the artifact store holding the trials' epoch histories (for ``curves``)."""
@@ -306,6 +319,7 @@ def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figu
                     out.legends[name] = legend
             elif name == "value_se":
                 fig, why = value_se_figure(study)
+                title += _averaged_over(study)
             elif name == "curves":
                 fig, why = curves_figure(study, store)
             elif name == "intermediate":

@@ -14,8 +14,16 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpo import optuna_internals
 from hpo.confirm import companion_name, current
 from hpo.headline import decision, headline
+from tests.hpo.test_dashboard import (  # noqa: F401 - dashboard is a fixture
+    _browse,
+    _not_blank,
+    _page_facts,
+    dashboard,
+    needs_chromium,
+)
 
 pytestmark = pytest.mark.slow
 NAME = "hands-demo"
@@ -148,3 +156,33 @@ def test_no_attribute_is_long_and_the_optuna_cli_stays_readable(confirmed):
     ).stdout
     assert "user_attrs" in trials
     assert max(map(len, trials.splitlines())) < 400
+
+
+@needs_chromium
+def test_pages_after_confirm_fit_and_name_the_winner(confirmed, dashboard):  # noqa: F811
+    """The study page (with its note), a trial page, the confirm study's page and the report,
+    as a user sees them at 1280 px: no sideways overflow (the Study User Attributes card
+    included) and the confirmed winner's value on the study page and in the report."""
+    root = confirmed["root"]
+    study = _study(confirmed)
+    number = f"{decision(study)['mean']:.3f}"
+    address = dashboard(confirmed["storage"])
+    pid = optuna_internals.study_id(study)
+    cid = optuna_internals.study_id(_study(confirmed, companion_name(NAME)))
+    shots = root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    pages = {
+        "study": (f"{address}/studies/{pid}", "confirmed winner"),
+        "trial": (f"{address}/studies/{pid}/trials", "curves.png"),
+        "companion": (f"{address}/studies/{cid}", f"confirm runs of study {NAME}"),
+        "report": ((root / "studies" / NAME / "report" / "report.html").as_uri(), "Confirmation"),
+    }
+    for name, (url, wait_for) in pages.items():
+        facts = _page_facts(url, wait_for=wait_for)
+        assert facts["scroll"] <= facts["client"], (name, facts["wide"])
+        if name in ("study", "report"):
+            assert number in facts["text"], name
+        if name == "study":
+            assert "Study User Attributes" in facts["text"] or "confirm" in facts["text"]
+        _browse(url, shots / f"{name}.png", height=3000 if name == "report" else 1800)
+        _not_blank(shots / f"{name}.png")

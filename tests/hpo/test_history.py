@@ -203,16 +203,19 @@ def test_intermediate_history_without_the_epochs_per_run_is_one_run():
 def test_curves_png_is_small_and_draws_each_run():
     epochs = [
         {"run": r, "epoch": e, "mAP": 0.3 + 0.05 * e + 0.02 * r, "loss": 3.0 - 0.2 * e}
+        | {"id": 2.0 - 0.2 * e, "tri": 0.5, "supcon": 0.1 * e}  # a SupCon weight ramp
         for r in range(3)
         for e in range(1, 9)
     ]
     runs = [{"run": r, "fold": r, "seed": 0} for r in range(3)]
     data = curves_png("trial 7 (completed)", epochs, runs)
     image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG" and image.size == (880, 346)
+    assert image.format == "PNG" and image.size == (880, 646)  # near 4:3: legible as a thumbnail
     assert len(data) < 40_000
     colours = {c for _, c in image.convert("RGB").getcolors(1 << 16)}
     for hex_colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # one line colour per run
+        assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
+    for hex_colour in ("#444444", "#8c564b", "#e377c2"):  # and one per loss term
         assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
     curves_png("trial 8 (failed)", [], runs)  # nothing validated yet: still an image
 

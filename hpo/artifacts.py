@@ -129,14 +129,16 @@ def _upload_text(study_or_trial, store, name: str, text: str) -> str:
 # --- the search space: an artifact plus a short attribute -------------------------------------
 
 
-def space_summary(space: SearchSpace | dict[str, Any]) -> list[str]:
-    """What the study's ``space_params`` attribute shows: the tuned parameter names."""
+def space_summary(space: SearchSpace | dict[str, Any]) -> str:
+    """What the study's ``space_params`` attribute shows: how many parameters are tuned and
+    where they are (a list of names made ``optuna studies`` rows 180 characters longer)."""
     space = space if isinstance(space, SearchSpace) else parse_space(space)
-    return list(space.names)
+    n = len(space.names)
+    return f"{n} tuned parameter{'s' * (n != 1)}, see {SPACE_FILE}"
 
 
 def save_space(study: optuna.Study, store, space: SearchSpace | dict[str, Any]) -> str:
-    """Store the search space as the study artifact ``space.yaml`` and its parameter names as the
+    """Store the search space as the study artifact ``space.yaml`` and its size as the
     short ``space_params`` attribute (the study keeps its ``space_digest``)."""
     data = space.to_dict() if isinstance(space, SearchSpace) else dict(space)
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)

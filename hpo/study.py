@@ -139,10 +139,12 @@ def create_or_resume(
     study.set_user_attr("space_digest", digest)
     set_study_record(study, "space", space.to_dict())
     for key, value in context.items():
-        if isinstance(value, str) and len(value) > ATTR_CHARS:  # a long command: whole as a
-            set_study_record(study, key, value)  # record, shortened where optuna prints it
-            value = value[: ATTR_CHARS - 1] + "…"
-        study.set_user_attr(key, value)
+        # the command (paths and all) is shown in the note and the report; where `optuna
+        # studies` prints every user attribute on one line it would double the line
+        if key == "command" or (isinstance(value, str) and len(value) > ATTR_CHARS):
+            set_study_record(study, key, value)
+        else:
+            study.set_user_attr(key, value)
     for i, baseline in enumerate(space.baselines):
         params = {k: v for k, v in baseline.items() if k != "name"}
         name_i = baseline.get("name", f"baseline-{i}")

@@ -322,7 +322,7 @@ def test_report_command_twice_keeps_one_entry_per_artifact(tmp_path, monkeypatch
         Path("studies/artifacts", report_id).read_bytes()
         == Path("studies/demo/report/report.html").read_bytes()
     )  # the latest report under the first upload's id
-    assert study.user_attrs["space_params"] == ["lr_modules"]
+    assert study.user_attrs["space_params"] == "1 tuned parameter, see space.yaml"
     assert "## demo" in get_note(study)
 
 

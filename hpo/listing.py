@@ -282,7 +282,7 @@ _COLUMNS = (
 )
 
 
-def epoch_table(rows: Sequence[Mapping[str, Any]]) -> str:
+def epoch_table(rows: Sequence[Mapping[str, Any]], columns: int | None = None) -> str:
     """A trial's epochs as a table, one row per validated epoch; ``*`` marks each run's best
     val mAP. Rows hold ``run, fold, epoch, step, mAP`` and may hold ``loss, id, tri, supcon,
     lr_*, rank1, rank5, rank10, seconds`` (a column appears when any row has it)."""
@@ -314,9 +314,20 @@ def epoch_table(rows: Sequence[Mapping[str, Any]]) -> str:
         line.append("*" if best.get(int(r.get("run", 0))) is r else "")
         cells.append(line)
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols) + 1)]
-    text = [
-        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
-    ]
+    # columns that do not fit the terminal go to a second table below, keyed the same way
+    keys = [i for i, (k, _, _) in enumerate(cols) if k in ("fold", "run", "epoch")]
+    rest = [i for i in range(len(cols) + 1) if i not in keys]
+    limit, parts, part = columns or width(), [], list(keys)
+    for i in rest:
+        if len(part) > len(keys) and sum(widths[j] + 2 for j in [*part, i]) - 2 > limit:
+            parts.append(part)
+            part = list(keys)
+        part.append(i)
+    parts.append(part)
+    text = []
+    for n, part in enumerate(parts):
+        text += [""] if n else []
+        text += ["  ".join(line[i].rjust(widths[i]) for i in part).rstrip() for line in cells]
     return "\n".join([*text, "* best val mAP of the run"])
 
 

@@ -200,7 +200,7 @@ def test_epoch_table_takes_the_full_history_of_a_trial():
         for r, pair in enumerate([(0.41, 0.45), (0.52, 0.50)])
         for e, m in enumerate(pair, start=1)
     ]
-    lines = epoch_table(rows).splitlines()
+    lines = epoch_table(rows, columns=200).splitlines()  # one table on a wide terminal
     assert lines[0].split() == [
         "fold",
         "epoch",
@@ -235,6 +235,12 @@ def test_epoch_table_takes_the_full_history_of_a_trial():
     assert lines[2].endswith("*") and lines[3].endswith("*")  # each fold's best epoch
     assert not lines[1].endswith("*") and not lines[4].endswith("*")
     assert lines[-1] == "* best val mAP of the run"
+    # at 80 columns the columns that do not fit follow in a second table keyed the same way
+    narrow = epoch_table(rows, columns=80).splitlines()
+    assert max(map(len, narrow)) <= 80 and "" in narrow
+    second = narrow[narrow.index("") + 1].split()
+    assert second[:2] == ["fold", "epoch"] and second[-1] == "s"
+    assert narrow[-1] == "* best val mAP of the run"
 
 
 def test_epoch_rows_of_a_study_without_its_space_count_steps_as_epochs():

@@ -65,23 +65,30 @@ def test_a_complete_trial_is_one_line_with_value_se_folds_epochs_and_time():
     assert text == "trial 12 COMPLETE val mAP 0.612 ± 0.031 (3 folds) · 24 epochs · 3m05s"
 
 
-def test_parameters_move_to_indented_lines_and_no_line_is_wider_than_160():
+def test_parameters_move_to_indented_lines_and_no_line_is_wider_than_the_terminal():
     t = frozen(value_se=0.0312, epochs_run=8, seconds=63.2, baseline="seed-v3")
-    lines = trial_line(t).splitlines()
-    assert lines[0].startswith("trial 12 (baseline seed-v3) COMPLETE val mAP 0.612 ± 0.031")
-    assert "1m03s" in lines[0]
-    assert all(len(line) <= 160 for line in lines), [len(line) for line in lines]
-    rest = " ".join(lines[1:])
-    assert lines[1].startswith("    ")
-    assert "lr_clip_visual=3.12e-4 lr_modules=3.12e-3 max_norm=0.517 classifier=arcface" in rest
-    assert 'prompt_template="A detailed photo of {}\'s {aspec…"' in rest  # whole, shortened
-    assert "0.0003123" not in rest and "0.516666" not in rest  # no 16-digit floats
+    for columns in (80, 160):
+        lines = trial_line(t, columns=columns).splitlines()
+        assert lines[0].startswith("trial 12 (baseline seed-v3) COMPLETE val mAP 0.612 ± 0.031")
+        assert all(len(line) <= columns for line in lines), [len(line) for line in lines]
+        text = "\n".join(lines)
+        assert "1m03s" in text and "8 epochs" in text
+        params = [line for line in lines[1:] if "=" in line]
+        assert all(line.startswith("    ") for line in params)
+        rest = " ".join(params)
+        assert "lr_clip_visual=3.12e-4 lr_modules=3.12e-3 max_norm=0.517" in rest
+        # the template whole, never cut: two templates that differ at their end read apart
+        assert (
+            'prompt_template="A detailed photo of {}\'s {aspect} hand for identification."' in rest
+        )
+        assert "…" not in text
+        assert "0.0003123" not in rest and "0.516666" not in rest  # no 16-digit floats
 
 
 def test_short_parameters_stay_on_the_trial_line():
     t = frozen(params={"max_norm": 0.52}, epochs_run=1, seconds=4.0)
     assert (
-        trial_line(t)
+        trial_line(t, columns=80)
         == "trial 12 COMPLETE val mAP 0.612 (1 split) · 1 epoch · 4.0s · max_norm=0.52"
     )
 
@@ -114,9 +121,12 @@ def test_a_pruned_trial_says_where_at_what_value_and_why():
 def test_a_failed_trial_shows_its_error_in_one_shortened_line():
     error = "RuntimeError: shapes do not match\n" + "x" * 500
     t = frozen(TrialState.FAIL, error=error, epochs_run=0, seconds=12.5)
-    line = trial_line(t, params=False)
+    line = trial_line(t, params=False, columns=160)
     assert line.startswith("trial 12 FAIL · 0 epochs · 12s · error: RuntimeError: shapes do not")
     assert "\n" not in line and len(line) <= 160 and line.endswith("…")
+    lines = trial_line(t, params=False, columns=80).splitlines()  # the error on its own line
+    assert lines[0] == "trial 12 FAIL · 0 epochs · 12s"
+    assert lines[1].startswith("    error: RuntimeError: shapes do not") and len(lines[1]) <= 80
 
 
 def test_epoch_text_names_fold_epoch_value_and_speed():

@@ -244,7 +244,7 @@ def test_export_takes_the_confirmed_winner_and_says_what_it_is_worth(tmp_path):
     path, trial = export_trial(study, tmp_path / "best.yaml")
     text = path.read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
-    assert f"# trial {trial.number}: objective" in text and "+-" in header[1]
+    assert f"# trial {trial.number}: objective" in text and "± " in header[1]
     assert any("confirmed on fresh training seeds [1, 2, 3]" in h and "95% CI" in h for h in header)
     assert any("better than the baseline" in h for h in header)
     assert any("--refit --set epochs=3" in h for h in header)

@@ -82,25 +82,28 @@ def stored(tmp_path_factory):
 
 
 def test_show_lists_value_se_baselines_the_change_from_the_baseline_and_the_confirmation(
-    stored, capsys
+    stored, capsys, monkeypatch
 ):
     url, study = stored
+    monkeypatch.setenv("COLUMNS", "80")
     code, out, err = hpo(["show", "--storage", url], capsys)
     assert code == 0, err
-    lines = out.splitlines()
-    assert lines[0] == "study s: 5 complete, 1 pruned, 1 failed, 1 running"
-    top = lines[lines.index("top trials (val mAP ± SE):") + 1 :][:5]
+    lines, words = out.splitlines(), " ".join(out.split())  # words: across wrapped lines
+    assert lines[0].startswith("confirmed winner: trial ")  # the decision is the headline
+    assert "study s: 5 complete, 1 pruned, 1 failed, 1 running" in lines
+    after = lines[lines.index("top trials (val mAP ± SE):") + 1 :]
+    top = [line for line in after if line.startswith("  #")][:5]
     assert all(" ± " in line and "(3 folds)" in line for line in top)
     assert sum("baseline hand-tuned" in line for line in top) == 1
     best = study.best_trial
     assert best.number != 0  # a tuned trial beat the baseline (trial 0)
-    assert f"best trial {best.number} vs baseline hand-tuned (trial 0): +0." in out
-    assert "paired by fold and seed" in out
+    assert f"best trial {best.number} vs baseline hand-tuned (trial 0): +0." in words
+    assert "paired by fold and seed" in words
     changed = lines.index("  parameters changed from the baseline:")
     assert lines[changed + 1] == f"    lr_modules: 0.001 -> {best.params['lr_modules']:.4g}"
     confirm = lines.index(next(x for x in lines if x.startswith("confirmed on seeds [1, 2]")))
     assert confirm > changed
-    assert all(len(line) <= 160 for line in lines[:confirm]), out
+    assert all(len(line) <= 80 for line in lines), out
 
 
 def test_show_json_is_the_summary_for_programs(stored, capsys):

@@ -116,6 +116,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"{args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}",
                 flush=True,
             )
+        _floors_at_start(args, study, base_cfg, pool)
         if args.workers > 1:
             code = _run_workers(args, study, storage_url, name, base_cfg, gpus, mode)
         else:
@@ -137,6 +138,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif code:
         print(f"error: a worker exited with status {code}", file=sys.stderr)
     return code
+
+
+def _floors_at_start(args: argparse.Namespace, study, cfg, pool) -> None:
+    """The study's floors, computed once (a worker or a rerun finds them stored)."""
+    from hpo.floors import ensure_floors, floors_text
+
+    record, computed = ensure_floors(study, cfg, pool.get, args.device)
+    if not args.worker:
+        how = f"computed in {record.get('seconds', 0):.1f} s" if computed else "stored"
+        print(f"{floors_text(record)} ({how})", flush=True)
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -476,6 +487,10 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     summary = cf.summarize(study, companion, p)
     study.set_user_attr("confirm", summary)
     print(cf.format_summary(summary))
+    from hpo.floors import floor_lines
+
+    for line in floor_lines(study):
+        print(line)
     if code == 130:
         print(
             "interrupted: finished runs are kept; re-run the same command to do the rest",
@@ -496,6 +511,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hpo.export import value_text
 
     print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
+    from hpo.floors import check
+
+    if warning := check(study):
+        print(f"warning: {warning}")
     if args.checkpoint:
         from hpo.checkpoints import export_checkpoint
 

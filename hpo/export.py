@@ -82,6 +82,7 @@ def value_text(trial: optuna.trial.FrozenTrial) -> str:
 def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
     from hpo.confirm import verdict
+    from hpo.floors import floor_lines
 
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
     label = (
@@ -113,6 +114,7 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
             "not confirmed: the objective is the maximum of noisy estimates; "
             "`hpo confirm` re-trains the top trials on fresh seeds"
         )
+    lines += floor_lines(study)
     lines.append(
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>"
     )

@@ -190,6 +190,7 @@ RUN = ("run", "--backbone", "tiny-vit", "--quiet")
 TRAIN = ("train", "--config", "{tmp}/tiny.yaml", "--out", "{tmp}/run", "--quiet")
 TRAIN_ON = (*TRAIN, "--data", "{tmp}/data")
 EVALUATE = ("evaluate", "--checkpoint", "{tmp}/best.pt")
+FLOORS = ("evaluate", "--floors", "--config", "{tmp}/tiny.yaml")
 SYNTH = ("synth", "--ids", "2", "--per-id", "2", "--size", "16", "--out")
 
 
@@ -514,6 +515,64 @@ HANDREID_CASES = [
         "handreid",
         (*EVALUATE, "--device", "gpu"),
         "--device 'gpu': expected auto, cpu, cuda",
+    ),
+    # -- evaluate --floors
+    Case("evaluate-nothing", "handreid", ("evaluate",), "evaluate needs --checkpoint FILE"),
+    Case(
+        "evaluate-config-without-floors",
+        "handreid",
+        ("evaluate", "--config", "{tmp}/tiny.yaml"),
+        "evaluate --config goes with --floors",
+        setup=config_with(""),
+    ),
+    Case(
+        "evaluate-floors-no-config",
+        "handreid",
+        ("evaluate", "--floors"),
+        "evaluate --floors needs --config FILE",
+    ),
+    Case(
+        "evaluate-floors-and-checkpoint",
+        "handreid",
+        (*FLOORS, "--checkpoint", "{tmp}/best.pt"),
+        "evaluate --floors takes --config FILE, not --checkpoint",
+        setup=config_with(""),
+    ),
+    Case("evaluate-floors-missing-config", "handreid", FLOORS, "config file not found"),
+    Case(
+        "evaluate-floors-bad-config",
+        "handreid",
+        FLOORS,
+        "unknown key 'lr_modlues'; did you mean 'lr_modules'?",
+        setup=config_with("lr_modlues: 0.1"),
+    ),
+    Case(
+        "evaluate-floors-missing-data",
+        "handreid",
+        (*FLOORS, "--data", "/no/such/folder"),
+        "does not exist",
+        setup=config_with(""),
+    ),
+    Case(
+        "evaluate-floors-no-data",
+        "handreid",
+        FLOORS,
+        "no data: set data_root in the config or pass --data DIR",
+        setup=config_with("data_root: ''"),
+    ),
+    Case(
+        "evaluate-floors-weights-unavailable",
+        "handreid",
+        FLOORS,
+        "pretrained='openai' is neither a file nor an open_clip tag of tiny-vit",
+        setup=config_with("pretrained: openai"),
+    ),
+    Case(
+        "evaluate-floors-bad-device",
+        "handreid",
+        (*FLOORS, "--device", "gpu"),
+        "--device 'gpu': expected auto, cpu, cuda",
+        setup=config_with(""),
     ),
     # -- synth: never destroys data
     Case(

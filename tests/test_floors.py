@@ -120,3 +120,24 @@ def test_backbone_labels():
     )
     long = backbone_label(base.replace(pretrained="/w/" + "x" * 80 + ".pt"))
     assert len(long) == 48 and long.endswith("…")
+
+
+def test_handreid_evaluate_floors_prints_them_for_one_config(tiny_cfg, tmp_path, capsys):
+    from handreid.cli import main
+
+    path = tmp_path / "c.yaml"
+    tiny_cfg.replace(data_root="").save(path)  # the data comes from --data
+    expected = compute_floors(tiny_cfg, device="cpu").record()
+    argv = ["evaluate", "--floors", "--config", str(path), "--data", tiny_cfg.data_root]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--device", "cpu", "--json"])
+    assert exc.value.code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pixels"] == dict(zip(("val", "test"), expected["pixels"], strict=True))
+    assert printed["backbone"] == dict(zip(("val", "test"), expected["backbone"], strict=True))
+    assert printed["key"] == expected["key"] and printed["backbone_label"] == "untrained tiny-vit"
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--device", "cpu"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("floors (no training") and f"{expected['pixels'][0]:.4f}" in out

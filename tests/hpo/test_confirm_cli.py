@@ -60,6 +60,7 @@ def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsy
     assert len(summary["rows"]) >= 2  # a searched trial and the baseline
     assert all(r["n"] == 6 for r in summary["rows"])  # 2 seeds x 3 folds per config
     assert "95% CI" in out and "baseline" in out
+    assert "floors (no training; val / test mAP): raw pixels" in out
 
     code, out, err = hpo(["export", "--study", NAME], capsys)
     assert code == 0, err
@@ -68,6 +69,7 @@ def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsy
     winner = summary["winner"]
     assert any(line.startswith(f"# trial {winner}") for line in header)
     assert any("confirmed on fresh training seeds [1, 2]" in h and "95% CI" in h for h in header)
+    assert any(h.startswith("# floors (no training") for h in header)
     assert any(
         "baseline" in h and ("distinguishable" in h or "best confirmed" in h) for h in header
     )

@@ -143,8 +143,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _floors_at_start(args: argparse.Namespace, study, cfg, pool) -> None:
     """The study's floors, computed once (a worker or a rerun finds them stored)."""
     from hpo.floors import ensure_floors, floors_text
+    from hpo.storage import failure_reason
 
-    record, computed = ensure_floors(study, cfg, pool.get, args.device)
+    try:
+        record, computed = ensure_floors(study, cfg, pool.get, args.device)
+    except (RuntimeError, ValueError) as exc:  # out of memory, say: a report, not the study
+        if failure_reason(exc):
+            raise
+        log.warning("warning: could not compute the floors: %s", str(exc).splitlines()[0][:200])
+        return
     if not args.worker:
         how = f"computed in {record.get('seconds', 0):.1f} s" if computed else "stored"
         print(f"{floors_text(record)} ({how})", flush=True)

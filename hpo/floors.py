@@ -121,7 +121,7 @@ def check(study: optuna.Study, record: dict | None = None) -> str | None:
             f"{win['lo']:.3f} to {win['hi']:.3f})"
         )
     where = "is below" if win["hi"] < value else "does not clear"
-    return f"{who} {where} the {_NAMES[kind]} ({value:.3f}): no training beats it"
+    return f"{who} {where} the {_NAMES[kind]} ({value:.3f})"
 
 
 def floor_lines(study: optuna.Study) -> list[str]:

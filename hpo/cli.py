@@ -190,7 +190,7 @@ def _run_here(
                 progress.started(objective),
                 args.trials,
                 timeout=args.timeout,
-                on_trial=progress.on_trial,
+                on_trial=lambda s, t: (objective.after_trial(s, t), progress.on_trial(s, t)),
                 suggest=space.suggest,
                 attrs={"sampler_seed": seed},
                 report=progress.note,

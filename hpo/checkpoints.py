@@ -146,18 +146,16 @@ def trial_checkpoint(trial: FrozenTrial, storage, store) -> ArtifactMeta | None:
 
 
 def copy_checkpoint(trial: FrozenTrial, storage, store, target: str | Path) -> Path | None:
-    """Copy the trial's checkpoint to ``target`` (replaced whole, never left half-written);
-    None when the trial has none."""
+    """Copy the trial's checkpoint to ``target`` (replaced whole, never left half-written; a
+    link is written through); None when the trial has none."""
     meta = trial_checkpoint(trial, storage, store)
     if meta is None:
         return None
-    from handreid.checkpoint import atomic_file
+    from hpo.paths import atomic_write
 
-    target = Path(target)
     reader = store.open_reader(meta.artifact_id)
     try:
-        with atomic_file(target) as fh:
-            shutil.copyfileobj(reader, fh)
+        target = atomic_write(target, lambda fh: shutil.copyfileobj(reader, fh), what="checkpoint")
     finally:
         reader.close()
     return target

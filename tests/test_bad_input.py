@@ -1129,7 +1129,120 @@ HPO_CASES = [
     Case("dashboard-no-database", "hpo", ("dashboard",), "no study database"),
 ]
 
-CASES = HANDREID_CASES + HPO_CASES
+
+# ---- nothing lost: damaged journals, copied stamps, exports that would clobber ---------------
+def garbage_line(where: str) -> Setup:
+    """A journal whose last line is garbage that ends in a newline (Optuna skips such a last
+    line when reading, and would append after it)."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        study_in(where)(tmp, synthetic)
+        with open(tmp / where, "ab") as fh:
+            fh.write(b"garbage line\n")
+
+    return setup
+
+
+def real_set_with_a_copied_stamp(tmp: Path, synthetic: Path) -> None:
+    """Real-looking images named as synth names its own, and a stamp copied from a synth set."""
+    from handreid.data.synthetic import STAMP, write_synthetic
+
+    other = write_synthetic(tmp.parent / "other-synth", ids=2, per_id=2, size=16)
+    (tmp / "data" / "Hands").mkdir(parents=True)
+    for image in (other / "Hands").iterdir():
+        (tmp / "data" / "Hands" / image.name).write_bytes(b"a real photo")
+    (tmp / "data" / "HandInfo.csv").write_text("the real catalogue\n")
+    (tmp / "data" / STAMP).write_bytes((other / STAMP).read_bytes())
+
+
+def dangling_link(name: str) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / name).symlink_to(tmp.parent / "nowhere" / "dir" / "best.yaml")
+
+    return setup
+
+
+def edited_checkpoint_id(tmp: Path, synthetic: Path) -> None:
+    """A complete trial whose checkpoint entry was edited to point outside the store."""
+    import json
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    (tmp / "studies" / "artifacts").mkdir(parents=True)
+    (tmp / "cfg.yaml").write_text("not an artifact")
+    study = optuna.create_study(
+        study_name="s", storage=f"sqlite:///{tmp}/studies/handreid.db", direction="maximize"
+    )
+    trial = study.ask()
+    trial.set_user_attr("config", TrainConfig(**TINY, data_root=str(synthetic)).to_dict())
+    meta = {"artifact_id": "../../cfg.yaml", "filename": "checkpoint.pt", "mimetype": "x"}
+    study._storage.set_trial_system_attr(
+        trial._trial_id, "artifacts:../../cfg.yaml", json.dumps({**meta, "encoding": None})
+    )
+    study.tell(trial, 0.5)
+
+
+def folder(name: str) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / name).mkdir(parents=True)
+
+    return setup
+
+
+NOTHING_LOST_CASES = [
+    Case(
+        "run-journal-garbage-last-line",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--storage", "{tmp}/s.log"),
+        "is not an Optuna journal record; nothing was written; keep a copy and cut it off with: cp",
+        setup=garbage_line("s.log"),
+    ),
+    Case(
+        "show-journal-garbage-last-line",
+        "hpo",
+        ("show", "--storage", "{tmp}/s.log"),
+        "line 6 (bytes",
+        setup=garbage_line("s.log"),
+    ),
+    Case(
+        "synth-force-over-a-copied-stamp",
+        "handreid",
+        (*SYNTH, "{tmp}/data", "--force"),
+        "(changed since synth wrote it); --force replaces only what synth wrote",
+        setup=real_set_with_a_copied_stamp,
+    ),
+    Case(
+        "export-yaml-named-pt-with-checkpoint",
+        "hpo",
+        ("export", "--out", "{tmp}/best.pt", "--checkpoint"),
+        "the YAML's name with .pt, and would replace the YAML",
+        setup=study_in(),
+    ),
+    Case(
+        "export-through-a-dangling-link",
+        "hpo",
+        ("export", "--out", "{tmp}/out.yaml"),
+        "whose folder",
+        setup=both(study_in(), dangling_link("out.yaml")),
+    ),
+    Case(
+        "export-checkpoint-onto-a-folder",
+        "hpo",
+        ("export", "--out", "{tmp}/best.yaml", "--checkpoint"),
+        "best.pt is a directory; give the path of a file",
+        setup=both(study_in(), folder("best.pt")),
+    ),
+    Case(
+        "export-checkpoint-id-edited",
+        "hpo",
+        ("export", "--checkpoint", "--out", "{tmp}/best.yaml"),
+        "'../../cfg.yaml' recorded in the storage is not an Optuna artifact id",
+        setup=edited_checkpoint_id,
+    ),
+]
+
+CASES = HANDREID_CASES + HPO_CASES + NOTHING_LOST_CASES
 
 
 def _snapshot(root: Path) -> dict[str, str]:

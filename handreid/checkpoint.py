@@ -52,7 +52,26 @@ def save_checkpoint(
         "state_dict": state,
     }
     with atomic_file(path) as f:
-        torch.save(payload, f)  # a file object: a full disk is an OSError, not a RuntimeError
+        try:
+            torch.save(payload, f)
+        except RuntimeError as exc:
+            # torch's zip writer turns the file's OSError (a full disk) into "enforce fail at
+            # inline_container.cc"; the OSError it was handling says what happened
+            os_error = _os_error_in(exc)
+            if os_error is None:
+                raise
+            raise os_error from None
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    chain: BaseException | None = exc
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, OSError):
+            return chain
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 @contextlib.contextmanager

@@ -208,6 +208,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         raise UserError(f"{path}: not a handreid checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a handreid checkpoint (format {FORMAT} expected)")
+    _check_payload(path, payload)
     cfg = TrainConfig.from_dict(payload["config"], source=str(path))
     # The stored weights replace everything, so skip fetching the pretrained ones.
     model = build_model(
@@ -216,5 +217,62 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         tuple(payload["aspects"]),
         quick_gelu=bool(payload.get("quick_gelu", False)),
     )
+    _check_weights(path, model.state_dict(), payload["state_dict"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), cfg, payload
+
+
+def _check_payload(path: Path, payload: dict) -> None:
+    """The checkpoint's parts, each of the kind a handreid checkpoint holds; a one-line
+    UserError naming the first that is not."""
+    from handreid.config import ASPECTS
+
+    where = f"{path}: not a usable handreid checkpoint"
+    for key, kind in (
+        ("config", dict),
+        ("num_classes", int),
+        ("aspects", list),
+        ("state_dict", dict),
+    ):
+        if key not in payload:
+            raise UserError(f"{where}: it has no {key!r}")
+        if not isinstance(payload[key], kind) or isinstance(payload[key], bool):
+            raise UserError(
+                f"{where}: {key!r} is a {type(payload[key]).__name__}, not a {kind.__name__}"
+            )
+    if payload["num_classes"] < 1:
+        raise UserError(f"{where}: num_classes={payload['num_classes']}, must be at least 1")
+    allowed = (*ASPECTS, "")  # "" for datasets without aspects (HD, folder)
+    for aspect in payload["aspects"]:
+        if aspect not in allowed:
+            raise UserError(
+                f"{where}: unknown aspect {aspect!r} in 'aspects'; allowed: "
+                f"{', '.join(map(repr, ASPECTS))} (or '' for data without aspects)"
+            )
+    if not payload["aspects"]:
+        raise UserError(f"{where}: 'aspects' is empty")
+
+
+def _check_weights(path: Path, expected: dict, stored: dict) -> None:
+    """Every weight the model has, of its shape, and no other: what ``load_state_dict`` would
+    otherwise report as a traceback, said in one line."""
+    where = f"{path}: its weights do not match the model its config builds"
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return ", ".join(names[:3]) + more
+
+    missing = [k for k in expected if k not in stored]
+    if missing:
+        raise UserError(f"{where}: missing {listed(missing)}")
+    unexpected = [str(k) for k in stored if k not in expected]
+    if unexpected:
+        raise UserError(f"{where}: unexpected {listed(unexpected)}")
+    for key, value in expected.items():
+        given = stored[key]
+        if not isinstance(given, torch.Tensor):
+            raise UserError(f"{where}: {key} is a {type(given).__name__}, not a tensor")
+        if tuple(given.shape) != tuple(value.shape):
+            raise UserError(
+                f"{where}: {key} has shape {list(given.shape)}, the model's is {list(value.shape)}"
+            )

@@ -169,6 +169,18 @@ def checkpoint_file(name: str = "best.pt", num_classes: int = 21, **changes) -> 
     return setup
 
 
+def edited_checkpoint(edit: Callable[[dict], object]) -> Setup:
+    """The tiny checkpoint of ``checkpoint_file``, its payload changed by ``edit``."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        checkpoint_file()(tmp, synthetic)
+        payload = torch.load(tmp / "best.pt", weights_only=True)
+        edit(payload)
+        torch.save(payload, tmp / "best.pt")
+
+    return setup
+
+
 def torch_file(name: str, payload: object) -> Setup:
     def setup(tmp: Path, synthetic: Path) -> None:
         torch.save(payload, tmp / name)
@@ -508,6 +520,36 @@ HANDREID_CASES = [
         EVALUATE,
         "the data has 21 training identities but the checkpoint was trained on 5",
         setup=checkpoint_file(num_classes=5),
+    ),
+    Case(
+        "evaluate-checkpoint-missing-weights",
+        "handreid",
+        EVALUATE,
+        "its weights do not match the model its config builds: missing ",
+        setup=edited_checkpoint(lambda p: p["state_dict"].popitem()),
+    ),
+    Case(
+        "evaluate-checkpoint-wrong-shape",
+        "handreid",
+        EVALUATE,
+        "has shape [1, 1], the model's is",
+        setup=edited_checkpoint(
+            lambda p: p["state_dict"].update({next(iter(p["state_dict"])): torch.zeros(1, 1)})
+        ),
+    ),
+    Case(
+        "evaluate-checkpoint-no-aspects",
+        "handreid",
+        EVALUATE,
+        "not a usable handreid checkpoint: it has no 'aspects'",
+        setup=edited_checkpoint(lambda p: p.pop("aspects")),
+    ),
+    Case(
+        "evaluate-checkpoint-unknown-aspect",
+        "handreid",
+        EVALUATE,
+        "unknown aspect 'dorsal lefty' in 'aspects'",
+        setup=edited_checkpoint(lambda p: p.update(aspects=["dorsal lefty"])),
     ),
     Case(
         "evaluate-bad-device",

@@ -43,6 +43,17 @@ def _data_changes(args: argparse.Namespace, space) -> dict:
     from hpo.study import synthetic_data
 
     changes = parse_overrides(args.set)
+    for flag, key, value in (
+        ("--epochs", "epochs", args.epochs),
+        ("--dataset", "dataset", args.dataset),
+        ("--aspects", "aspects", args.aspects),
+        ("--data", "data_root", args.data),
+    ):
+        if value is not None and key in changes:
+            shown = " ".join(value) if isinstance(value, list) else value
+            raise UserError(
+                f"{flag} {shown} and --set {key}={changes[key]} both set {key}; give only one"
+            )
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.dataset:
@@ -67,22 +78,26 @@ def _data_changes(args: argparse.Namespace, space) -> dict:
 def _cmd_run(args: argparse.Namespace) -> int:
     import optuna
 
+    from hpo.space import load_space, space_file
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
+    # arguments, storage, search space and config are checked before torch and open_clip
+    # load (seconds): a refusal that needs no model comes at once
+    storage_url, name, gpus = _check_run_target(args)
+    space = load_space(space_file(args.space) if args.space else args.backbone)
+    space = space.with_base(**_data_changes(args, space))
+    base_cfg = space.config({})
+
     from handreid.config import config_warnings
     from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
     from hpo.listing import summary_lines
     from hpo.objective import DataPool
-    from hpo.space import load_space
     from hpo.storage import open_storage, shown
     from hpo.study import create_or_resume, make_pruner, make_sampler, process_seed
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
-    storage_url, name, gpus = _check_run_target(args)
-    space = load_space(args.space or args.backbone)
     device = resolve_device(args.device) if args.workers == 1 else None
-    space = space.with_base(**_data_changes(args, space))
-    base_cfg = space.config({})
     runs = base_cfg.val_folds * base_cfg.val_repeats
     pruner = make_pruner(args.pruner, base_cfg.epochs, base_cfg.warmup_epochs, runs)
     pool = DataPool()
@@ -105,6 +120,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with _StorageFailures(storage_url) as guard:
         study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
         guard.study = study
+        if args.retry_baselines and not args.worker:
+            from hpo.baselines import queue_dropped
+
+            for label in queue_dropped(study):
+                print(f"queued baseline {label} again", flush=True)
         seed = process_seed(args.seed)
         study.sampler = make_sampler(args.sampler, seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -122,7 +142,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             code = _run_here(args, study, space, device, pool, seed, mode)
         if args.worker:
             return code
-        print("\n".join(summary_lines(study)))
+        from hpo.baselines import dropped_lines
+
+        print("\n".join(summary_lines(study) + dropped_lines(study.get_trials(deepcopy=False))))
         from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
 
         # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
@@ -264,6 +286,11 @@ def _check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
 
     _check_run_options(args)
     storage_url = _run_storage(args)
+    if Path("studies").exists() and not Path("studies").is_dir():
+        raise UserError(
+            "studies is a file here, not a folder; hpo keeps its storage, artifacts and "
+            "outputs in studies/: move the file away or run from another folder"
+        )
     name = check_study_name(args.study if args.study is not None else f"handreid-{args.backbone}")
     gpus = check_gpus(parse_gpus(args.gpus), args.workers)
     # studies/ is made only once the data is known to be good; until then there is nothing
@@ -292,12 +319,18 @@ def _run_storage(args: argparse.Namespace) -> str:
         raise UserError(f"--workers={args.workers}: must be at least 1")
     if args.storage is None:
         return DEFAULT_STORAGE if args.workers == 1 else DEFAULT_JOURNAL
-    if args.workers > 1 and args.storage.startswith("sqlite"):
+    _refuse_sqlite_workers(args.storage, args.workers)
+    return args.storage
+
+
+def _refuse_sqlite_workers(storage: str, workers: int) -> None:
+    from hpo.storage import DEFAULT_JOURNAL
+
+    if workers > 1 and storage.startswith("sqlite"):
         raise UserError(
             "SQLite is not safe for several workers; use a journal file "
             f"(--storage {DEFAULT_JOURNAL}) or a PostgreSQL/MySQL URL"
         )
-    return args.storage
 
 
 def _one_place(args: argparse.Namespace, storage_url: str, name: str) -> None:
@@ -412,6 +445,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
+    _refuse_sqlite_workers(args.storage, args.workers)
     cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -751,6 +785,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the models of the best K complete trials as trial artifacts, removing those "
         "that fall out of the top K (on a journal file the removed ones stay listed on their "
         f"trial pages); 0 keeps none (default {DEFAULT_KEEP})",
+    )
+    p.add_argument(
+        "--retry-baselines",
+        action="store_true",
+        help="queue again the baselines whose every try failed or was interrupted (after "
+        "the retry limit a baseline is not queued again; `hpo show` lists them)",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)

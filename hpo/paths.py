@@ -137,7 +137,7 @@ def atomic_write(
             raise UserError(
                 f"{what} {given}: cannot create folder {given.parent}: {exc.strerror or exc}"
             ) from None
-    from handreid.checkpoint import atomic_file  # (imports torch: not at CLI start-up)
+    from handreid.files import atomic_file
 
     try:
         with atomic_file(target) as fh:  # a new file gets the umask's mode

@@ -89,6 +89,8 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
     names = study_names(st)
     if name is None:
         main = [n for n in names if not n.endswith(".confirm")]  # hpo confirm's run records
+        if not main:
+            raise UserError(f"no studies in {shown(storage)} yet; `hpo run` creates one")
         if len(main) != 1:
             raise UserError(
                 f"{shown(storage)} holds {len(main)} studies {main}; pick one with --study"

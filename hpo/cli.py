@@ -462,18 +462,19 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     companion = cf.open_companion(study, storage)
     if not args.worker:
         cf.fail_dead_runs(companion)
-        added = cf.queue(study, companion, p)
-        print(
-            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
-            f"{p.seeds}: {len(p.pairs())} runs, {len(added)} to do "
-            f"(runs are trials of study {companion.study_name!r})",
-            flush=True,
-        )
+        cf.queue(study, companion, p)
     code = 0
     mode = _mode(args)
     runs = companion.get_trials(deepcopy=False)
     done = sum(t.state == TrialState.COMPLETE for t in runs)
-    todo = sum(t.state == TrialState.WAITING for t in runs)
+    todo = sum(t.state == TrialState.WAITING for t in runs)  # queued now or by an earlier start
+    if not args.worker:
+        print(
+            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
+            f"{p.seeds}: {len(p.pairs())} runs, {todo} to do "
+            f"(runs are trials of study {companion.study_name!r})",
+            flush=True,
+        )
     progress = Progress(
         done + todo,
         mode=mode,

@@ -33,7 +33,7 @@ COMMANDS = {
         "--backbone",
         "tiny-vit",
         "--data",
-        "synthetic",
+        "no-such-folder",  # a refusal on older code too, never a study
         "--epochs",
         "1",
         "--set",
@@ -88,7 +88,7 @@ def main() -> None:
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 proc = subprocess.run(
-                    [sys.executable, *command], env=env, cwd=cwd, capture_output=True
+                    [sys.executable, *command], env=env, cwd=cwd, capture_output=True, timeout=300
                 )
                 times.append(time.perf_counter() - start)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from handreid.config import parse_overrides
-from handreid.errors import UserError, cli_exit
+from handreid.errors import Terminated, UserError, cli_exit, interrupt_code
 from hpo.paths import MAX_NAME
 
 if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
@@ -81,6 +81,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hpo.space import load_space, space_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
+    _watch_parent(args)
     # arguments, storage, search space and config are checked before torch and open_clip
     # load (seconds): a refusal that needs no model comes at once
     storage_url, name, gpus = _check_run_target(args)
@@ -151,14 +152,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # the summary above already says so
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         annotate_after_run(study)
-    if code == 130:
+    if code in (130, 143):
         print(
-            "interrupted: the running trials were stopped and marked FAIL; re-run the same command to resume",
+            f"{'terminated' if code == 143 else 'interrupted'}: the running trials were stopped "
+            "and marked FAIL; re-run the same command to resume",
             file=sys.stderr,
         )
     elif code:
         print(f"error: a worker exited with status {code}", file=sys.stderr)
     return code
+
+
+def _watch_parent(args: argparse.Namespace) -> None:
+    """A worker stops (as on SIGTERM) when the process that started it dies."""
+    if args.worker:
+        from hpo.workers import watch_parent
+
+        watch_parent()
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -217,9 +227,9 @@ def _run_here(
                 attrs={"sampler_seed": seed},
                 report=progress.note,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             release_own_trials(study, "interrupted")
-            return 130
+            return interrupt_code(exc)
     return 0
 
 
@@ -443,6 +453,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     from hpo.workers import child_lines, parse_gpus, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _watch_parent(args)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
     _refuse_sqlite_workers(args.storage, args.workers)
@@ -504,14 +515,14 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
         with progress:
             try:
                 cf.work(companion, progress.started(objective), progress.on_trial)
-            except KeyboardInterrupt:
-                code = 130
+            except KeyboardInterrupt as exc:
+                code = interrupt_code(exc)
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p)
     study.set_user_attr("confirm", summary)
     print(cf.format_summary(summary))
-    if code == 130:
+    if code in (130, 143):
         print(
             "interrupted: finished runs are kept; re-run the same command to do the rest",
             file=sys.stderr,
@@ -898,8 +909,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-def _sigterm(signum, frame):  # a terminated worker ends its trial like Ctrl-C does
-    raise KeyboardInterrupt
+def _sigterm(signum, frame):  # a terminated worker ends its trial like Ctrl-C does; exit 143
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> None:

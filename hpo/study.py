@@ -305,7 +305,7 @@ def run_until(
                 # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
                 # bookkeeping raised while handling the interrupt: it is still the interrupt
                 if isinstance(exc.__context__, KeyboardInterrupt):
-                    raise KeyboardInterrupt from None
+                    raise exc.__context__ from None  # Ctrl-C or SIGTERM (Terminated), as it was
                 raise
             if guarded.storage_error is not None:
                 if mine and mine[-1].number == guarded.storage_error_trial:

@@ -8,6 +8,10 @@ import io
 import multiprocessing
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -155,3 +159,81 @@ def test_keep_checkpoints_holds_after_concurrent_processes_on_sqlite(tmp_path):
     ]
     assert kept == [1, 2, 3], "trial 0 (0.1) fell out of the top 3"
     assert len(artifact_files(root)) == 3
+
+
+# ---- SIGTERM is 143; a worker whose parent was killed stops -----------------------------------
+def test_sigterm_ends_a_command_with_143_and_says_terminated(capsys):
+    from handreid.errors import cli_exit
+    from hpo.cli import _sigterm
+
+    def run(argv):
+        _sigterm(signal.SIGTERM, None)
+
+    with pytest.raises(SystemExit) as exc:
+        cli_exit(run, [])
+    assert exc.value.code == 143
+    assert capsys.readouterr().err == "terminated\n"
+
+
+WORKER = """
+import signal, sys, time
+from pathlib import Path
+from hpo.cli import _sigterm
+from hpo.workers import watch_parent
+
+signal.signal(signal.SIGTERM, _sigterm)
+watch_parent(pdeathsig={pdeathsig}, interval=0.2)
+Path(sys.argv[1], "ready").write_text("")
+try:
+    time.sleep(120)
+except KeyboardInterrupt as exc:  # what hpo run's clean-up sees: the trial is failed, not left
+    Path(sys.argv[1], "stopped").write_text(type(exc).__name__)
+    sys.exit(143)
+"""
+
+PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1], sys.argv[2]],
+    env={**os.environ, "HPO_PARENT_PID": str(os.getpid())},
+    start_new_session=True,  # as hpo.workers starts them: no signal of ours reaches it
+)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("pdeathsig", [True, False], ids=["prctl", "parent-check"])
+def test_a_worker_whose_parent_is_killed_stops_cleanly(tmp_path, pdeathsig):
+    worker = WORKER.format(pdeathsig=pdeathsig)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, worker, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    child = int(parent.stdout.readline())
+    try:
+        end = time.monotonic() + 60
+        while not (tmp_path / "ready").exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert (tmp_path / "ready").exists(), "the worker did not start"
+        parent.kill()  # SIGKILL: nothing can be forwarded
+        parent.wait()
+        end = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not _alive(child), "the worker runs on as an orphan"
+        assert (tmp_path / "stopped").read_text() == "Terminated"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -51,8 +51,10 @@ def _data_changes(args: argparse.Namespace, space) -> dict:
     ):
         if value is not None and key in changes:
             shown = " ".join(value) if isinstance(value, list) else value
+            given = [i for i in args.set if i.partition("=")[0].strip() == key]
             raise UserError(
-                f"{flag} {shown} and --set {key}={changes[key]} both set {key}; give only one"
+                f"{flag} {shown} and --set {given[-1] if given else key} both set {key}; "
+                "give only one"
             )
     if args.epochs is not None:
         changes["epochs"] = args.epochs

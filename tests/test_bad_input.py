@@ -1232,7 +1232,76 @@ def folder(name: str) -> Setup:
     return setup
 
 
+def space_with_twin_baselines(tmp: Path, synthetic: Path) -> None:
+    space = tiny_space(tmp, synthetic)
+    twin = dict(space["baselines"][0], name="again")
+    space["baselines"] = [space["baselines"][0], twin]
+    (tmp / "twins.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+
+
+def empty_journal(tmp: Path, synthetic: Path) -> None:
+    (tmp / "empty.log").write_bytes(b"")
+
+
 NOTHING_LOST_CASES = [
+    Case(
+        "confirm-workers-on-sqlite",
+        "hpo",
+        (*CONFIRM, "--workers", "2"),
+        "SQLite is not safe for several workers; use a journal file",
+        setup=study_with_space(),
+    ),
+    Case(
+        "run-storage-dev-null",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--storage", "/dev/null"),
+        "cannot open journal file /dev/null: it is a device or a pipe, not a file",
+    ),
+    Case(
+        "run-space-is-a-folder",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}"),
+        "is a directory, not a file; give a search-space YAML file",
+    ),
+    Case(
+        "run-space-dev-null",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "/dev/null"),
+        "--space /dev/null is a device or a pipe, not a file",
+    ),
+    Case(
+        "run-epochs-and-set-epochs",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--epochs", "1", "--set", "epochs=3"),
+        "--epochs 1 and --set epochs=3 both set epochs; give only one",
+    ),
+    Case(
+        "run-aspects-and-set-aspects",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--aspects", "all", "--set", "aspects=all"),
+        "--aspects all and --set aspects=all both set aspects; give only one",
+    ),
+    Case(
+        "run-space-twin-baselines",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/twins.yaml"),
+        "baselines[1]: the same settings as baselines[0]",
+        setup=space_with_twin_baselines,
+    ),
+    Case(
+        "show-empty-journal",
+        "hpo",
+        ("show", "--storage", "{tmp}/empty.log"),
+        "no studies in",
+        setup=empty_journal,
+    ),
+    Case(
+        "run-studies-is-a-file",
+        "hpo",
+        (*RUN, "--data", "{synthetic}"),
+        "studies is a file here, not a folder",
+        setup=write("studies", "my notes"),
+    ),
     Case(
         "run-journal-garbage-last-line",
         "hpo",

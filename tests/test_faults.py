@@ -28,7 +28,7 @@ from hpo.checkpoints import (
     export_checkpoint,
     trial_checkpoint,
 )
-from hpo.storage import open_storage
+from hpo.storage import StorageError, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -237,3 +237,123 @@ def test_a_worker_whose_parent_is_killed_stops_cleanly(tmp_path, pdeathsig):
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+# ---- a link's target folders are never created ------------------------------------------------
+def test_writing_through_a_dangling_link_creates_no_folder_anywhere(tmp_path):
+    from hpo.paths import atomic_write_text
+
+    (tmp_path / "work").mkdir()
+    link = tmp_path / "work" / "best.yaml"
+    link.symlink_to(tmp_path / "nowhere" / "dir" / "best.yaml")
+    with pytest.raises(UserError, match="whose folder .*nowhere/dir does not exist; nothing"):
+        atomic_write_text(link, "epochs: 1\n")
+    assert not (tmp_path / "nowhere").exists()
+    assert link.is_symlink() and sorted(os.listdir(tmp_path / "work")) == ["best.yaml"]
+    (tmp_path / "nowhere" / "dir").mkdir(parents=True)  # once the folder is there: written through
+    atomic_write_text(link, "epochs: 1\n")
+    assert link.is_symlink() and (tmp_path / "nowhere/dir/best.yaml").read_text() == "epochs: 1\n"
+
+
+def test_an_exported_model_is_written_through_a_link_as_the_yaml_is(tmp_path):
+    from hpo.checkpoints import copy_checkpoint
+
+    store = open_artifact_store(tmp_path / "artifacts")
+    study = optuna.create_study(direction="maximize")
+    run_trial(study, CheckpointKeeper(store, keep=1), 0.5, tmp_path)
+    (tmp_path / "models").mkdir()
+    link = tmp_path / "best.pt"
+    link.symlink_to(tmp_path / "models" / "kept.pt")
+    copy_checkpoint(study.trials[0], study._storage, store, link)
+    assert link.is_symlink() and (tmp_path / "models/kept.pt").read_bytes() == b"weights 0"
+
+
+# ---- a journal line that is not a record, anywhere -------------------------------------------
+def test_a_bad_record_inside_a_journal_is_refused_with_a_repair_that_works(tmp_path):
+    path = tmp_path / "study.log"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    whole = path.read_bytes()
+    first = whole.index(b"\n") + 1
+    damaged = whole[:first] + b"garbage line\n" + whole[first:]
+    path.write_bytes(damaged)
+    with pytest.raises(StorageError) as exc:
+        open_storage(str(path))
+    message = str(exc.value)
+    assert f"line 2 (bytes {first}-{first + 13}) is not an Optuna journal record" in message
+    assert "and the " in message and "record(s) after it" in message  # what the cut drops
+    assert path.read_bytes() == damaged and os.listdir(tmp_path) == ["study.log"]
+    subprocess.run(message.split("cut it off", 1)[1].split(" with: ", 1)[1], shell=True, check=True)
+    assert path.read_bytes() == whole[:first]  # a whole journal again: the study, no trials
+    again = optuna.load_study(study_name="s", storage=open_storage(str(path)))
+    assert again.trials == []
+
+
+# ---- dropped baselines are named, and can be queued again ------------------------------------
+def test_a_dropped_baseline_is_named_and_queued_again_on_request():
+    from hpo.baselines import dropped_lines, queue_dropped
+    from hpo.listing import show_text
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": "hand-tuned"})
+    for i in range(4):  # the first try and three retries, all interrupted
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, state=TrialState.FAIL)
+        if i < 3:
+            study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": "hand-tuned", "retry_of": i})
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.4,
+            params={"x": 0.2},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        )
+    )
+    (line,) = dropped_lines(study.trials)
+    assert "baseline hand-tuned was dropped: its 4 tries (trials 0, 1, 2, 3)" in line
+    assert "--retry-baselines" in line
+    assert line in show_text(study)
+    assert queue_dropped(study) == ["hand-tuned"]
+    queued = study.trials[-1]
+    assert queued.state == TrialState.WAITING
+    assert queued.user_attrs == {"baseline": "hand-tuned"}
+    assert queued.system_attrs["fixed_params"] == {"x": 0.5}
+    assert dropped_lines(study.trials) == []
+
+
+# ---- refusals come before the model libraries load -------------------------------------------
+REFUSE = """
+import sys
+from {module} import main
+try:
+    main({argv!r})
+except SystemExit as exc:
+    print(exc.code, "torch" in sys.modules, "open_clip" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("hpo.cli", ["run", "--backbone", "tiny-vit", "--study", "../x"]),
+        ("hpo.cli", ["run", "--backbone", "tiny-vit", "--data", ".", "--set", "epoch=2"]),
+        ("hpo.cli", ["run", "--backbone", "tiny-vit", "--epochs", "1", "--set", "epochs=3"]),
+        (
+            "handreid.cli",
+            ["train", "--config", "CONFIG", "--set", "epoch=2"],
+        ),
+    ],
+    ids=["hpo-study-name", "hpo-set-key", "hpo-epochs-twice", "train-set-key"],
+)
+def test_a_refusal_that_needs_no_model_loads_neither_torch_nor_open_clip(tmp_path, module, argv):
+    config = Path(__file__).resolve().parents[1] / "handreid" / "configs" / "tiny-vit.yaml"
+    argv = [str(config) if a == "CONFIG" else a for a in argv]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", REFUSE.format(module=module, argv=argv)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1

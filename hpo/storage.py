@@ -193,7 +193,7 @@ _RECORD_KEYS: dict[int, tuple[str, ...]] = {
     7: ("trial_id", "step", "intermediate_value"),
     8: ("trial_id", "user_attr"),
     9: ("trial_id", "system_attr"),
-    10: ("study_id",),
+    10: (),  # DISCARD_TRIALS: replayed as nothing
 }
 
 

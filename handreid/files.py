@@ -51,6 +51,11 @@ def check_run_folder(out: str | Path, overwrite: bool = False) -> None:
     refused unless ``overwrite``. A folder that does not exist yet must be creatable.
     """
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise UserError(
+            f"--out {out} is a link to {out.resolve()}, which does not exist; nothing was "
+            "created (a link's target folders are never made: give a folder)"
+        )
     if out.exists():
         if not out.is_dir():
             raise UserError(f"--out {out} is a file; give a folder for the run")

@@ -1245,6 +1245,13 @@ def empty_journal(tmp: Path, synthetic: Path) -> None:
 
 NOTHING_LOST_CASES = [
     Case(
+        "train-out-dangling-link",
+        "handreid",
+        ("train", "--config", "{tmp}/tiny.yaml", "--out", "{tmp}/out", "--quiet"),
+        "is a link to",
+        setup=both(config_with(""), dangling_link("out")),
+    ),
+    Case(
         "confirm-workers-on-sqlite",
         "hpo",
         (*CONFIRM, "--workers", "2"),

@@ -57,11 +57,9 @@ def _setup_logging(quiet: bool = False) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from handreid.checkpoint import check_run_folder, save_checkpoint, write_run_folder
+    # the config and the output folder are checked before torch and open_clip load (seconds)
     from handreid.config import TrainConfig, config_warnings
-    from handreid.data.inspect import check_batches
-    from handreid.engine import fit, prepare_data, test_report
-    from handreid.models import build_model
+    from handreid.files import check_run_folder, write_run_folder
 
     cfg = TrainConfig.from_yaml(args.config, args.set)
     if args.data:
@@ -82,6 +80,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Everything that can fail on user input (output folder, data, images, batch size, model
     # weights) fails before training, and nothing is written until the run is complete.
     check_run_folder(out, args.overwrite)
+    from handreid.checkpoint import save_checkpoint
+    from handreid.data.inspect import check_batches
+    from handreid.engine import fit, prepare_data, test_report
+    from handreid.models import build_model
+
     _setup_logging(args.quiet)
     data = prepare_data(cfg)
     check_batches(cfg, data.train_labels.tolist())

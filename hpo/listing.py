@@ -219,7 +219,10 @@ def show_text(study: optuna.Study, top: int = TOP) -> str:
     from hpo.confirm import format_summary
 
     trials = study.get_trials(deepcopy=False)
-    lines = summary_lines(study) + top_lines(trials, top) + comparison_lines(study)
+    from hpo.baselines import dropped_lines
+
+    lines = summary_lines(study) + dropped_lines(trials)
+    lines += top_lines(trials, top) + comparison_lines(study)
     confirm = study.user_attrs.get("confirm")
     if confirm:
         lines.append(format_summary(confirm))

@@ -133,3 +133,23 @@ def test_a_killed_confirm_resumes_without_repeating_finished_runs(tmp_path, caps
         set(summary["candidates"]) | set(summary["baselines"])
     )
     assert sum(t.state == TrialState.FAIL for t in trials) == 1  # the killed run, failed once
+
+
+def test_a_resumed_confirm_counts_the_runs_queued_before_as_to_do(
+    tmp_path, monkeypatch, capsys, synthetic_root
+):
+    """The runs an interrupted confirm queued but never ran are run by the next start: its
+    first line counts them."""
+    from hpo import confirm
+    from tests.test_bad_input import study_with_space
+
+    monkeypatch.chdir(tmp_path)
+    study_with_space(trials=("complete", "complete"))(tmp_path, synthetic_root)
+    monkeypatch.setattr(confirm, "work", lambda *args, **kwargs: 0)  # stops before any run
+    argv = ["confirm", "--study", "handreid-tiny-vit", "--top", "1", "--seeds", "2", "--quiet"]
+    code, out, err = hpo(argv, capsys)
+    assert code == 0, err
+    assert ": 2 runs, 2 to do" in out
+    code, out, err = hpo(argv, capsys)  # resumed: the two queued runs are still to do
+    assert code == 0, err
+    assert ": 2 runs, 2 to do" in out, out

@@ -105,12 +105,16 @@ def params_text(params: Mapping[str, Any]) -> str:
 
 
 def _packed(items: list[str], width: int) -> list[str]:
-    """``items`` joined by spaces into lines of at most ``width`` characters, never splitting
-    one (a quoted prompt template stays whole)."""
+    """``items`` joined by spaces into lines of at most ``width`` characters; an item is split
+    only when it alone is wider, and then at spaces (a prompt template is never cut)."""
     lines: list[str] = []
     for item in items:
         if lines and len(lines[-1]) + 1 + len(item) <= width:
             lines[-1] += " " + item
+        elif len(item) > width:  # a template longer than the line: wrapped at spaces, whole
+            lines += textwrap.wrap(
+                item, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+            )
         else:
             lines.append(item)
     return lines

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
+from hpo.floors import floor_lines
 from hpo.lines import (
     _packed,
     _param_items,
@@ -134,6 +135,7 @@ def _absent(value: Any) -> Any:
 def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
     """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
     from hpo.confirm import current, verdict
+    from hpo.floors import floors_summary
     from hpo.headline import headline
 
     trials = study.get_trials(deepcopy=False)
@@ -151,6 +153,7 @@ def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
             "confirm": confirm,
             "confirm_verdict": verdict(confirm) if confirm else None,
             "headline": headline(study),
+            "floors": floors_summary(study),
         }
     )
 
@@ -178,6 +181,7 @@ def summary_lines(study: optuna.Study) -> list[str]:
     width = max((len(k) for k in b.params), default=10)
     # 4 significant figures to read; `hpo export` and `show --json` keep every digit
     lines += [f"  {k:<{width}}  {number(v, 4)}" for k, v in b.params.items()]
+    lines += floor_lines(study)
     if current(study) is None:
         lines.append(
             "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
@@ -236,8 +240,10 @@ def show_text(study: optuna.Study, top: int = TOP) -> str:
     from hpo.headline import headline
 
     trials = study.get_trials(deepcopy=False)
-    lines = [headline(study), *summary_lines(study), *top_lines(trials, top)]
-    lines += comparison_lines(study)
+    from hpo.baselines import dropped_lines
+
+    lines = [headline(study), *summary_lines(study), *dropped_lines(trials)]
+    lines += top_lines(trials, top) + comparison_lines(study)
     confirm = current(study)
     if confirm:
         lines.append(format_summary(confirm))

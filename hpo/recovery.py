@@ -192,10 +192,12 @@ def _retries(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTr
 
 
 def interrupt_reason(exc: BaseException | None = None) -> str:
-    """``interrupted (SIGINT)`` or ``interrupted (SIGTERM)``: hpo.cli turns SIGTERM into a
-    ``KeyboardInterrupt("SIGTERM")``, Ctrl-C raises a bare one."""
-    name = exc.args[0] if exc is not None and exc.args else "SIGINT"
-    return f"interrupted ({name})"
+    """``interrupted (SIGINT)`` or ``interrupted (SIGTERM)``: hpo.cli turns SIGTERM into
+    ``handreid.errors.Terminated`` (a KeyboardInterrupt), Ctrl-C raises a bare one."""
+    from handreid.errors import Terminated
+
+    sigterm = isinstance(exc, Terminated) or (exc is not None and exc.args == ("SIGTERM",))
+    return f"interrupted ({'SIGTERM' if sigterm else 'SIGINT'})"
 
 
 def mark_interrupted(trial: optuna.Trial, exc: BaseException) -> None:

@@ -52,7 +52,7 @@ def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsy
         assert len(folds) == 3 and t.user_attrs["n_folds"] == 3
         assert t.value == pytest.approx(sum(folds) / 3, abs=1e-5)
         assert t.user_attrs["value_se"] > 0
-    assert "+- " in out  # the best value is shown with its standard error
+    assert "± " in out  # the best value is shown with its standard error
 
     code, out, err = hpo(["confirm", "--study", NAME, "--top", "2", "--seeds", "2"], capsys)
     assert code == 0, err

@@ -185,7 +185,7 @@ def test_note_and_figures_saved_in_the_study_and_user_notes_kept():
     assert "trials: 4 complete, 2 pruned, 0 failed, 0 running" in note
     se = best.user_attrs["value_se"]
     assert (
-        f"### Best trial {best.number}: val mAP {best.value:.4f} +- {se:.4f} (SE, 3 folds)" in note
+        f"### Best trial {best.number}: val mAP {best.value:.4f} ± {se:.4f} (SE, 3 folds)" in note
     )
     assert f"| lr | {best.params['lr']:.4g} |" in note
     assert f"rank1 {best.user_attrs['rank1']:.4g}" in note

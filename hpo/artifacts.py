@@ -183,9 +183,10 @@ def load_space_dict(study: optuna.Study, store=None) -> dict[str, Any] | None:
         data = yaml.safe_load(read_artifact(store, metas[0], owner))
     except yaml.YAMLError:
         raise UserError(f"{owner}: {SPACE_FILE} in the artifact store is not valid YAML") from None
+    from hpo.optuna_internals import study_record
     from hpo.study import space_digest  # hpo.study may import this module
 
-    digest = study.user_attrs.get("space_digest")
+    digest = study_record(study, "space_digest")
     source = f"study {study.study_name} {SPACE_FILE}"
     if digest and space_digest(parse_space(data, source=source)) != digest:
         raise UserError(

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
-from hpo.optuna_internals import set_study_record
+from hpo.optuna_internals import set_study_record, study_record
 from hpo.paths import STUDIES_DIR
 from hpo.recovery import (
     mark_interrupted,
@@ -131,14 +131,14 @@ def create_or_resume(
         study = optuna.create_study(direction="maximize", **options)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**options)
-        stored = study.user_attrs.get("space_digest")
+        stored = study_record(study, "space_digest")
         if stored and stored != digest:
             raise UserError(
                 f"study {name!r} was created with a different search space or fixed keys; "
                 "resume it with the same options or choose a new --study name"
             ) from None
         return study
-    study.set_user_attr("space_digest", digest)
+    set_study_record(study, "space_digest", digest)  # a check for programs, not a sight
     set_study_record(study, "space", space.to_dict())
     for key, value in context.items():
         # the command (paths and all) is shown in the note and the report; where `optuna

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from handreid.engine import resolve_device
     from hpo import confirm as cf
     from hpo.export import study_space
-    from hpo.lines import confirm_label, trial_line
+    from hpo.lines import confirm_label, fit, trial_line
     from hpo.objective import DataPool, Objective
     from hpo.progress import Progress
     from hpo.study import load_study, open_storage
@@ -90,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
     todo = sum(t.state == TrialState.WAITING for t in runs)  # queued now or by an earlier start
     if not args.worker:
         print(
-            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
-            f"{p.seeds}: {len(p.pairs())} runs, {todo} to do "
-            f"(runs are trials of study {companion.study_name!r})",
+            fit(
+                f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
+                f"{p.seeds}: {len(p.pairs())} runs, {todo} to do "
+                f"(runs are trials of study {companion.study_name!r})"
+            ),
             flush=True,
         )
     progress = Progress(
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from hpo.floors import floor_lines
 
     for line in floor_lines(study):
-        print(line)
+        print(fit(line))
     from hpo.report import annotate_after_confirm
 
     annotate_after_confirm(study, companion)

@@ -172,7 +172,7 @@ def test_pages_after_confirm_fit_and_name_the_winner(confirmed, dashboard):  # n
     shots = root / "screenshots"
     shots.mkdir(exist_ok=True)
     pages = {
-        "study": (f"{address}/studies/{pid}", "space_params"),  # the Study User Attributes
+        "study": (f"{address}/studies/{pid}", "val mAP ± SE per trial"),
         "note": (f"{address}/studies/{pid}/note", "confirmed winner"),
         "trial": (f"{address}/studies/{pid}/trials", "curves.png"),
         "companion": (f"{address}/studies/{cid}", f"confirm runs of study {NAME}"),
@@ -183,5 +183,7 @@ def test_pages_after_confirm_fit_and_name_the_winner(confirmed, dashboard):  # n
         assert facts["scroll"] <= facts["client"], (name, facts["wide"])
         if name in ("note", "report"):
             assert number in facts["text"], name
+        if name == "study":  # the Study User Attributes card, within the window (above)
+            assert "space_params" in facts["text"] and "space_digest" not in facts["text"]
         _browse(url, shots / f"{name}.png", height=3000 if name in ("report", "study") else 1200)
         _not_blank(shots / f"{name}.png")

@@ -175,7 +175,7 @@ def test_pages_after_confirm_fit_and_name_the_winner(confirmed, dashboard):  # n
         "study": (f"{address}/studies/{pid}", "val mAP ± SE per trial"),
         "note": (f"{address}/studies/{pid}/note", "confirmed winner"),
         "trial": (f"{address}/studies/{pid}/trials", "curves.png"),
-        "companion": (f"{address}/studies/{cid}", f"confirm runs of study {NAME}"),
+        "companion": (f"{address}/studies/{cid}/note", f"confirm runs of study {NAME}"),
         "report": ((root / "studies" / NAME / "report" / "report.html").as_uri(), "Confirmation"),
     }
     for name, (url, wait_for) in pages.items():

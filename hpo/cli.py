@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from handreid.config import parse_overrides
 from handreid.errors import UserError, cli_exit
+from hpo import slurm
 from hpo.paths import MAX_NAME
 
 if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
@@ -75,9 +76,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hpo.objective import DataPool
     from hpo.space import load_space
     from hpo.storage import open_storage, shown
-    from hpo.study import create_or_resume, make_pruner, make_sampler, process_seed
+    from hpo.study import create_or_resume, finished, make_pruner, make_sampler, process_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
+    slurm.check_args(args, lambda flag, value: _command(args.argv, drop=flag, add=[flag, value]))
+    if args.worker:
+        slurm.install_handlers()  # in a Slurm task: its signals end the trial cleanly
     storage_url, name, gpus = _check_run_target(args)
     space = load_space(args.space or args.backbone)
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -92,8 +96,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     build_model(base_cfg, data.num_classes, data.aspects)
     for message in config_warnings(base_cfg):
         warnings.warn(message, UserWarning, stacklevel=1)
+    job = None
+    if args.slurm is not None:
+        argv = _worker_argv(args, storage_url, name, base_cfg.data_root, base_cfg.dataset)
+        job = slurm.prepare(args, name, [*argv, "--lines", "epochs"], "hpo run worker")
+        if job is None:
+            return 0
     if storage_url.startswith(("sqlite:///studies/", "studies/")):
-        Path("studies").mkdir(exist_ok=True)
+        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
     context = {
         "command": "hpo " + shlex.join(_masked(args.argv)),
@@ -108,15 +118,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed = process_seed(args.seed)
         study.sampler = make_sampler(args.sampler, seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        workers = f"{args.slurm} Slurm task(s)" if job else f"{args.workers} worker(s)"
         if not args.worker:
             print(
                 f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
                 f"{args.trials} trials, sampler {args.sampler} "
                 f"({f'seed {seed}' if args.workers == 1 else 'a seed per worker'}), pruner "
-                f"{args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}",
+                f"{args.pruner}, {workers}, data {base_cfg.data_root}",
                 flush=True,
             )
-        if args.workers > 1:
+        if job is not None:
+            code = slurm.follow(args, job, study, args.trials, mode, count=finished)
+            if not args.wait or code == 130:
+                return code
+        elif args.workers > 1:
             code = _run_workers(args, study, storage_url, name, base_cfg, gpus, mode)
         else:
             code = _run_here(args, study, space, device, pool, seed, mode)
@@ -268,7 +283,8 @@ def _check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
     gpus = check_gpus(parse_gpus(args.gpus), args.workers)
     # studies/ is made only once the data is known to be good; until then there is nothing
     # in it to check
-    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or Path("studies").is_dir():
+    folder = Path(storage_url.removeprefix("sqlite:///")).parent
+    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or folder.is_dir():
         check_storage(storage_url)
     _one_place(args, storage_url, name)
     return storage_url, name, gpus
@@ -412,6 +428,9 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
+    slurm.check_args(args, lambda flag, value: _command(args.argv, drop=flag, add=[flag, value]))
+    if args.worker:
+        slurm.install_handlers()
     cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -425,6 +444,14 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     p = cf.plan(study, args.top, args.seeds)
     pool = DataPool()
     pool.get(space.config({}))  # the study's data must still be there before anything is queued
+    job = None
+    if args.slurm is not None:
+        child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
+        child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
+        child += ["--heartbeat", str(args.heartbeat), "--lines", "epochs"]
+        job = slurm.prepare(args, study.study_name, child, "hpo confirm worker")
+        if job is None:
+            return 0
     companion = cf.open_companion(study, storage)
     if not args.worker:
         cf.fail_dead_runs(companion)
@@ -452,7 +479,27 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
         prefix=_worker_prefix(args),
         desc="confirm runs" if args.workers == 1 else f"confirm runs ({args.workers} workers)",
     )
-    if args.workers > 1:
+    if job is not None:
+        code = slurm.follow(
+            args,
+            job,
+            companion,
+            done + todo,
+            mode,
+            count=lambda c: sum(t.state == TrialState.COMPLETE for t in c.get_trials()),
+            recover=lambda: (cf.fail_dead_runs(companion), cf.queue(study, companion, p)),
+            progress=dict(
+                label=progress.label, line=progress.line, count=progress.count, best=False
+            ),
+        )
+        if not args.wait or code == 130:
+            if not args.wait:
+                print(
+                    f"once it is done, `hpo confirm --study {study.study_name} --storage "
+                    f"{args.storage}` prints the comparison"
+                )
+            return code
+    elif args.workers > 1:
         child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
         child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
         child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]
@@ -742,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that fall out of the top K (on a journal file the removed ones stay listed on their "
         f"trial pages); 0 keeps none (default {DEFAULT_KEEP})",
     )
+    slurm.add_arguments(p, "hpo run workers")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run, storage=None)
@@ -768,6 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one line per finished run only: no bar, status line or epoch lines",
     )
+    slurm.add_arguments(p, "confirm workers")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lines", choices=["epochs", "trials", "none"], help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_confirm)

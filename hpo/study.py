@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from handreid.errors import UserError
 from hpo.paths import STUDIES_DIR
 from hpo.recovery import recover_stale, requeue_baseline, worker_id, worker_process
+from hpo.slurm import SlurmStop, retry_stopped, trial_attrs
 from hpo.space import SearchSpace
 from hpo.storage import (
     StorageError,
@@ -207,7 +208,8 @@ class _Guarded:
         attrs: dict[str, Any] | None = None,
     ) -> None:
         self.objective, self.total, self.suggest = objective, total, suggest
-        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
+        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **trial_attrs()}
+        self.attrs.update(attrs or {})
         self.storage_error: BaseException | None = None
         self.storage_error_trial: int | None = None
         self.quiet = _QuietFailures()
@@ -215,10 +217,14 @@ class _Guarded:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a baseline is queued again for the re-run
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: a baseline is queued again
             self.quiet.numbers.add(trial.number)
             with contextlib.suppress(Exception):
-                requeue_baseline(trial.study, trial.study._storage.get_trial(trial._trial_id))
+                frozen = trial.study._storage.get_trial(trial._trial_id)
+                if isinstance(stop, SlurmStop):  # Slurm ends the task: any trial is retried
+                    retry_stopped(trial.study, frozen, stop)
+                else:
+                    requeue_baseline(trial.study, frozen)
             raise
         except (SurplusTrial, DuplicateTrial):
             self.quiet.numbers.add(trial.number)

@@ -141,12 +141,47 @@ def dead_tasks(trials: Iterable[Any]) -> dict[int, str]:
     return dead
 
 
+def _seconds(text: str) -> int | None:
+    """Slurm's ``[days-][hh:]mm:ss`` as seconds; None for UNLIMITED and the like."""
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if (
+        not all(p.isdigit() for p in parts)
+        or not 1 <= len(parts) <= 3
+        or (days and not days.isdigit())
+    ):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds + int(days or 0) * 86400
+
+
 def own_reason(default: str) -> str:
-    """Why Slurm is ending this task (cancelled, time limit, ...), as far as it says."""
+    """Why Slurm is ending this task, from ``scontrol show job``. While a job is being ended it
+    shows only COMPLETING, so a task stopped at its time limit is told from a cancelled (or
+    pre-empted) one by its run time."""
     job = os.environ.get("SLURM_JOB_ID")
-    _cache["at"] = -1e9
-    state = (job_states([job]) or {}).get(job, "") if job else ""
-    why = REASONS.get(state) if state not in ALIVE else None
+    why = None
+    try:
+        done = subprocess.run(
+            ["scontrol", "--oneliner", "show", "job", job or ""],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        # an array's last task has the array's id, which names every task: take its own line
+        line = next((x for x in done.stdout.splitlines() if f"JobId={job} " in x + " "), "")
+        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
+    except (OSError, subprocess.TimeoutExpired):
+        fields = {}
+    state = fields.get("JobState", "")
+    if state in REASONS:
+        why = REASONS[state]
+    elif state == "COMPLETING":
+        limit, ran = _seconds(fields.get("TimeLimit", "")), _seconds(fields.get("RunTime", ""))
+        why = "time limit" if limit is not None and ran is not None and ran >= limit - 2 else None
+        why = why or "cancelled"
     return f"Slurm task {task_name(trial_attrs())}: {why or default}"
 
 
@@ -202,22 +237,26 @@ def default_storage(study_name: str) -> str:
     return str(study_dir(study_name) / "journal.log")
 
 
-def check_storage(storage: str, default: str, command: str) -> None:
-    """A storage every node can share: refuse SQLite (with the command to use instead), warn
-    about a journal under /tmp (each node has its own)."""
+def check_storage(storage: str, command: str) -> None:
+    """A storage every node can share: SQLite is refused with ``command``, the one to use."""
     if storage.startswith("sqlite"):
         raise UserError(
             "--slurm: an SQLite database cannot be shared by tasks on several nodes; use a "
             f"journal file on a shared filesystem: {command} (or --storage with a PostgreSQL URL)"
         )
-    if "://" not in storage:
-        path = Path(storage).resolve()
-        if path.parts[:2] == ("/", "tmp") or str(path).startswith("/var/tmp/"):
-            print(
-                f"warning: --storage {storage} is under {path.parts[1]}/, which is usually local "
-                "to each node; tasks on other nodes would not see the study",
-                file=sys.stderr,
-            )
+
+
+def local_storage_warning(storage: str) -> str | None:
+    """A journal under /tmp is usually each node's own: the tasks would not share the study."""
+    if "://" in storage:
+        return None
+    path = Path(storage).resolve()
+    if path.parts[:2] == ("/", "tmp") or path.parts[:3] == ("/", "var", "tmp"):
+        return (
+            f"warning: --storage {storage} is under {path.parent}, usually a folder of each "
+            "node's own: tasks on other nodes would not see the study"
+        )
+    return None
 
 
 def check_options(n: int | None, gpus: str | None, gpus_per_task: int) -> None:
@@ -333,14 +372,17 @@ def _refusal(done: subprocess.CompletedProcess) -> str:
     return text.removeprefix("sbatch: error: ") or f"exit status {done.returncode}"
 
 
-def check_submit(script: Path) -> None:
-    """``sbatch --test-only``: the options and resources are checked, nothing is queued."""
+def check_submit(script: str) -> None:
+    """``sbatch --test-only`` on the script's text: its options and resources are checked,
+    nothing is queued or written."""
     sbatch = _sbatch()
-    done = subprocess.run(
-        [sbatch, "--test-only", str(script)], capture_output=True, text=True, timeout=60
-    )
+    try:
+        done = subprocess.run(
+            [sbatch, "--test-only"], input=script, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UserError(f"--slurm: sbatch could not be run: {exc}") from None
     if done.returncode != 0:
-        script.unlink(missing_ok=True)
         hint = ""
         if "gres" in done.stderr.lower() or "node configuration" in done.stderr.lower():
             hint = " (nodes without GPUs: --slurm-gpus 0)"
@@ -450,8 +492,9 @@ def add_arguments(p, what: str) -> None:
     p.add_argument(
         "--slurm-opts",
         metavar="OPTS",
-        help='sbatch options for every task, e.g. "-p gpu --time=4:00:00 --account=lab" '
-        "(written into the batch script; they override its defaults)",
+        help="sbatch options for every task, given with '=': "
+        '--slurm-opts="-p gpu --time=4:00:00 --account=lab" (written into the batch script, '
+        "where they override its defaults)",
     )
     p.add_argument(
         "--slurm-gpus",
@@ -501,7 +544,15 @@ def check_args(args, command: Callable[[str, str], str]) -> None:
     default = default_storage(name)
     if not given or args.storage is None:
         args.storage = default
-    check_storage(args.storage, default, command("--storage", default))
+    check_storage(args.storage, command("--storage", default))
+    if not args.slurm_dry_run:  # the options and resources, before any data is read
+        from hpo.paths import study_dir
+
+        check_submit(
+            Job(name, ["--help"], args.slurm, args.slurm_gpus, args.slurm_opts).script(
+                study_dir(name) / "slurm"
+            )
+        )
 
 
 def prepare(args, study: str, argv: list[str], what: str) -> Job | None:
@@ -512,9 +563,7 @@ def prepare(args, study: str, argv: list[str], what: str) -> Job | None:
         script = write_script(job)
         print(f"wrote {script}; submit it with: sbatch --parsable {script}")
         return None
-    _sbatch()
     job.script_path = write_script(job)
-    check_submit(job.script_path)
     return job
 
 
@@ -522,8 +571,10 @@ def follow(args, job: Job, study, total: int, mode: str, **watch_args) -> int:
     """Submit the checked script; with --wait, watch the study (``watch``)."""
     from hpo.progress import Progress
 
-    job_id, script = submit(job.script_path)
     storage = args.storage
+    if (warning := local_storage_warning(storage)) is not None:
+        print(warning, file=sys.stderr)
+    job_id, script = submit(job.script_path)
     show = f"hpo show --study {shlex.quote(job.study)} --storage {shlex.quote(storage)}"
     print("\n".join(submitted_lines(job_id, script, show)), flush=True)
     if not args.wait:

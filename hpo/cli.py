@@ -123,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(
                 f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
                 f"{args.trials} trials, sampler {args.sampler} "
-                f"({f'seed {seed}' if args.workers == 1 else 'a seed per worker'}), pruner "
+                f"({f'seed {seed}' if args.workers == 1 and not job else 'a seed per worker'}), pruner "
                 f"{args.pruner}, {workers}, data {base_cfg.data_root}",
                 flush=True,
             )

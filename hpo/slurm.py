@@ -544,7 +544,11 @@ def check_args(args, command: Callable[[str, str], str]) -> None:
     default = default_storage(name)
     if not given or args.storage is None:
         args.storage = default
-    check_storage(args.storage, command("--storage", default))
+    if backbone:
+        instead = command("--storage", default)
+    else:  # hpo confirm works on the study where it is
+        instead = f"--storage {default}, where `hpo run --slurm` keeps the study"
+    check_storage(args.storage, instead)
     if not args.slurm_dry_run:  # the options and resources, before any data is read
         from hpo.paths import study_dir
 

@@ -826,6 +826,12 @@ HPO_CASES = [
     Case("run-wait-without-slurm", "hpo", (*RUN, "--wait"), "--wait goes with --slurm N"),
     Case("confirm-slurm-zero", "hpo", (*CONFIRM, "--slurm", "0"), "--slurm=0: must be at least"),
     Case(
+        "confirm-slurm-sqlite",
+        "hpo",
+        (*CONFIRM, "--slurm", "2", "--storage", "sqlite:///studies/handreid.db"),
+        "journal file on a shared filesystem: --storage studies/handreid-tiny-vit/journal.log",
+    ),
+    Case(
         "confirm-slurm-no-study",
         "hpo",
         ("confirm", "--slurm", "2"),

@@ -1,8 +1,9 @@
 """A study on the local Slurm: submit-to-first-trial time, Slurm tasks vs local workers, and no
 orphaned RUNNING trials after a cancelled task and a task at its time limit.
 
-Runs the tiny CPU study (``hpo run --backbone tiny-vit`` on synthetic data, no pruning) with the
-same trial budget as a Slurm job array of 1, 2, 3 tasks (``--slurm N --slurm-gpus 0 --wait``)
+Runs a small CPU study (``hpo run --backbone tiny-vit``, no pruning, no kept checkpoints, one
+query/gallery split, on a synthetic set of 24 ids x 8 images at 32 px trained at 32x32, so that
+the whole run fits in minutes on a shared 2-core machine) with the same trial budget as a Slurm job array of 1, 2, 3 tasks (``--slurm N --slurm-gpus 0 --wait``)
 and with ``--workers`` 1, 2, 3, each on a fresh journal file, all in one run; the synthetic set
 and its decode cache are built first. Then it cancels one task of a 2-task job in the middle of
 a trial, and lets a 1-task job reach its one-minute time limit (warned 30 s before), and counts
@@ -95,8 +96,13 @@ def main() -> None:
         sys.exit("no Slurm answers here (start one with: bash .ci/slurm start; export SLURM_CONF)")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         cwd = Path(tmp)
-        common = ["--backbone", "tiny-vit", "--data", "synthetic", "--epochs", str(args.epochs),
-                  "--pruner", "none", "--quiet"]  # fmt: skip
+        from handreid.data.synthetic import write_synthetic
+
+        data = write_synthetic(cwd / "data", ids=24, per_id=8, size=32, seed=0)
+        common = ["--backbone", "tiny-vit", "--data", str(data), "--dataset", "11k",
+                  "--epochs", str(args.epochs), "--pruner", "none", "--quiet",
+                  "--keep-checkpoints", "0", "--set", "image_size=[32,32]",
+                  "--set", "num_splits=1"]  # fmt: skip
         hpo("run", *common, "--trials", "1", "--study", "warmup", cwd=cwd)  # data + cache
         first = submit_to_first_trial(cwd, common, "first")
         print(f"submit_to_first_trial seconds={first:.1f}", flush=True)

@@ -412,3 +412,31 @@ def test_a_task_at_its_time_limit_leaves_nothing_running(synthetic_root, tmp_pat
     assert [t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING] == [
         stopped[0].number
     ]
+
+
+def _watch(study, monkeypatch, capsys, squeue_out: str, squeue):
+    from hpo.progress import Progress
+
+    squeue(squeue_out)
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slurm.time, "sleep", interrupted)
+    progress = Progress(2, mode="trials")
+    code = slurm.watch(study, "12", 2, progress, count=lambda s: 0, recover=lambda: None)
+    return code, capsys.readouterr().err
+
+
+def test_ctrl_c_stops_watching_only_and_says_how_to_cancel(squeue, tmp_path, monkeypatch, capsys):
+    code, err = _watch(_journal_study(tmp_path), monkeypatch, capsys, "RUNNING\n", squeue)
+    assert code == 130
+    assert "stopped watching; Slurm job 12 keeps running (cancel it with: scancel 12)" in err
+
+
+def test_watching_a_job_that_ended_short_of_the_total_says_so(
+    squeue, tmp_path, monkeypatch, capsys
+):
+    code, err = _watch(_journal_study(tmp_path), monkeypatch, capsys, "", squeue)
+    assert code == 1
+    assert "Slurm job 12 ended with 0 of 2 done; see its task logs" in err

@@ -394,8 +394,9 @@ def test_scancel_of_a_task_mid_trial_fails_its_trial_with_the_reason_and_retries
 @pytest.mark.slow
 def test_a_task_at_its_time_limit_leaves_nothing_running(synthetic_root, tmp_path):
     _slurm_or_skip()
-    # one minute, warned 30 s before: the warning comes while a long trial trains
-    opts = "--time=1 --signal=B:USR1@30"
+    # two minutes, warned 70 s before (Slurm may warn up to a minute early): the warning comes
+    # once a long trial trains, even on a busy machine
+    opts = "--time=2 --signal=B:USR1@70"
     proc = _hpo(tmp_path, *_run_args(synthetic_root, "limit", 2, 200, 1, f"--slurm-opts={opts}"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = _job_id(proc.stdout)

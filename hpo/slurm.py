@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handreid.errors import UserError
+from handreid.errors import Terminated, UserError
 
 SLURM_ATTRS = ("slurm_job", "slurm_array_job", "slurm_task", "node")  # per run, not per params
 WARNING_SECONDS = 120  # the early signal before the time limit: time to end a trial cleanly
@@ -186,7 +186,7 @@ def own_reason(default: str) -> str:
 
 
 # ---- a task that Slurm stops ---------------------------------------------------------------
-class SlurmStop(KeyboardInterrupt):
+class SlurmStop(Terminated):
     """Slurm's warning before the time limit (SIGUSR1) or its SIGTERM (cancel, time limit,
     pre-emption): the trial ends as interrupted, is queued again, and the worker exits."""
 

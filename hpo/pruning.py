@@ -125,6 +125,7 @@ def run_reference(trials: Sequence[FrozenTrial], runs: int) -> Reference | None:
     return Reference(numbers[best], tuple(x[best]), sigma, len(x))
 
 
+@lru_cache(maxsize=256)
 def expected_max(n: int) -> float:
     """E[max of n independent standard normals] (0 for n = 1)."""
     if n <= 1:

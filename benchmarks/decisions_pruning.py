@@ -12,7 +12,8 @@ trial (the one with the highest value); "worse by 2 / 4 SD": 2 or 4 run-noise SD
 "better by 2 SD": 2 SDs above it.
 "equal priors": every prior trial has the same true mean, where selecting the best is most
 biased (the case the rule is held to); "spread priors": true means drawn from N(0.78, 0.02),
-closer to a real study. The old rule (one-sided paired t test p<0.05 against
+closer to a real study; "heavy": equal priors with Student t (5 df) run noise of the same SD,
+a robustness check. The old rule (one-sided paired t test p<0.05 against
 ``study.best_trial`` after runs 2..K-1) is reimplemented here for the "old" columns.
 
 Per epoch (median pruner): one run per trial, 8 epochs, a rising curve per trial
@@ -64,6 +65,7 @@ SHIFTS = {
     "better_2sd": 2 * RUN_SD,
 }
 EPOCH_CASES = ("equal", "better_2sd")
+BETWEEN_PRIORS = ("equal", "spread", "heavy")
 
 
 def _trials(x: np.ndarray) -> list:
@@ -94,23 +96,30 @@ def old_rule(values: np.ndarray, best: np.ndarray, runs: int) -> int | None:
     return None
 
 
+def _noise(priors: str, rng: np.random.Generator, size) -> np.ndarray:
+    """Run noise, SD RUN_SD: normal, or Student t with 5 df for the "heavy" rows."""
+    if priors == "heavy":
+        return rng.standard_t(5, size=size) * RUN_SD / np.sqrt(5 / 3)
+    return rng.normal(0, RUN_SD, size=size)
+
+
 def _between_runs(reps: int, rng: np.random.Generator) -> dict[str, float]:
     pruned: dict[tuple, list] = {}
     for _ in range(reps):
         for k in FOLDS:
             fold = rng.normal(0, FOLD_SD, size=k)
-            for priors in ("equal", "spread"):
+            for priors in BETWEEN_PRIORS:
                 for n in PRIORS:
                     means = (
-                        np.full(n, TRUE_MEAN)
-                        if priors == "equal"
-                        else rng.normal(SPREAD_MEAN, SPREAD_SD, size=n)
+                        rng.normal(SPREAD_MEAN, SPREAD_SD, size=n)
+                        if priors == "spread"
+                        else np.full(n, TRUE_MEAN)
                     )
-                    x = means[:, None] + fold + rng.normal(0, RUN_SD, size=(n, k))
+                    x = means[:, None] + fold + _noise(priors, rng, (n, k))
                     best = int(np.argmax(x.mean(axis=1)))
                     ref = run_reference(_trials(x), k)
                     for case, shift in SHIFTS.items():
-                        y = means[best] + shift + fold + rng.normal(0, RUN_SD, size=k)
+                        y = means[best] + shift + fold + _noise(priors, rng, k)
                         key = (priors, case, k, n)
                         pruned.setdefault(("new", *key), []).append(new_rule(y, ref, k))
                         pruned.setdefault(("old", *key), []).append(old_rule(y, x[best], k))
@@ -202,7 +211,7 @@ def table(r: dict[str, float]) -> str:
         "| priors | K | n | trial | new: pruned | new: after run | old: pruned | old: after run |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for priors in ("equal", "spread"):
+    for priors in BETWEEN_PRIORS:
         for k in FOLDS:
             for n in PRIORS:
                 for case in SHIFTS:

@@ -13,15 +13,16 @@ noisy trial values, so its values are biased *upward*: for n trials of equal qua
 over T runs is on average ``sigma * e_n / sqrt(T)`` above its true quality (``e_n`` = expected
 maximum of n standard normals: 1.54 for 10, 2.16 for 40). A plain paired t test at p<0.05
 against it therefore prunes a trial as good as the best far more often than 5 % (measured:
-12 % at n=10 and 16 % at n=40 with 3 folds, 28 % and 38 % with 5 folds and three uncorrected
+13 % at n=10 and 16 % at n=40 with 3 folds, 26 % and 35 % with 5 folds and three uncorrected
 looks). The rule here:
 
 - the reference is the best trial's mean over all its T runs, moved to the runs done so far:
   each run's mean over the complete trials measures its fold effect (same fold and seed for
   every trial), so ``trial's runs - their run means`` is compared with ``best's mean - grand
-  mean``. Using all T runs of the best (not only the m it shares) halves the variance of the
-  reference at the first look and spreads a lucky run of the best over T, so one outlier run
-  cannot decide (paired per run, heavy-tailed noise pushed the rate to 11 %; this way 5-6 %);
+  mean``. Using all T runs of the best (not only the m it shares) cuts the variance of the
+  difference after run 1 from 2 to 1 + 1/T run variances and spreads a lucky run of the best
+  over T, so one outlier run cannot decide (paired per run, t-distributed noise pushed the
+  rate to 10-12 %; this way 4.6-5.4 %);
 - the statistic after m runs is ``z = (difference + sigma * e_n / sqrt(T)) / (sigma *
   sqrt(1/m + 1/T))``: the difference corrected for the selection of the best;
 - sigma is the run noise pooled over every complete trial (two-way residual of trials x runs,
@@ -46,8 +47,8 @@ and docs/benchmarks.md ("Decisions: pruning").
 The per-epoch median pruner (``hpo run``'s default) answers another question: is this trial's
 best value so far below the median of the earlier trials at this epoch? A run's seed luck (SD
 ~0.03 on the sample) lasts all its epochs, so a trial as good as the best is below that median
-at some epoch in 62 % of simulated studies whose configs are all equal, 35-44 % when they are
-spread. It stays the default because that error costs a second measurement of a quality the
+at some epoch in 62-66 % of simulated studies whose configs are all equal, 36-43 % when they
+are spread. It stays the default because that error costs a second measurement of a quality the
 study already holds, not the study's best: a trial *better* than the best by 2 SD is pruned in
 2-6 % of them, and it stops poor trials in the first epochs of the first run, where the rule
 above must wait a whole run (30 epochs on rn50/vitb16). ``--pruner runs`` keeps only the

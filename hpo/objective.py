@@ -345,6 +345,16 @@ class Objective:
         except Exception as exc:  # noqa: BLE001 - a store problem never costs a trial
             log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
 
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """An Optuna callback: once a trial is recorded, sweep again, so the checkpoint limit
+        holds over trials that other processes finished meanwhile."""
+        if self.keeper is None:
+            return
+        try:
+            self.keeper.after_trial(study)
+        except Exception as exc:  # noqa: BLE001 - a store problem never costs a trial
+            log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
+
     def _discard_snapshot(self) -> None:
         from hpo.checkpoints import discard
 

@@ -89,6 +89,8 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
     names = study_names(st)
     if name is None:
         main = [n for n in names if not n.endswith(".confirm")]  # hpo confirm's run records
+        if not main:
+            raise UserError(f"no studies in {shown(storage)} yet; `hpo run` creates one")
         if len(main) != 1:
             raise UserError(
                 f"{shown(storage)} holds {len(main)} studies {main}; pick one with --study"
@@ -303,7 +305,7 @@ def run_until(
                 # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
                 # bookkeeping raised while handling the interrupt: it is still the interrupt
                 if isinstance(exc.__context__, KeyboardInterrupt):
-                    raise KeyboardInterrupt from None
+                    raise exc.__context__ from None  # Ctrl-C or SIGTERM (Terminated), as it was
                 raise
             if guarded.storage_error is not None:
                 if mine and mine[-1].number == guarded.storage_error_trial:

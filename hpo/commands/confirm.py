@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from handreid.errors import UserError
+from handreid.errors import UserError, interrupt_code
 from hpo.commands._common import (
     add_command,
     progress_mode,
     storage_arg,
     study_arg,
+    watch_parent,
     worker_args,
     worker_prefix,
 )
+from hpo.commands._run_checks import refuse_sqlite_workers
 
 
 def add_parser(sub) -> None:
@@ -60,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from hpo.workers import child_lines, parse_gpus, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    watch_parent(args)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
+    refuse_sqlite_workers(args.storage, args.workers)
     cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -78,18 +82,19 @@ def run(args: argparse.Namespace) -> int:
     companion = cf.open_companion(study, storage)
     if not args.worker:
         cf.fail_dead_runs(companion)
-        added = cf.queue(study, companion, p)
-        print(
-            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
-            f"{p.seeds}: {len(p.pairs())} runs, {len(added)} to do "
-            f"(runs are trials of study {companion.study_name!r})",
-            flush=True,
-        )
+        cf.queue(study, companion, p)
     code = 0
     mode = progress_mode(args)
     runs = companion.get_trials(deepcopy=False)
     done = sum(t.state == TrialState.COMPLETE for t in runs)
-    todo = sum(t.state == TrialState.WAITING for t in runs)
+    todo = sum(t.state == TrialState.WAITING for t in runs)  # queued now or by an earlier start
+    if not args.worker:
+        print(
+            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
+            f"{p.seeds}: {len(p.pairs())} runs, {todo} to do "
+            f"(runs are trials of study {companion.study_name!r})",
+            flush=True,
+        )
     progress = Progress(
         done + todo,
         mode=mode,
@@ -119,14 +124,18 @@ def run(args: argparse.Namespace) -> int:
         with progress:
             try:
                 cf.work(companion, progress.started(objective), progress.on_trial)
-            except KeyboardInterrupt:
-                code = 130
+            except KeyboardInterrupt as exc:
+                code = interrupt_code(exc)
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p)
     study.set_user_attr("confirm", summary)
     print(cf.format_summary(summary))
-    if code == 130:
+    from hpo.floors import floor_lines
+
+    for line in floor_lines(study):
+        print(line)
+    if code in (130, 143):
         print(
             "interrupted: finished runs are kept; re-run the same command to do the rest",
             file=sys.stderr,

@@ -35,7 +35,7 @@ from hpo.storage import (
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "random", "gp")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "runs", "none")
 
 
 def make_sampler(name: str, seed: int | None):
@@ -67,7 +67,7 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 0, runs: int = 1):
         return optuna.pruners.HyperbandPruner(
             min_resource=first, max_resource=max(total, first + 1), reduction_factor=3
         )
-    if name == "none":
+    if name in ("runs", "none"):  # runs: only the between-run rule (hpo.objective), no epochs
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner {name!r}; choose one of {list(PRUNERS)}")
 

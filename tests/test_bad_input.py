@@ -1053,7 +1053,7 @@ HPO_CASES = [
         "run-unknown-pruner",
         "hpo",
         (*RUN, "--data", "{synthetic}", "--pruner", "x"),
-        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'none')",
+        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'runs', 'none')",
     ),
     Case("run-epochs-zero", "hpo", (*RUN, "--data", "{synthetic}", "--epochs", "0"), "epochs=0"),
     Case(

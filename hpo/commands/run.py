@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
         "--pruner",
         default="median",
         choices=PRUNERS,
-        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, with a paired test); none prunes nothing",
+        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, against the best trial corrected for its selection); runs prunes only between folds; baselines never; none prunes nothing",
     )
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the search space's base)")
     p.add_argument(

@@ -19,10 +19,11 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from handreid.errors import UserError
+from hpo.slurm import SLURM_ATTRS
 
 DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
 DEFAULT_JOURNAL = "studies/handreid.log"
-WORKER_ATTRS = ("worker", "worker_process", "sampler_seed", "error")  # per run, not per params
+WORKER_ATTRS = ("worker", "worker_process", "sampler_seed", "error", *SLURM_ATTRS)  # per run
 MAX_RETRIES = 3  # retries of one trial whose worker died, so a trial that kills it cannot loop
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 

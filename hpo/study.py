@@ -29,6 +29,7 @@ from hpo.recovery import (
     worker_id,
     worker_process,
 )
+from hpo.slurm import SlurmStop, retry_stopped, trial_attrs
 from hpo.space import SearchSpace
 from hpo.storage import (
     StorageError,
@@ -41,7 +42,7 @@ from hpo.storage import (
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "random", "gp")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "runs", "none")
 
 
 def make_sampler(name: str, seed: int | None):
@@ -73,7 +74,7 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 0, runs: int = 1):
         return optuna.pruners.HyperbandPruner(
             min_resource=first, max_resource=max(total, first + 1), reduction_factor=3
         )
-    if name == "none":
+    if name in ("runs", "none"):  # runs: only the between-run rule (hpo.objective), no epochs
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner {name!r}; choose one of {list(PRUNERS)}")
 
@@ -224,7 +225,8 @@ class _Guarded:
         attrs: dict[str, Any] | None = None,
     ) -> None:
         self.objective, self.total, self.suggest = objective, total, suggest
-        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
+        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **trial_attrs()}
+        self.attrs.update(attrs or {})
         self.storage_error: BaseException | None = None
         self.storage_error_trial: int | None = None
         self.quiet = _QuietFailures()
@@ -232,11 +234,15 @@ class _Guarded:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: a baseline is queued again
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: a baseline is queued again
             self.quiet.numbers.add(trial.number)
-            mark_interrupted(trial, exc)
+            mark_interrupted(trial, stop)
             with contextlib.suppress(Exception):
-                requeue_baseline(trial.study, trial.study._storage.get_trial(trial._trial_id))
+                frozen = trial.study._storage.get_trial(trial._trial_id)
+                if isinstance(stop, SlurmStop):  # Slurm ends the task: any trial is retried
+                    retry_stopped(trial.study, frozen, stop)
+                else:
+                    requeue_baseline(trial.study, frozen)
             raise
         except (SurplusTrial, DuplicateTrial):
             self.quiet.numbers.add(trial.number)

@@ -35,6 +35,7 @@ class Case:
     message: str
     code: int = 2
     setup: Setup | None = None  # prepares files in the case's folder
+    env: tuple[tuple[str, str], ...] = ()  # environment variables ({tmp} filled in)
 
 
 Setup = Callable[[Path, Path], None]  # (case folder, synthetic data root)
@@ -71,6 +72,14 @@ def write(name: str, content: str | bytes) -> Setup:
             path.write_bytes(content)
         else:
             path.write_text(content)
+
+    return setup
+
+
+def executable(name: str, content: str) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        write(name, content)(tmp, synthetic)
+        (tmp / name).chmod(0o755)
 
     return setup
 
@@ -807,6 +816,9 @@ def study_with_space(trials: tuple[str, ...] = ("complete",), where: str = "stud
 
 
 CONFIRM = ("confirm", "--study", "handreid-tiny-vit")
+SLURM = (*RUN, "--data", "{synthetic}", "--slurm")
+# an sbatch that refuses every job as a cluster refuses an unknown partition
+REFUSING_SBATCH = "#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n"
 
 HPO_CASES = [
     Case(
@@ -883,6 +895,49 @@ HPO_CASES = [
         "SQLite is not safe",
     ),
     Case("export-no-database", "hpo", ("export",), "no study database at studies/handreid.db"),
+    # -- --slurm: nothing is submitted and nothing written
+    Case("run-slurm-zero", "hpo", (*SLURM, "0"), "--slurm=0: must be at least 1"),
+    Case(
+        "run-slurm-no-sbatch",
+        "hpo",
+        (*SLURM, "2"),
+        "sbatch not found on PATH",
+        env=(("PATH", "{tmp}/no-such-bin"),),
+    ),
+    Case(
+        "run-slurm-sbatch-refuses",
+        "hpo",
+        (*SLURM, "2", "--slurm-opts", "-p nope"),
+        "sbatch refused the job: invalid partition specified: nope; nothing was submitted",
+        setup=executable("bin/sbatch", REFUSING_SBATCH),
+        env=(("PATH", "{tmp}/bin"),),
+    ),
+    Case(
+        "run-slurm-sqlite",
+        "hpo",
+        (*SLURM, "2", "--storage", "sqlite:///studies/x.db"),
+        "an SQLite database cannot be shared by tasks on several nodes; use a journal file on a "
+        "shared filesystem: hpo run",
+    ),
+    Case("run-slurm-gpus", "hpo", (*SLURM, "2", "--gpus", "0"), "Slurm gives each task its GPU"),
+    Case("run-slurm-workers", "hpo", (*SLURM, "2", "--workers", "2"), "each Slurm task is one"),
+    Case(
+        "run-slurm-opts-unbalanced", "hpo", (*SLURM, "2", "--slurm-opts", "-p 'a"), "--slurm-opts"
+    ),
+    Case("run-wait-without-slurm", "hpo", (*RUN, "--wait"), "--wait goes with --slurm N"),
+    Case("confirm-slurm-zero", "hpo", (*CONFIRM, "--slurm", "0"), "--slurm=0: must be at least"),
+    Case(
+        "confirm-slurm-sqlite",
+        "hpo",
+        (*CONFIRM, "--slurm", "2", "--storage", "sqlite:///studies/handreid.db"),
+        "journal file on a shared filesystem: --storage studies/handreid-tiny-vit/journal.log",
+    ),
+    Case(
+        "confirm-slurm-no-study",
+        "hpo",
+        ("confirm", "--slurm", "2"),
+        "--slurm: name the study with --study",
+    ),
     # -- confirm
     Case("confirm-no-database", "hpo", CONFIRM, "no study database at studies/handreid.db"),
     Case("confirm-top-zero", "hpo", (*CONFIRM, "--top", "0"), "--top=0: must be at least 1"),
@@ -998,7 +1053,7 @@ HPO_CASES = [
         "run-unknown-pruner",
         "hpo",
         (*RUN, "--data", "{synthetic}", "--pruner", "x"),
-        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'none')",
+        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'runs', 'none')",
     ),
     Case("run-epochs-zero", "hpo", (*RUN, "--data", "{synthetic}", "--epochs", "0"), "epochs=0"),
     Case(
@@ -1459,6 +1514,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
     if case.setup:
         case.setup(work, synthetic_root)
     fill = {"tmp": str(work), "synthetic": str(synthetic_root), "sample": str(SHARED_11K)}
+    for key, value in case.env:
+        monkeypatch.setenv(key, value.format(**fill))
     argv = [a.format(**fill) for a in case.args]
     before, data_before = _snapshot(work), _snapshot(synthetic_root)
     with pytest.raises(SystemExit) as exc:

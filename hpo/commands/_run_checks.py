@@ -34,7 +34,8 @@ def check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
     gpus = check_gpus(parse_gpus(args.gpus), args.workers)
     # studies/ is made only once the data is known to be good; until then there is nothing
     # in it to check
-    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or Path("studies").is_dir():
+    folder = Path(storage_url.removeprefix("sqlite:///")).parent
+    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or folder.is_dir():
         check_storage(storage_url)
     _one_place(args, storage_url, name)
     return storage_url, name, gpus

@@ -7,6 +7,8 @@ import argparse
 import sys
 
 from handreid.errors import UserError, interrupt_code
+from hpo import slurm
+from hpo.commands._argv import replaced
 from hpo.commands._common import (
     add_command,
     progress_mode,
@@ -44,6 +46,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="one line per finished run only: no bar, status line or epoch lines",
     )
+    slurm.add_arguments(p, "confirm workers")
     worker_args(p)
     p.set_defaults(func=run)
 
@@ -66,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
     refuse_sqlite_workers(args.storage, args.workers)
+    slurm.check_args(args, lambda flag, value: replaced(args.argv, drop=flag, add=[flag, value]))
+    if args.worker:
+        slurm.install_handlers()
     cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -79,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
     p = cf.plan(study, args.top, args.seeds)
     pool = DataPool()
     pool.get(space.config({}))  # the study's data must still be there before anything is queued
+    job = None
+    if args.slurm is not None:
+        child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
+        child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
+        child += ["--heartbeat", str(args.heartbeat), "--lines", "epochs"]
+        job = slurm.prepare(args, study.study_name, child, "hpo confirm worker")
+        if job is None:
+            return 0
     companion = cf.open_companion(study, storage)
     if not args.worker:
         cf.fail_dead_runs(companion)
@@ -109,7 +123,27 @@ def run(args: argparse.Namespace) -> int:
         prefix=worker_prefix(args),
         desc="confirm runs" if args.workers == 1 else f"confirm runs ({args.workers} workers)",
     )
-    if args.workers > 1:
+    if job is not None:
+        code = slurm.follow(
+            args,
+            job,
+            companion,
+            done + todo,
+            mode,
+            count=lambda c: sum(t.state == TrialState.COMPLETE for t in c.get_trials()),
+            recover=lambda: (cf.fail_dead_runs(companion), cf.queue(study, companion, p)),
+            progress=dict(
+                label=progress.label, line=progress.line, count=progress.count, best=False
+            ),
+        )
+        if not args.wait or code == 130:
+            if not args.wait:
+                print(
+                    f"once it is done, `hpo confirm --study {study.study_name} --storage "
+                    f"{args.storage}` prints the comparison"
+                )
+            return code
+    elif args.workers > 1:
         child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
         child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
         child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]

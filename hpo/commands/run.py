@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handreid.errors import interrupt_code
-from hpo.commands._argv import masked, worker_argv
+from hpo import slurm
+from hpo.commands._argv import masked, replaced, worker_argv
 from hpo.commands._common import (
     add_command,
     count,
@@ -68,7 +69,7 @@ def add_parser(sub) -> None:
         "--pruner",
         default="median",
         choices=PRUNERS,
-        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, with a paired test); none prunes nothing",
+        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, against the best trial corrected for its selection); runs prunes only between folds; baselines never; none prunes nothing",
     )
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the search space's base)")
     p.add_argument(
@@ -126,6 +127,7 @@ def add_parser(sub) -> None:
         "that fall out of the top K (on a journal file the removed ones stay listed on their "
         f"trial pages); 0 keeps none (default {DEFAULT_KEEP})",
     )
+    slurm.add_arguments(p, "hpo run workers")
     p.add_argument(
         "--retry-baselines",
         action="store_true",
@@ -143,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
     watch_parent(args)
+    slurm.check_args(args, lambda flag, value: replaced(args.argv, drop=flag, add=[flag, value]))
+    if args.worker:
+        slurm.install_handlers()  # in a Slurm task: its signals end the trial cleanly
     # arguments, storage, search space and config are checked before torch and open_clip
     # load (seconds): a refusal that needs no model comes at once
     storage_url, name, gpus = check_run_target(args)
@@ -157,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from hpo.listing import summary_lines
     from hpo.objective import DataPool
     from hpo.storage import open_storage, shown
-    from hpo.study import create_or_resume, make_pruner, make_sampler, process_seed
+    from hpo.study import create_or_resume, finished, make_pruner, make_sampler, process_seed
 
     device = resolve_device(args.device) if args.workers == 1 else None
     runs = base_cfg.val_folds * base_cfg.val_repeats
@@ -169,8 +174,14 @@ def run(args: argparse.Namespace) -> int:
     build_model(base_cfg, data.num_classes, data.aspects)
     for message in config_warnings(base_cfg):
         warnings.warn(message, UserWarning, stacklevel=1)
+    job = None
+    if args.slurm is not None:
+        argv = worker_argv(args, storage_url, name, base_cfg.data_root, base_cfg.dataset)
+        job = slurm.prepare(args, name, [*argv, "--lines", "epochs"], "hpo run worker")
+        if job is None:
+            return 0
     if storage_url.startswith(("sqlite:///studies/", "studies/")):
-        Path("studies").mkdir(exist_ok=True)
+        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
     context = {
         "command": "hpo " + shlex.join(masked(args.argv)),
@@ -190,16 +201,21 @@ def run(args: argparse.Namespace) -> int:
         seed = process_seed(args.seed)
         study.sampler = make_sampler(args.sampler, seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        workers = f"{args.slurm} Slurm task(s)" if job else f"{args.workers} worker(s)"
         if not args.worker:
             print(
                 f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
                 f"{args.trials} trials, sampler {args.sampler} "
-                f"({f'seed {seed}' if args.workers == 1 else 'a seed per worker'}), pruner "
-                f"{args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}",
+                f"({f'seed {seed}' if args.workers == 1 and not job else 'a seed per worker'}), "
+                f"pruner {args.pruner}, {workers}, data {base_cfg.data_root}",
                 flush=True,
             )
         _floors_at_start(args, study, base_cfg, pool)
-        if args.workers > 1:
+        if job is not None:
+            code = slurm.follow(args, job, study, args.trials, mode, count=finished)
+            if not args.wait or code == 130:
+                return code
+        elif args.workers > 1:
             code = _run_workers(args, study, storage_url, name, base_cfg, gpus, mode)
         else:
             code = _run_here(args, study, space, device, pool, seed, mode)

@@ -180,7 +180,8 @@ def test_pages_after_confirm_fit_and_name_the_winner(confirmed, dashboard):  # n
     }
     for name, (url, wait_for) in pages.items():
         facts = _page_facts(url, wait_for=wait_for)
-        assert facts["scroll"] <= facts["client"], (name, facts["wide"])
+        # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
+        assert facts["scroll"] <= facts["client"] + 1, (name, facts["wide"])
         if name in ("note", "report"):
             assert number in facts["text"], name
         if name == "study":  # the Study User Attributes card, within the window (above)

@@ -262,6 +262,7 @@ def test_show_trial_prints_the_stored_history_with_losses_and_learning_rates(
     store = open_artifact_store("studies/artifacts")  # where hpo run keeps it
     objective = Objective(space, device="cpu", data=StubPool(), fit_fn=rich_fit(), store=store)
     run_until(study, objective, 1)
+    monkeypatch.setenv("COLUMNS", "200")  # every column in one table (80: two, see test_listing)
     with pytest.raises(SystemExit) as exc:
         main(["show", "--storage", url, "--trial", "0"])
     out = capsys.readouterr().out

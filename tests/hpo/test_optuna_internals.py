@@ -96,3 +96,20 @@ def test_a_finished_trials_artifact_entry_is_deleted_where_the_storage_can(tmp_p
     assert names == (["checkpoint.pt", "history.json"] if not deleted else ["history.json"])
     after = optuna.load_study(study_name=study.study_name, storage=storage).trials[0]
     assert after.value == 1.0 and after.state == frozen.state  # nothing else touched
+
+
+def test_study_records_live_in_system_attributes_and_old_studies_still_read(tmp_path):
+    """What hpo.optuna_internals.study_record relies on: the storage's study system attributes
+    round-trip JSON through a fresh load (another worker), and user attributes stay free of
+    them; a study made before the move still reads its user attribute."""
+    from hpo.optuna_internals import set_study_record, study_record
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="r", storage=storage)
+    set_study_record(study, "space", {"base": {"epochs": 2}, "space": {}})
+    again = optuna.load_study(study_name="r", storage=storage)
+    assert study_record(again, "space") == {"base": {"epochs": 2}, "space": {}}
+    assert again.user_attrs == {}
+    again.set_user_attr("confirm", {"winner": 3})  # as older versions stored it
+    assert study_record(again, "confirm") == {"winner": 3}
+    assert study_record(again, "identities", {}) == {}

@@ -553,8 +553,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A table of the confirmed configs and the verdict line."""
     rows = summary.get("rows", [])
     unit = "fold" if summary["folds"] > 1 else "run"
+    seeds = summary["seeds"]
+    if not summary.get("complete", True) and "complete_seeds" in summary:
+        seeds = f"{summary['complete_seeds']} of {seeds}"
     lines = [
-        f"confirmed on seeds {summary['seeds']} x {summary['folds']} fold(s), each config "
+        f"confirmed on seeds {seeds} x {summary['folds']} fold(s), each config "
         "trained for its fixed epochs (ep) and measured at the last one; 95% t intervals; "
         f"differences paired by seed and fold, the {unit} as unit, vs baseline simultaneous"
     ]

@@ -100,8 +100,12 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
         lo, hi = r["ci"]
         epochs = r.get("epochs")
         at = f" at epoch {epochs}" if epochs else ""
+        seeds = summary["seeds"]
+        if not summary.get("complete", True) and "complete_seeds" in summary:
+            done = summary["complete_seeds"]
+            seeds = f"{done} (partial: {len(done)} of {len(seeds)} seeds)"
         lines.append(
-            f"confirmed on fresh training seeds {summary['seeds']}: mean validation mAP{at} "
+            f"confirmed on fresh training seeds {seeds}: mean validation mAP{at} "
             f"{r['mean']:.4f} (95% CI {lo:.4f} to {hi:.4f}, {r['n']} runs)"
         )
         if summary.get("winner") == trial.number:

@@ -380,7 +380,10 @@ def test_a_partial_confirm_decides_on_the_finished_seeds_and_says_how_to_finish(
 
     assert "partial: 1 of 3 seeds" in show_text(study)
     path, _ = export_trial(study, tmp_path / "best.yaml")
-    assert "# partial: 1 of 3 seeds" in path.read_text()
+    text = path.read_text()
+    assert "# partial: 1 of 3 seeds" in text
+    assert "confirmed on fresh training seeds [1] (partial: 1 of 3 seeds)" in text
+    assert "confirmed on seeds [1] of [1, 2, 3] x 3 fold(s)" in cf.format_summary(summary)
 
     # one config finishes seed 2, then an interruption: still only seed 1 is decided on
     cf.queue(study, companion, dataclasses.replace(p, seeds=[2]))

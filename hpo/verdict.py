@@ -30,7 +30,7 @@ than 5 %. The intervals on the ``C - 1`` differences to the reference baseline a
 ``C - 1`` |t| statistics that share the baseline, correlation 1/2, computed here by
 quadrature), so all of them cover their true differences together with probability ``level``,
 and whichever config wins, "better than the baseline" (lower bound above 0) is said falsely at
-most ``(1 - level) / 2`` of the time. Choosing on some seeds and verifying on others does not
+most ``1 - level`` of the time, in practice about half that (one side of the two). Choosing on some seeds and verifying on others does not
 work here: the identity effect ``g`` is shared by every seed of a fold, so a winner chosen on
 seed 1 keeps its lucky folds on seeds 2 and 3; splitting folds instead would leave K = 1 or 2.
 Bonferroni would give the same guarantee with a wider interval (its critical value ignores the

@@ -556,10 +556,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     seeds = summary["seeds"]
     if not summary.get("complete", True) and "complete_seeds" in summary:
         seeds = f"{summary['complete_seeds']} of {seeds}"
+    compared = [r["vs_baseline"] for r in rows if r.get("vs_baseline")]
+    m = compared[0].get("comparisons", 1) if compared else 0
     lines = [
-        f"confirmed on seeds {seeds} x {summary['folds']} fold(s), each config "
-        "trained for its fixed epochs (ep) and measured at the last one; 95% t intervals; "
-        f"differences paired by seed and fold, the {unit} as unit, vs baseline simultaneous"
+        f"confirmed on seeds {seeds} x {summary['folds']} fold(s); each config trained for "
+        "its fixed epochs (ep) and measured at the last one",
+        f"95% t intervals; differences paired by seed and fold, the {unit} as the unit"
+        + (f"; vs baseline simultaneous over {m} comparisons" if m > 1 else ""),
     ]
     lines.append(
         f"  {'trial':>6}  {'role':<18} {'ep':>3} {'objective':>16}  {'confirmed':>26}  "

@@ -1,0 +1,134 @@
+"""``hpo confirm``: re-train the top trials and the baselines on fresh seeds; compare them
+paired."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from handreid.errors import UserError
+from hpo.commands._common import (
+    add_command,
+    progress_mode,
+    storage_arg,
+    study_arg,
+    worker_args,
+    worker_prefix,
+)
+
+
+def add_parser(sub) -> None:
+    p = add_command(
+        sub,
+        "confirm",
+        "re-train the top trials and the baselines on fresh seeds; compare them paired",
+    )
+    study_arg(p)
+    storage_arg(p)
+    p.add_argument("--top", type=int, default=5, help="how many of the best trials")
+    p.add_argument(
+        "--seeds", type=int, default=3, help="fresh training seeds per config (at least 2)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--gpus", help="GPU numbers to pin workers to, round-robin, e.g. 0,1 (default: none)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--heartbeat", type=int, default=30, help="heartbeat seconds on database storages"
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per finished run only: no bar, status line or epoch lines",
+    )
+    worker_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+    from optuna.trial import TrialState
+
+    from handreid.engine import resolve_device
+    from hpo import confirm as cf
+    from hpo.export import study_space
+    from hpo.lines import confirm_label, trial_line
+    from hpo.objective import DataPool, Objective
+    from hpo.progress import Progress
+    from hpo.study import load_study, open_storage
+    from hpo.workers import child_lines, parse_gpus, run_workers
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.workers < 1:
+        raise UserError(f"--workers={args.workers}: must be at least 1")
+    cf.check_plan_args(args.top, args.seeds)
+    gpus = parse_gpus(args.gpus)
+    device = resolve_device(args.device) if args.workers == 1 else None
+    storage = open_storage(args.storage, create=False, heartbeat=args.heartbeat or None)
+    study = load_study(args.storage, args.study)
+    space = study_space(study)
+    if space is None:
+        raise UserError(
+            f"study {study.study_name!r} stored no search space; it cannot be confirmed"
+        )
+    p = cf.plan(study, args.top, args.seeds)
+    pool = DataPool()
+    pool.get(space.config({}))  # the study's data must still be there before anything is queued
+    companion = cf.open_companion(study, storage)
+    if not args.worker:
+        cf.fail_dead_runs(companion)
+        added = cf.queue(study, companion, p)
+        print(
+            f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
+            f"{p.seeds}: {len(p.pairs())} runs, {len(added)} to do "
+            f"(runs are trials of study {companion.study_name!r})",
+            flush=True,
+        )
+    code = 0
+    mode = progress_mode(args)
+    runs = companion.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in runs)
+    todo = sum(t.state == TrialState.WAITING for t in runs)
+    progress = Progress(
+        done + todo,
+        mode=mode,
+        initial=done,
+        slots=args.workers,
+        label=confirm_label,
+        line=lambda t: trial_line(t, label=confirm_label(t), params=False),
+        count=lambda trials: sum(t.state == TrialState.COMPLETE for t in trials),
+        best=False,
+        prefix=worker_prefix(args),
+        desc="confirm runs" if args.workers == 1 else f"confirm runs ({args.workers} workers)",
+    )
+    if args.workers > 1:
+        child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
+        child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
+        child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]
+        code = run_workers(companion, child, args.workers, gpus, done + todo, progress)
+    else:
+        objective = Objective(
+            space,
+            device=device,
+            data=pool,
+            prune_between_runs=False,
+            keep_identity_ap=True,
+            on_epoch=progress.on_epoch,
+        )
+        with progress:
+            try:
+                cf.work(companion, progress.started(objective), progress.on_trial)
+            except KeyboardInterrupt:
+                code = 130
+    if args.worker:
+        return code
+    summary = cf.summarize(study, companion, p)
+    study.set_user_attr("confirm", summary)
+    print(cf.format_summary(summary))
+    if code == 130:
+        print(
+            "interrupted: finished runs are kept; re-run the same command to do the rest",
+            file=sys.stderr,
+        )
+    return code

@@ -1,0 +1,45 @@
+"""``hpo trials``: list a study's trials."""
+
+from __future__ import annotations
+
+import argparse
+
+from hpo.commands._common import add_command, print_json, storage_arg, study_arg
+
+
+def add_parser(sub) -> None:
+    from hpo.listing import STATES
+
+    p = add_command(
+        sub, "trials", "list a study's trials: state, value ± SE, time, epochs, why it ended"
+    )
+    study_arg(p)
+    storage_arg(p)
+    p.add_argument(
+        "--state",
+        nargs="+",
+        choices=STATES,
+        metavar="STATE",
+        help=f"only trials in these states: {', '.join(STATES)} (default: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hpo import listing
+    from hpo.lines import trial_line
+    from hpo.study import load_study
+
+    study = load_study(args.storage, args.study)
+    trials = listing.select(study, args.state)
+    if args.json:
+        records = [listing.trial_record(t) for t in trials]
+        print_json({"study": study.study_name, "trials": records})
+        return 0
+    if not trials:
+        which = f" in state {', '.join(args.state)}" if args.state else ""
+        print(f"study {listing.printable(study.study_name)} has no trials{which}")
+    for t in trials:
+        print(trial_line(t))
+    return 0

@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             f"(runs are trials of study {companion.study_name!r})",
             flush=True,
         )
+        for note in p.notes:
+            print(f"note: {note}", flush=True)
     code = 0
     mode = progress_mode(args)
     runs = companion.get_trials(deepcopy=False)
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 code = 130
     if args.worker:
         return code
-    summary = cf.summarize(study, companion, p)
+    summary = cf.summarize(study, companion, p, storage=args.storage)
     study.set_user_attr("confirm", summary)
     print(cf.format_summary(summary))
     if code == 130:

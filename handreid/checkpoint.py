@@ -3,18 +3,25 @@ the run folder that holds them."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
 from handreid.config import TrainConfig
-from handreid.errors import UserError, describe_os_error
+from handreid.errors import UserError
+
+# the run folder and atomic writes live in handreid.files (no torch); kept importable here
+from handreid.files import RUN_FILES, atomic_file, check_run_folder, write_run_folder
+
+__all__ = [
+    "FORMAT",
+    "RUN_FILES",
+    "atomic_file",
+    "check_run_folder",
+    "load_checkpoint",
+    "save_checkpoint",
+    "write_run_folder",
+]
 
 FORMAT = 1
 
@@ -52,128 +59,26 @@ def save_checkpoint(
         "state_dict": state,
     }
     with atomic_file(path) as f:
-        torch.save(payload, f)  # a file object: a full disk is an OSError, not a RuntimeError
+        try:
+            torch.save(payload, f)
+        except RuntimeError as exc:
+            # torch's zip writer turns the file's OSError (a full disk) into "enforce fail at
+            # inline_container.cc"; the OSError it was handling says what happened
+            os_error = _os_error_in(exc)
+            if os_error is None:
+                raise
+            raise os_error from None
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
-
-    On any failure (disk full, I/O error, Ctrl-C) the temporary file is removed and ``path``
-    keeps what it held before. The file gets the umask's mode, as ``open`` would give it.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())  # the bytes reach the disk before the name does
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:  # torch's writer drops the name; say which file it was
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# ---- the run folder: config.yaml, metrics.json, best.pt ---------------------------------------
-RUN_FILES = ("config.yaml", "metrics.json", "best.pt")
-
-
-def check_run_folder(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse, before any training, an ``--out`` that writing the run would clobber.
-
-    A file is refused; so is a folder holding anything but a run's files; an earlier run is
-    refused unless ``overwrite``. A folder that does not exist yet must be creatable.
-    """
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"--out {out} is a file; give a folder for the run")
-        entries = sorted(p.name for p in out.iterdir())
-        foreign = [name for name in entries if name not in RUN_FILES]
-        if foreign:
-            raise UserError(
-                f"--out {out} holds {foreign[0]!r}, which no handreid run writes; choose a new "
-                "folder (--overwrite replaces only an earlier run)"
-            )
-        if entries and not overwrite:
-            raise UserError(
-                f"--out {out} already holds a run; pass --overwrite to replace it or choose "
-                "another folder"
-            )
-        return
-    parent = out.resolve().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"--out {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: cannot create it in {parent} (permission denied)")
-
-
-def write_run_folder(
-    out: str | Path, write: Callable[[Path], None], *, overwrite: bool = False
-) -> Path:
-    """Fill a run folder all at once: ``write(folder)`` writes into a hidden sibling of ``out``,
-    which is renamed to ``out`` when complete.
-
-    Any failure (disk full, I/O error, Ctrl-C) removes the sibling and every folder created
-    for it, so ``out`` is either the whole new run or what it was before; an ``OSError``
-    becomes one ``UserError`` line naming the path and the reason. Returns ``out``.
-    """
-    out = Path(out)
-    check_run_folder(out, overwrite)  # again: a folder may have appeared while training ran
-    target = out.resolve()
-    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        write(tmp)
-        _swap_in(tmp, target)
-    except OSError as exc:
-        where = _as_final(exc, tmp, out)
-        raise UserError(f"cannot write the run folder {out}: {describe_os_error(where)}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
-        if not target.exists():
-            for folder in created:  # deepest first; stop at the first one that is not empty
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
-    return out
-
-
-def _as_final(exc: OSError, tmp: Path, out: Path) -> OSError:
-    """``exc`` naming the file it would have become (``out/best.pt``), not its temporary."""
-    if exc.filename is None:
-        return exc
-    try:
-        rel = Path(os.fsdecode(exc.filename)).relative_to(tmp)
-    except ValueError:
-        return exc
-    return OSError(exc.errno, exc.strerror or str(exc), str(out / rel))
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``; an earlier run there is moved aside first, then removed."""
-    if not (target.is_dir() and any(target.iterdir())):
-        os.replace(new, target)  # rename() replaces an empty folder
-        return
-    old = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+def _os_error_in(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    chain: BaseException | None = exc
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, OSError):
+            return chain
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
@@ -189,6 +94,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         raise UserError(f"{path}: not a handreid checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a handreid checkpoint (format {FORMAT} expected)")
+    _check_payload(path, payload)
     cfg = TrainConfig.from_dict(payload["config"], source=str(path))
     # The stored weights replace everything, so skip fetching the pretrained ones.
     model = build_model(
@@ -197,5 +103,62 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         tuple(payload["aspects"]),
         quick_gelu=bool(payload.get("quick_gelu", False)),
     )
+    _check_weights(path, model.state_dict(), payload["state_dict"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), cfg, payload
+
+
+def _check_payload(path: Path, payload: dict) -> None:
+    """The checkpoint's parts, each of the kind a handreid checkpoint holds; a one-line
+    UserError naming the first that is not."""
+    from handreid.config import ASPECTS
+
+    where = f"{path}: not a usable handreid checkpoint"
+    for key, kind in (
+        ("config", dict),
+        ("num_classes", int),
+        ("aspects", list),
+        ("state_dict", dict),
+    ):
+        if key not in payload:
+            raise UserError(f"{where}: it has no {key!r}")
+        if not isinstance(payload[key], kind) or isinstance(payload[key], bool):
+            raise UserError(
+                f"{where}: {key!r} is a {type(payload[key]).__name__}, not a {kind.__name__}"
+            )
+    if payload["num_classes"] < 1:
+        raise UserError(f"{where}: num_classes={payload['num_classes']}, must be at least 1")
+    allowed = (*ASPECTS, "")  # "" for datasets without aspects (HD, folder)
+    for aspect in payload["aspects"]:
+        if aspect not in allowed:
+            raise UserError(
+                f"{where}: unknown aspect {aspect!r} in 'aspects'; allowed: "
+                f"{', '.join(map(repr, ASPECTS))} (or '' for data without aspects)"
+            )
+    if not payload["aspects"]:
+        raise UserError(f"{where}: 'aspects' is empty")
+
+
+def _check_weights(path: Path, expected: dict, stored: dict) -> None:
+    """Every weight the model has, of its shape, and no other: what ``load_state_dict`` would
+    otherwise report as a traceback, said in one line."""
+    where = f"{path}: its weights do not match the model its config builds"
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return ", ".join(names[:3]) + more
+
+    missing = [k for k in expected if k not in stored]
+    if missing:
+        raise UserError(f"{where}: missing {listed(missing)}")
+    unexpected = [str(k) for k in stored if k not in expected]
+    if unexpected:
+        raise UserError(f"{where}: unexpected {listed(unexpected)}")
+    for key, value in expected.items():
+        given = stored[key]
+        if not isinstance(given, torch.Tensor):
+            raise UserError(f"{where}: {key} is a {type(given).__name__}, not a tensor")
+        if tuple(given.shape) != tuple(value.shape):
+            raise UserError(
+                f"{where}: {key} has shape {list(given.shape)}, the model's is {list(value.shape)}"
+            )

@@ -57,11 +57,9 @@ def _setup_logging(quiet: bool = False) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from handreid.checkpoint import check_run_folder, save_checkpoint, write_run_folder
+    # the config and the output folder are checked before torch and open_clip load (seconds)
     from handreid.config import TrainConfig, config_warnings
-    from handreid.data.inspect import check_batches
-    from handreid.engine import fit, prepare_data, test_report
-    from handreid.models import build_model
+    from handreid.files import check_run_folder, write_run_folder
 
     cfg = TrainConfig.from_yaml(args.config, args.set)
     if args.data:
@@ -82,6 +80,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Everything that can fail on user input (output folder, data, images, batch size, model
     # weights) fails before training, and nothing is written until the run is complete.
     check_run_folder(out, args.overwrite)
+    from handreid.checkpoint import save_checkpoint
+    from handreid.data.inspect import check_batches
+    from handreid.engine import fit, prepare_data, test_report
+    from handreid.models import build_model
+
     _setup_logging(args.quiet)
     data = prepare_data(cfg)
     check_batches(cfg, data.train_labels.tolist())
@@ -136,6 +139,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from handreid.checkpoint import load_checkpoint
     from handreid.engine import prepare_data, resolve_device, test_report
 
+    if args.floors:
+        return _evaluate_floors(args)
+    if args.config:
+        raise UserError(
+            "evaluate --config goes with --floors; a checkpoint carries its own config "
+            "(--checkpoint FILE)"
+        )
+    if not args.checkpoint:
+        raise UserError("evaluate needs --checkpoint FILE (a best.pt), or --floors --config FILE")
     device = resolve_device(args.device)
     model, cfg, payload = load_checkpoint(args.checkpoint, device)
     if args.data:
@@ -153,6 +165,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     test = test_report(model, data, cfg, device)
     print(json.dumps(test, indent=2) if args.json else _format_test(test))
+    return 0
+
+
+def _evaluate_floors(args: argparse.Namespace) -> int:
+    """``evaluate --floors --config C [--data D]``: what no training reaches on C's data."""
+    from handreid.config import TrainConfig
+    from handreid.engine import resolve_device
+    from handreid.floors import compute_floors, format_floors
+
+    if args.checkpoint:
+        raise UserError(
+            "evaluate --floors takes --config FILE, not --checkpoint: the floors need no "
+            "trained model"
+        )
+    if not args.config:
+        raise UserError("evaluate --floors needs --config FILE (a trainer YAML)")
+    device = resolve_device(args.device)
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.data:
+        cfg = cfg.replace(data_root=args.data)
+    if not cfg.data_root:
+        raise UserError("no data: set data_root in the config or pass --data DIR")
+    floors = compute_floors(cfg, device=device)
+    if args.json:
+        record = floors.record()
+        for kind in ("pixels", "backbone"):
+            record[kind] = dict(zip(("val", "test"), record[kind], strict=True))
+        print(json.dumps(record, indent=2))
+    else:
+        print(format_floors(floors))
     return 0
 
 
@@ -221,9 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_train)
 
-    p = command("evaluate", "re-run the test report of a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="a best.pt written by `handreid train`")
-    p.add_argument("--data", help="dataset root (default: the checkpoint's data_root)")
+    p = command(
+        "evaluate",
+        "re-run the test report of a checkpoint, or (--floors) print a config's floors",
+    )
+    p.add_argument("--checkpoint", help="a best.pt written by `handreid train`")
+    p.add_argument(
+        "--floors",
+        action="store_true",
+        help="val and test mAP of what needs no training: raw pixels at the input size, and "
+        "the backbone as loaded (zero-shot CLIP, or the untrained tower for pretrained: none); "
+        "needs --config",
+    )
+    p.add_argument("--config", help="trainer YAML whose data and split the floors use")
+    p.add_argument(
+        "--data", help="dataset root (default: the checkpoint's or the config's data_root)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)

@@ -301,6 +301,16 @@ def evaluate_set(
     whose pooled ratio is the mAP (each split has the same queries per identity).
     """
     feats = extract_features(model, evalset.images, evalset.aspects, cfg, device)
+    return evaluate_features(feats, evalset, cfg.eval_ap, per_identity)
+
+
+def evaluate_features(
+    feats: torch.Tensor, evalset: EvalSet, ap: str = "standard", per_identity: bool = False
+) -> dict:
+    """``evaluate_set`` on features already extracted: feats (N, D), one row per image of
+    ``evalset``, on the device the ranking runs on. Used by the trainer and by the floors
+    (``handreid.floors``), so both are scored by the same code on the same splits."""
+    device = feats.device
     sim = cosine_similarity(feats, feats)  # float32 scores even from half features
     ids = evalset.ids.to(device)
     results = []
@@ -308,9 +318,7 @@ def evaluate_set(
         q = torch.as_tensor(q, device=device)
         g = torch.as_tensor(g, device=device)
         results.append(
-            evaluate_ranking(
-                sim[q][:, g], ids[q], ids[g], ap=cfg.eval_ap, per_identity=per_identity
-            )
+            evaluate_ranking(sim[q][:, g], ids[q], ids[g], ap=ap, per_identity=per_identity)
         )
     out = average_splits(results)
     if per_identity:

@@ -14,6 +14,20 @@ from collections.abc import Callable, Iterator, Sequence
 EXIT_BROKEN_PIPE = 141
 
 
+# What a program ended by SIGTERM reports (128 + 15); Ctrl-C (SIGINT) is 130.
+EXIT_TERMINATED = 143
+EXIT_INTERRUPTED = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so the same clean-up runs; exits 143."""
+
+
+def interrupt_code(exc: BaseException) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (``Terminated``)."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
 class UserError(Exception):
     """A mistake in the user's input (config, data, command line).
 
@@ -83,7 +97,7 @@ def cli_exit(run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
       ``error:`` line naming the path and the reason, exit status 2;
     - a closed output pipe (``handreid inspect ... | head -1``) ends quietly with
       ``EXIT_BROKEN_PIPE`` (141), no traceback;
-    - Ctrl-C is ``interrupted`` and 130;
+    - Ctrl-C is ``interrupted`` and 130; SIGTERM (``Terminated``) is ``terminated`` and 143;
     - warnings are printed as one ``warning:`` line each.
     """
     with _one_line_warnings():
@@ -99,8 +113,10 @@ def cli_exit(run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         except OSError as exc:
             _error(describe_os_error(exc))
             code = 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             with contextlib.suppress(OSError):
-                print("interrupted", file=sys.stderr)
-            code = 130
+                print(
+                    "terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr
+                )
+            code = interrupt_code(exc)
     sys.exit(code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,21 @@ from hpo.space import SearchSpace, parse_space
 ARTIFACTS_DIR = Path("studies") / "artifacts"
 SPACE_FILE = "space.yaml"
 CONFIG_FILE = "config.yaml"
+
+
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def check_artifact_id(artifact_id: object, owner: str) -> str:
+    """``artifact_id`` when it is one Optuna makes (a UUID); otherwise a one-line UserError:
+    an id such as ``../../cfg.yaml`` means the storage was edited, and the store must not be
+    asked for it."""
+    if isinstance(artifact_id, str) and _ARTIFACT_ID.fullmatch(artifact_id):
+        return artifact_id
+    raise UserError(
+        f"{owner}: the artifact id {str(artifact_id)[:80]!r} recorded in the storage is not an "
+        "Optuna artifact id (was the database edited?); refusing to read or remove it"
+    )
 
 
 def open_artifact_store(root: str | Path = ARTIFACTS_DIR):
@@ -102,6 +118,7 @@ def read_artifact(store, meta: ArtifactMeta, owner: str) -> str:
     ``owner`` (the study or trial) if the store no longer has it."""
     from optuna.artifacts.exceptions import ArtifactNotFound
 
+    check_artifact_id(meta.artifact_id, owner)
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "artifact"
         try:

@@ -17,6 +17,16 @@ could not lift the mean above the K-th best. The file waits in a temporary folde
 trial's value is known, then becomes the trial's artifact if the trial is in the top K, and
 the checkpoints of trials that fell out are removed.
 
+Ownership: every checkpoint file has a record beside it in the store (``<id>.owner``) naming
+the storage that made it (``optuna_internals.storage_identity``). A keeper removes only files
+its own storage owns: a copy of a database shares the artifact folder and lists the same
+artifacts, and its keeper must never delete the original's models. A file without a record
+(older versions) is never removed. A write that fails half-way (disk full) leaves no file.
+
+Limit: a keeper sweeps again after its trial is recorded (``after_trial``), so when any
+worker's trial ends the finished trials hold at most K checkpoints, whatever other processes
+on the study did meanwhile: each sweep sees every trial told before it.
+
 Removal: the file leaves the artifact store on every store; the trial's artifact entry is
 deleted on databases (SQLite, PostgreSQL, MySQL), while on a journal file (append-only) it
 stays listed on the trial's dashboard page, pointing at nothing. ``trial_checkpoint`` checks
@@ -25,6 +35,9 @@ both, so ``hpo export --checkpoint`` never hands out a removed one.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
 import shutil
 import tempfile
@@ -36,13 +49,16 @@ from optuna.artifacts import ArtifactMeta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
+from handreid.errors import UserError
 from hpo import optuna_internals
-from hpo.artifacts import artifact_metas
+from hpo.artifacts import artifact_metas, check_artifact_id
+from hpo.optuna_internals import storage_identity
 
 log = logging.getLogger("hpo")
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DEFAULT_KEEP = 3
+OWNER_SUFFIX = ".owner"  # the ownership record beside a checkpoint in the artifact store
 
 
 def upper_bound(first_run: float, runs: int) -> float:
@@ -80,31 +96,66 @@ def _exists(store, artifact_id: str) -> bool:
     return True
 
 
+class _OwnedStore:
+    """The artifact store as a keeper uploads to it: each file gets its ownership record, and
+    a write that fails half-way (disk full, Ctrl-C) leaves neither file nor record."""
+
+    def __init__(self, store, owner: str) -> None:
+        self.store, self.owner = store, owner
+
+    def write(self, artifact_id: str, body) -> None:
+        record = json.dumps({"storage": self.owner}).encode()
+        try:
+            self.store.write(artifact_id, body)
+            self.store.write(artifact_id + OWNER_SUFFIX, io.BytesIO(record))
+        except BaseException:
+            for name in (artifact_id, artifact_id + OWNER_SUFFIX):
+                with contextlib.suppress(Exception):
+                    self.store.remove(name)
+            raise
+
+    def open_reader(self, artifact_id: str):
+        return self.store.open_reader(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(artifact_id)
+
+
+def owner_of(store, artifact_id: str) -> str | None:
+    """The storage that made this checkpoint (its ownership record), or None without one."""
+    try:
+        with store.open_reader(artifact_id + OWNER_SUFFIX) as fh:
+            record = json.loads(fh.read())
+    except (ArtifactNotFound, OSError, ValueError):
+        return None
+    return record.get("storage") if isinstance(record, dict) else None
+
+
 def checkpoint_metas(trial: FrozenTrial, storage) -> list[ArtifactMeta]:
     return [m for m in artifact_metas(trial, storage=storage) if m.filename == CHECKPOINT_FILE]
 
 
 def trial_checkpoint(trial: FrozenTrial, storage, store) -> ArtifactMeta | None:
-    """The trial's checkpoint artifact whose file is still in the store, or None."""
+    """The trial's checkpoint artifact whose file is still in the store, or None; a
+    UserError for an id that is not one Optuna makes (an edited database)."""
     for meta in reversed(checkpoint_metas(trial, storage)):
+        check_artifact_id(meta.artifact_id, f"trial {trial.number}")
         if _exists(store, meta.artifact_id):
             return meta
     return None
 
 
 def copy_checkpoint(trial: FrozenTrial, storage, store, target: str | Path) -> Path | None:
-    """Copy the trial's checkpoint to ``target`` (replaced whole, never left half-written);
-    None when the trial has none."""
+    """Copy the trial's checkpoint to ``target`` (replaced whole, never left half-written; a
+    link is written through); None when the trial has none."""
     meta = trial_checkpoint(trial, storage, store)
     if meta is None:
         return None
-    from handreid.checkpoint import atomic_file
+    from hpo.paths import atomic_write
 
-    target = Path(target)
     reader = store.open_reader(meta.artifact_id)
     try:
-        with atomic_file(target) as fh:
-            shutil.copyfileobj(reader, fh)
+        target = atomic_write(target, lambda fh: shutil.copyfileobj(reader, fh), what="checkpoint")
     finally:
         reader.close()
     return target
@@ -154,8 +205,9 @@ class CheckpointKeeper:
         try:
             artifact_id = None
             if self.wants(trial, value):
+                owned = _OwnedStore(self.store, storage_identity(trial.storage))
                 artifact_id = upload_artifact(
-                    artifact_store=self.store, file_path=str(path), study_or_trial=trial
+                    artifact_store=owned, file_path=str(path), study_or_trial=trial
                 )
             self.sweep(trial, (trial.number, value))
             return artifact_id
@@ -163,12 +215,21 @@ class CheckpointKeeper:
             discard(path)
             self.seconds += time.perf_counter() - start
 
-    def sweep(self, trial: optuna.Trial, current=None) -> list[int]:
+    def after_trial(self, study: optuna.Study) -> list[int]:
+        """Sweep once this worker's trial is recorded: trials that other workers finished
+        meanwhile count now, so the finished trials keep at most K checkpoints."""
+        return self.sweep(study)
+
+    def sweep(self, trial: optuna.Trial | optuna.Study, current=None) -> list[int]:
         """Remove the checkpoints of finished trials outside the top K (``current``: this
         worker's trial as (number, value), about to complete). Running trials are left alone:
-        another worker may be storing one. Returns the numbers of the trials cleared."""
-        storage = trial.storage
-        trials = trial.study.get_trials(deepcopy=False)
+        another worker may be storing one. Only files this storage owns are removed; a trial's
+        entries of others' files are dropped from this storage. Returns the numbers of the
+        trials cleared."""
+        study = trial if isinstance(trial, optuna.Study) else trial.study
+        storage = optuna_internals.storage_of(study)
+        ours = storage_identity(storage)
+        trials = study.get_trials(deepcopy=False)
         keep = top_numbers(trials, self.keep, current)
         cleared = []
         for t in trials:
@@ -177,11 +238,20 @@ class CheckpointKeeper:
             metas = checkpoint_metas(t, storage)
             removed = False
             for meta in metas:
+                artifact_id = meta.artifact_id
                 try:
-                    self.store.remove(meta.artifact_id)
+                    check_artifact_id(artifact_id, f"trial {t.number}")
+                except UserError:
+                    continue  # an edited entry: never hand it to the store
+                if owner_of(self.store, artifact_id) != ours:
+                    continue  # another storage's (a copied database), or of older versions
+                try:
+                    self.store.remove(artifact_id)
                     removed = True
                 except ArtifactNotFound:
                     pass  # removed before (a journal keeps the entry) or by another worker
+                with contextlib.suppress(ArtifactNotFound):
+                    self.store.remove(artifact_id + OWNER_SUFFIX)
             if metas:
                 keys = [optuna_internals.ARTIFACT_PREFIX + m.artifact_id for m in metas]
                 optuna_internals.delete_trial_system_attrs(storage, t, keys)

@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from handreid.errors import UserError, cli_exit
+from handreid.errors import Terminated, UserError, cli_exit
 from hpo.commands import confirm, dashboard, export, ls, report, show, trials
 from hpo.commands import run as run_command
 from hpo.commands._common import Parser
@@ -37,8 +37,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-def _sigterm(signum, frame):  # a terminated worker ends its trial like Ctrl-C does
-    raise KeyboardInterrupt
+def _sigterm(signum, frame):  # a terminated worker ends its trial like Ctrl-C does; exit 143
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -42,6 +42,7 @@ from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
 from hpo import verdict as vd
 from hpo.recovery import _local_pid_dead, worker_id, worker_process
+from hpo.slurm import dead_tasks, trial_attrs
 from hpo.study import _QuietFailures, quiet_trial_failures
 
 SUFFIX = ".confirm"
@@ -190,9 +191,13 @@ def fail_dead_runs(companion: optuna.Study) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(companion)  # a no-op without heartbeats
     failed = []
-    for t in companion.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _local_pid_dead(t.user_attrs):
+    running = companion.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    gone = dead_tasks(running)  # Slurm tasks that no longer run
+    for t in running:
+        if t.number in gone or _local_pid_dead(t.user_attrs):
             try:
+                if t.number in gone:
+                    companion._storage.set_trial_user_attr(t._trial_id, "error", gone[t.number])
                 companion.tell(t.number, state=TrialState.FAIL)
             except (RuntimeError, ValueError):
                 continue  # finished or failed by another process meanwhile
@@ -256,6 +261,8 @@ def work(
         trial.set_user_attr("worker", worker_id())
         if (process := worker_process()) is not None:
             trial.set_user_attr("worker_process", process)
+        for key, value in trial_attrs().items():
+            trial.set_user_attr(key, value)
         try:
             return objective(trial)
         except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from handreid.config import TrainConfig
 from handreid.errors import UserError
 from hpo.artifacts import config_attrs
-from hpo.paths import atomic_write_text
+from hpo.paths import atomic_write_text, check_target
 from hpo.space import SearchSpace, parse_space
 
 
@@ -81,6 +81,7 @@ def value_text(trial: optuna.trial.FrozenTrial) -> str:
 def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
     from hpo.confirm import verdict
+    from hpo.floors import floor_lines
 
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
     label = (
@@ -117,6 +118,7 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
             "not confirmed: the objective is the maximum of noisy estimates; "
             "`hpo confirm` re-trains the top trials on fresh seeds"
         )
+    lines += floor_lines(study)
     lines.append(
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>"
     )
@@ -132,6 +134,21 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
             f"--config <this file> --refit --set epochs={epochs} ({why})"
         )
     return lines
+
+
+def check_export_targets(out: str | Path, checkpoint: bool) -> None:
+    """Everything about where ``hpo export`` writes, checked before it writes either file: the
+    YAML path and, with ``checkpoint``, the model's path beside it (``.yaml`` -> ``.pt``)."""
+    out = Path(out)
+    yaml_target = check_target(out, "--out")
+    if not checkpoint:
+        return
+    model = out.with_suffix(".pt")
+    if out.suffix.lower() == ".pt" or check_target(model, "checkpoint") == yaml_target:
+        raise UserError(
+            f"--out {out}: with --checkpoint the model is written to {model}, the YAML's name "
+            "with .pt, and would replace the YAML; give the YAML a .yaml name"
+        )
 
 
 def export_trial(

@@ -293,6 +293,33 @@ def importances_figure(study: optuna.Study) -> tuple[object | None, str | None, 
     return fig, None, caveat
 
 
+# the figures with val mAP on the y axis, and where it is (the curves' left panel)
+FLOOR_FIGURES = {"value_se": {}, "intermediate": {}, "curves": {"row": 1, "col": 1}}
+_FLOOR_COLOURS = {"pixels": "#2ca02c", "backbone": "#8c564b"}
+
+
+def add_floors(fig, study: optuna.Study, **where) -> None:
+    """A dotted line at each validation floor (``hpo.floors``), labelled with its value."""
+    from hpo.floors import stored
+
+    record = stored(study)
+    if record is None:
+        return
+    names = {"pixels": "raw pixels", "backbone": record.get("backbone_label") or "backbone"}
+    for kind, name in names.items():
+        val = (record.get(kind) or [None])[0]
+        if val is None:
+            continue
+        fig.add_hline(
+            y=val,
+            line_dash="dot",
+            line_color=_FLOOR_COLOURS[kind],
+            annotation_text=f"floor: {name} {val:.3f}",
+            annotation_position="bottom right",
+            **where,
+        )
+
+
 def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figures:
     """The figures in ``names`` that can be drawn now; the others in ``skipped`` with a reason.
     ``store``: the artifact store holding the trials' epoch histories (for ``curves``)."""
@@ -321,6 +348,8 @@ def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figu
         if not fig.data:
             out.skipped[name] = "nothing to draw"
             continue
+        if name in FLOOR_FIGURES:
+            add_floors(fig, study, **FLOOR_FIGURES[name])
         fig.update_layout(title={"text": title}, height=440)  # the dashboard's card is 450 px
         if name != "parallel":
             fig.update_layout(margin={"t": 60})

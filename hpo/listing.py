@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
+from hpo.floors import floor_lines
 from hpo.lines import WIDTH, number, params_text, runs_text, trial_seconds, value_text
 
 STATES = ("complete", "pruned", "fail", "running", "waiting")
@@ -122,6 +123,7 @@ def _absent(value: Any) -> Any:
 def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
     """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
     from hpo.confirm import verdict
+    from hpo.floors import floors_summary
 
     trials = study.get_trials(deepcopy=False)
     best = top_trials(trials, 1)
@@ -137,6 +139,7 @@ def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
             "baseline_comparison": comparison_record(study),
             "confirm": confirm,
             "confirm_verdict": verdict(confirm) if confirm else None,
+            "floors": floors_summary(study),
         }
     )
 
@@ -163,6 +166,7 @@ def summary_lines(study: optuna.Study) -> list[str]:
     width = max((len(k) for k in b.params), default=10)
     # 4 significant figures to read; `hpo export` and `show --json` keep every digit
     lines += [f"  {k:<{width}}  {number(v, 4)}" for k, v in b.params.items()]
+    lines += floor_lines(study)
     if "confirm" not in study.user_attrs:
         lines.append(
             "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
@@ -215,7 +219,10 @@ def show_text(study: optuna.Study, top: int = TOP) -> str:
     from hpo.confirm import format_summary
 
     trials = study.get_trials(deepcopy=False)
-    lines = summary_lines(study) + top_lines(trials, top) + comparison_lines(study)
+    from hpo.baselines import dropped_lines
+
+    lines = summary_lines(study) + dropped_lines(trials)
+    lines += top_lines(trials, top) + comparison_lines(study)
     confirm = study.user_attrs.get("confirm")
     if confirm:
         lines.append(format_summary(confirm))

@@ -26,7 +26,7 @@ import torch
 from handreid.config import TrainConfig
 from handreid.engine import PreparedData, data_key, fit, prepare_data, resolve_device
 from handreid.stats import bootstrap_se, mean_se
-from hpo.pruning import PruningCallback, between_runs_prune
+from hpo.pruning import PruningCallback, between_runs_prune, is_baseline
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
 log = logging.getLogger("hpo")
@@ -101,13 +101,15 @@ class RunResult:
 def value_se(runs: list[RunResult], folds: int) -> float:
     """Standard error of the mean run value.
 
-    Folds hold disjoint identities: a two-stage bootstrap over runs, then identities within
-    each. With one fold every run saw the same identities, so the seed spread between runs
-    cannot show identity sampling: its bootstrap variance is added to the between-run one.
+    Folds hold disjoint identities: a two-stage bootstrap over folds, then identities within
+    each, one identity draw shared by the repeats (seeds) of a fold, since they validate on the
+    same identities. With one fold every run saw the same identities, so the seed spread
+    between runs cannot show identity sampling: its bootstrap variance is added to the
+    between-run one.
     """
     aps = [r.identity_ap for r in runs if r.identity_ap]
     if folds > 1 and len(aps) == len(runs):
-        return bootstrap_se(aps)
+        return bootstrap_se(aps, groups=[r.fold for r in runs])
     identity_var = (
         statistics.fmean(bootstrap_se([a]) ** 2 for a in aps) if aps else 0.0
     )  # NaN-free: bootstrap_se of a non-empty run is finite
@@ -250,9 +252,11 @@ class Objective:
                 epoch_log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
                 keep = (trial, len(configs)) if index == 0 and self.keeper is not None else None
                 runs.append(self._run(run_cfg, [epoch_log, pruning], where, keep, fixed))
-                if self.prune_between_runs and len(runs) < cfg.val_folds * cfg.val_repeats:
+                if self.prune_between_runs and len(runs) < len(configs):
                     trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
-                    reason = between_runs_prune(trial.study, [r.value for r in runs])
+                    reason = not is_baseline(trial) and between_runs_prune(
+                        trial.study, [r.value for r in runs], len(configs)
+                    )
                     if reason:
                         pruning = None
                         raise optuna.TrialPruned(reason)
@@ -359,6 +363,16 @@ class Objective:
     def _sweep(self, trial: optuna.Trial) -> None:
         try:
             self.keeper.sweep(trial)
+        except Exception as exc:  # noqa: BLE001 - a store problem never costs a trial
+            log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """An Optuna callback: once a trial is recorded, sweep again, so the checkpoint limit
+        holds over trials that other processes finished meanwhile."""
+        if self.keeper is None:
+            return
+        try:
+            self.keeper.after_trial(study)
         except Exception as exc:  # noqa: BLE001 - a store problem never costs a trial
             log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
 

@@ -36,6 +36,27 @@ def storage_of(study: optuna.Study):
     return study._storage
 
 
+def storage_identity(storage) -> str:
+    """Which storage this is, as a string that a copy of it does not share: the absolute path
+    of an SQLite database or journal file, a server database's URL without its password, an
+    in-memory storage's process and object. Artifact ownership records hold it."""
+    import os
+
+    backend = _backend(storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        from sqlalchemy.engine import make_url
+
+        url = make_url(backend.url)
+        if url.get_backend_name() == "sqlite" and url.database:
+            return "sqlite:" + os.path.realpath(url.database)
+        return url.render_as_string(hide_password=True)
+    if isinstance(backend, optuna.storages.JournalStorage):
+        path = getattr(backend._backend, "_file_path", None)
+        if path is not None:
+            return "journal:" + os.path.realpath(path)
+    return f"{type(backend).__name__}:{os.getpid()}:{id(backend)}"
+
+
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
 

@@ -14,7 +14,9 @@ import os
 import re
 import stat
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from handreid.errors import UserError
 
@@ -90,41 +92,66 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def atomic_write_text(path: str | Path, text: str, *, what: str = "--out") -> Path:
-    """Write ``text`` to the file ``path`` names, atomically, and return where it went.
-
-    Symbolic links are followed (the link stays, its target gets the content); a target that
-    exists and is not a regular file (directory, device, FIFO, socket) is refused. A new file
-    gets the mode the umask allows (as ``open`` would); a replaced file keeps its mode.
-    Errors are one-line UserErrors; no temporary file remains.
-    """
+def check_target(path: str | Path, what: str = "--out") -> Path:
+    """The file that writing ``path`` would replace (links followed), checked without writing
+    anything: a target that exists and is not a regular file (directory, device, FIFO, socket)
+    is refused, and so is a link whose target's folder does not exist (its folders are never
+    created: they may lie anywhere). A one-line UserError names the path."""
     given = Path(path)
-    target = given.resolve()
     try:
         st = os.stat(given)  # the kernel follows links, /proc's magic ones (/dev/stdout) included
     except FileNotFoundError:
         st = None
     except OSError as exc:
         raise UserError(f"{what} {given}: {exc.strerror or exc}") from None
+    target = given.resolve()
     if st is not None and not stat.S_ISREG(st.st_mode):
         shown = given if given == target else f"{given} (-> {target})"
         raise UserError(f"{what} {shown} is {_kind(st.st_mode)}; give the path of a file")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    if st is None and given.is_symlink() and not target.parent.is_dir():
         raise UserError(
-            f"{what} {given}: cannot create folder {target.parent}: {exc.strerror or exc}"
-        ) from None
-    from handreid.checkpoint import atomic_file  # (imports torch: not at CLI start-up)
+            f"{what} {given} is a link to {target}, whose folder {target.parent} does not "
+            "exist; nothing was created (make the folder, or give another path)"
+        )
+    return target
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[BinaryIO], None], *, what: str = "--out"
+) -> Path:
+    """Write the file ``path`` names with ``write(fh)``, atomically, and return where it went.
+
+    Symbolic links are followed (the link stays, its target gets the content; see
+    ``check_target`` for what is refused). Missing folders of ``path`` itself are created,
+    never those of a link's target. A new file gets the mode the umask allows (as ``open``
+    would); a replaced file keeps its mode. Errors are one-line UserErrors; no temporary file
+    remains.
+    """
+    given = Path(path)
+    target = check_target(given, what)
+    mode = stat.S_IMODE(os.stat(target).st_mode) if target.is_file() else None
+    if not given.is_symlink():
+        try:
+            given.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"{what} {given}: cannot create folder {given.parent}: {exc.strerror or exc}"
+            ) from None
+    from handreid.files import atomic_file
 
     try:
         with atomic_file(target) as fh:  # a new file gets the umask's mode
-            if st is not None:
-                os.fchmod(fh.fileno(), stat.S_IMODE(st.st_mode))  # a replaced one keeps its own
-            fh.write(text.encode("utf-8"))
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)  # a replaced one keeps its own
+            write(fh)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             reason += " (the disk is full)"
         raise UserError(f"{what} {given}: cannot write: {reason}") from None
     return target
+
+
+def atomic_write_text(path: str | Path, text: str, *, what: str = "--out") -> Path:
+    """``atomic_write`` of UTF-8 text."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), what=what)

@@ -14,6 +14,7 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from hpo.slurm import dead_tasks
 from hpo.storage import MAX_RETRIES
 
 
@@ -85,12 +86,17 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
     storage = study._storage
     failed = []
     trials = study.get_trials(deepcopy=False)
+    gone = dead_tasks(t for t in trials if t.state == TrialState.RUNNING)  # Slurm's word
     for t in trials:
-        if t.state != TrialState.RUNNING or not _local_pid_dead(t.user_attrs):
+        if t.state != TrialState.RUNNING:
+            continue
+        if t.number not in gone and not _local_pid_dead(t.user_attrs):
             continue
         worker = t.user_attrs.get("worker", "?")
+        why = gone.get(t.number, f"its worker {worker} is no longer running")
         try:
-            storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died")
+            error = gone.get(t.number, f"worker {worker} died")
+            storage.set_trial_user_attr(t._trial_id, "error", error)
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                 continue
         except (
@@ -103,15 +109,14 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
         if _retries(t, trials) >= MAX_RETRIES:  # a trial that kills its worker every time
             if report:
                 report(
-                    f"trial {t.number}: its worker {worker} is no longer running; marked FAIL, "
+                    f"trial {t.number}: {why}; marked FAIL, "
                     f"not queued again after {MAX_RETRIES} retries of the same parameters"
                 )
             continue
         study.enqueue_trial(_params(t), user_attrs=_retry_attrs(t))
         if report:
             report(
-                f"trial {t.number}: its worker {worker} is no longer running; "
-                "marked FAIL and queued again with the same parameters"
+                f"trial {t.number}: {why}; marked FAIL and queued again with the same parameters"
             )
     # an RDBStorage arrives wrapped in Optuna's cache: test the protocol, not the class
     if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():

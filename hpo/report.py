@@ -40,6 +40,7 @@ from hpo.figures import (
     short_name,
     study_figures,
 )
+from hpo.floors import floor_lines
 from hpo.paths import study_dir
 from hpo.study import counts
 
@@ -107,6 +108,7 @@ def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
             lines += [", ".join(metrics), ""]
         lines += ["| parameter | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(v)} |" for k, v in best.params.items()]
+    lines += _floor_note(study)
     lines += _baseline_lines(study)
     if legend:
         lines += ["", "Figure labels: " + "; ".join(f"`{item}`" for item in legend)]
@@ -119,6 +121,17 @@ def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _floor_note(study: optuna.Study) -> list[str]:
+    """The note's floors: what no training reaches, and the warning when the winner does not
+    clear it."""
+    found = floor_lines(study)
+    if not found:
+        return []
+    lines = ["", "### Floors", "", found[0] + "."]
+    lines += [f"**{line.removeprefix('warning: ')}**." for line in found[1:]]
+    return lines
 
 
 def baselines(study: optuna.Study) -> list[FrozenTrial]:
@@ -368,6 +381,10 @@ def render_html(
     body = [
         f"<h1>Study {name}</h1>",
         f"<ul>{''.join(info)}</ul>",
+        *(
+            f'<p class="{"skip" if line.startswith("warning") else "cmp"}">{html.escape(line)}</p>'
+            for line in floor_lines(study)
+        ),
         f"<h2>Top trials by {TARGET}</h2>",
         _table(study, top),
         *_baseline_html(study),

@@ -138,7 +138,7 @@ def builtin_spaces() -> list[str]:
 def space_path(backbone_or_path: str | Path) -> Path | Traversable:
     """A file path, or the name of a space shipped in ``hpo/search_spaces/`` (``rn50``)."""
     path = Path(backbone_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if isinstance(backbone_or_path, Path) or path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise SpaceError(f"search space file not found: {path}")
         return path
@@ -151,7 +151,20 @@ def space_path(backbone_or_path: str | Path) -> Path | Traversable:
     return candidate
 
 
+def space_file(text: str) -> Path:
+    """The file a ``--space`` argument names, whatever its suffix; a one-line SpaceError when
+    it is missing or not a regular file (a folder, ``/dev/null``)."""
+    path = Path(text)
+    if not path.exists():
+        raise SpaceError(f"search space file not found: {path}")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "a device or a pipe"
+        raise SpaceError(f"--space {path} is {kind}, not a file; give a search-space YAML file")
+    return path
+
+
 def load_space(backbone_or_path: str | Path) -> SearchSpace:
+    """A search space by backbone name (``rn50``) or from a file (a Path, or a ``.yaml`` name)."""
     path = space_path(backbone_or_path)
     data = load_yaml(path, error=SpaceError)  # duplicate keys are an error, not the last one wins
     return parse_space(data, source=str(path))
@@ -367,5 +380,15 @@ def _parse_baselines(
                 errors.append(f"{where}: {key!r} is set but its condition {p.when} does not hold")
             elif not p.contains(value):
                 errors.append(f"{where}: {key}={value!r} lies outside the space")
+        same = next((j for j, b in enumerate(out) if _settings(b) == _settings(entry)), None)
+        if same is not None:
+            errors.append(
+                f"{where}: the same settings as baselines[{same}]; a study runs each "
+                "configuration once, so give each baseline different values"
+            )
         out.append(entry)
     return out
+
+
+def _settings(baseline: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in baseline.items() if k != "name"}

@@ -19,10 +19,11 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from handreid.errors import UserError
+from hpo.slurm import SLURM_ATTRS
 
 DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
 DEFAULT_JOURNAL = "studies/handreid.log"
-WORKER_ATTRS = ("worker", "worker_process", "sampler_seed", "error")  # per run, not per params
+WORKER_ATTRS = ("worker", "worker_process", "sampler_seed", "error", *SLURM_ATTRS)  # per run
 MAX_RETRIES = 3  # retries of one trial whose worker died, so a trial that kills it cannot loop
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 
@@ -157,12 +158,12 @@ class _Retry:
 def _open_journal(path: Path) -> JournalStorage:
     try:
         return JournalStorage(_JournalFile(str(path)))
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+    except OSError as exc:
+        raise StorageError(f"cannot open journal file {path}: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - any replay failure: records that do not fit together
         raise StorageError(
             f"{path} is not an Optuna journal file, or is damaged inside; nothing was written to it"
         ) from None
-    except OSError as exc:
-        raise StorageError(f"cannot open journal file {path}: {exc.strerror or exc}") from None
 
 
 def _tail(path: Path) -> tuple[int, int]:
@@ -181,14 +182,65 @@ def _tail(path: Path) -> tuple[int, int]:
         return size, 0
 
 
+# keys every record of an operation needs for Optuna to replay it (optuna.storages.journal)
+_RECORD_KEYS: dict[int, tuple[str, ...]] = {
+    0: ("study_name", "directions"),
+    1: ("study_id",),
+    2: ("study_id", "user_attr"),
+    3: ("study_id", "system_attr"),
+    4: ("study_id",),
+    5: ("trial_id", "param_name", "param_value_internal", "distribution"),
+    6: ("trial_id", "state", "values"),
+    7: ("trial_id", "step", "intermediate_value"),
+    8: ("trial_id", "user_attr"),
+    9: ("trial_id", "system_attr"),
+    10: (),  # DISCARD_TRIALS: replayed as nothing
+}
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether one journal line is a record Optuna can replay (by its shape)."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSON or UTF-8 errors
+        return False
+    if not isinstance(record, dict) or not isinstance(record.get("worker_id"), str):
+        return False
+    op = record.get("op_code")
+    if type(op) is not int or op not in _RECORD_KEYS:
+        return False
+    return all(key in record for key in _RECORD_KEYS[op])
+
+
+def _bad_record(path: Path, complete: int) -> tuple[int, int, int, int] | None:
+    """The first line of the file's first ``complete`` bytes that is not a journal record:
+    (start, end, line number from 1, complete records after it); None when all are records."""
+    with open(path, "rb") as fh:
+        offset, bad = 0, None
+        for number, line in enumerate(fh, start=1):
+            if offset >= complete:
+                break
+            end = offset + len(line)
+            if bad is None and not _is_record(line):
+                bad = [offset, end, number, 0]
+            elif bad is not None and end <= complete:
+                bad[3] += 1
+            offset = end
+    return tuple(bad) if bad is not None else None
+
+
 def check_journal(path: Path, *, settle: float = 0.2, tries: int = 3) -> None:
-    """Refuse (without writing) a file that is not an Optuna journal, or one whose last record
-    is torn (a crash or a full disk in the middle of a write): appending to it would glue the
-    next record onto the torn one and make the whole study unreadable.
+    """Refuse (without writing) a file that is not an Optuna journal, one holding a line that
+    is not a journal record (anywhere: Optuna skips a bad last line and would append after it,
+    making the whole study unreadable), or one whose last record is torn (a crash or a full
+    disk in the middle of a write). The message says where and how to repair.
     """
     try:
-        if path.is_dir():
-            raise StorageError(f"cannot open journal file {path}: Is a directory")
+        if path.exists() and not path.is_file():
+            kind = "Is a directory" if path.is_dir() else "it is a device or a pipe, not a file"
+            raise StorageError(
+                f"cannot open journal file {path}: {kind}; give the path of a journal file"
+            )
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
         if not head:
@@ -214,15 +266,26 @@ def check_journal(path: Path, *, settle: float = 0.2, tries: int = 3) -> None:
         while True:
             size, complete = _tail(path)
             if size == complete:
-                return
+                break
             quiet = quiet + 1 if size == last else 1
             if quiet >= tries or time.monotonic() > end:
                 break
             last = size
             time.sleep(settle)
+        bad = _bad_record(path, complete)
     except OSError as exc:
         raise StorageError(f"cannot read journal file {path}: {exc.strerror or exc}") from None
     q = shlex.quote(str(path))
+    if bad is not None:
+        start, stop, line, after = bad
+        dropped = f" (and the {after} record(s) after it, which need it)" if after else ""
+        raise StorageError(
+            f"{path}: line {line} (bytes {start}-{stop}) is not an Optuna journal record; "
+            f"nothing was written; keep a copy and cut it off{dropped} with: "
+            f"cp {q} {q}.bak && truncate -s {start} {q}"
+        )
+    if size == complete:
+        return
     raise StorageError(
         f"{path} ends in a torn record ({size - complete} bytes after the last complete line, "
         f"left by a crash or a full disk); keep a copy and cut it off with: "

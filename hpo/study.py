@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from handreid.errors import UserError
 from hpo.paths import STUDIES_DIR
 from hpo.recovery import recover_stale, requeue_baseline, worker_id, worker_process
+from hpo.slurm import SlurmStop, retry_stopped, trial_attrs
 from hpo.space import SearchSpace
 from hpo.storage import (
     StorageError,
@@ -34,7 +35,7 @@ from hpo.storage import (
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "random", "gp")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "runs", "none")
 
 
 def make_sampler(name: str, seed: int | None):
@@ -66,7 +67,7 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 0, runs: int = 1):
         return optuna.pruners.HyperbandPruner(
             min_resource=first, max_resource=max(total, first + 1), reduction_factor=3
         )
-    if name == "none":
+    if name in ("runs", "none"):  # runs: only the between-run rule (hpo.objective), no epochs
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner {name!r}; choose one of {list(PRUNERS)}")
 
@@ -89,6 +90,8 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
     names = study_names(st)
     if name is None:
         main = [n for n in names if not n.endswith(".confirm")]  # hpo confirm's run records
+        if not main:
+            raise UserError(f"no studies in {shown(storage)} yet; `hpo run` creates one")
         if len(main) != 1:
             raise UserError(
                 f"{shown(storage)} holds {len(main)} studies {main}; pick one with --study"
@@ -207,7 +210,8 @@ class _Guarded:
         attrs: dict[str, Any] | None = None,
     ) -> None:
         self.objective, self.total, self.suggest = objective, total, suggest
-        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **(attrs or {})}
+        self.attrs = {"worker": worker_id(), "worker_process": worker_process(), **trial_attrs()}
+        self.attrs.update(attrs or {})
         self.storage_error: BaseException | None = None
         self.storage_error_trial: int | None = None
         self.quiet = _QuietFailures()
@@ -215,10 +219,14 @@ class _Guarded:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a baseline is queued again for the re-run
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: a baseline is queued again
             self.quiet.numbers.add(trial.number)
             with contextlib.suppress(Exception):
-                requeue_baseline(trial.study, trial.study._storage.get_trial(trial._trial_id))
+                frozen = trial.study._storage.get_trial(trial._trial_id)
+                if isinstance(stop, SlurmStop):  # Slurm ends the task: any trial is retried
+                    retry_stopped(trial.study, frozen, stop)
+                else:
+                    requeue_baseline(trial.study, frozen)
             raise
         except (SurplusTrial, DuplicateTrial):
             self.quiet.numbers.add(trial.number)
@@ -303,7 +311,7 @@ def run_until(
                 # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
                 # bookkeeping raised while handling the interrupt: it is still the interrupt
                 if isinstance(exc.__context__, KeyboardInterrupt):
-                    raise KeyboardInterrupt from None
+                    raise exc.__context__ from None  # Ctrl-C or SIGTERM (Terminated), as it was
                 raise
             if guarded.storage_error is not None:
                 if mine and mine[-1].number == guarded.storage_error_trial:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -58,7 +59,41 @@ def worker_env(index: int, gpus: Sequence[str], n_workers: int) -> dict[str, str
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     env.setdefault("OMP_NUM_THREADS", str(threads))
     env["HPO_WORKER_INDEX"] = str(index)
+    env[PARENT_ENV] = str(os.getpid())  # the worker stops when this process is gone
     return env
+
+
+PARENT_ENV = "HPO_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def watch_parent(pdeathsig: bool = True, interval: float = 1.0) -> None:
+    """In a worker: when the parent that started it dies (even by SIGKILL, which it cannot
+    forward), get SIGTERM, so the worker fails its running trial and exits (143) instead of
+    running on as an orphan. Linux delivers it at once (``PR_SET_PDEATHSIG``); everywhere a
+    thread also checks every ``interval`` seconds that the parent is still the parent."""
+    parent = os.getppid()
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the check below still notices
+    expected = os.environ.get(PARENT_ENV, "")
+    if expected.isdigit() and int(expected) != parent and parent == 1:
+        parent = -1  # the parent died before this process watched it: stop at once
+    thread = threading.Thread(
+        target=_check_parent, args=(parent, interval), name="parent-check", daemon=True
+    )
+    thread.start()
+
+
+def _check_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:  # an orphan is adopted by init or a subreaper
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def child_lines(mode: str) -> str:
@@ -119,7 +154,7 @@ def run_workers(
             signal.signal(s, handler)
     recover_stale(study)
     if stop["signal"] is not None:
-        return 130
+        return 143 if stop["signal"] == signal.SIGTERM else 130
     for i, p in enumerate(procs):
         if p.returncode and p.returncode < 0:
             name = signal.Signals(-p.returncode).name

@@ -35,6 +35,7 @@ class Case:
     message: str
     code: int = 2
     setup: Setup | None = None  # prepares files in the case's folder
+    env: tuple[tuple[str, str], ...] = ()  # environment variables ({tmp} filled in)
 
 
 Setup = Callable[[Path, Path], None]  # (case folder, synthetic data root)
@@ -71,6 +72,14 @@ def write(name: str, content: str | bytes) -> Setup:
             path.write_bytes(content)
         else:
             path.write_text(content)
+
+    return setup
+
+
+def executable(name: str, content: str) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        write(name, content)(tmp, synthetic)
+        (tmp / name).chmod(0o755)
 
     return setup
 
@@ -169,6 +178,18 @@ def checkpoint_file(name: str = "best.pt", num_classes: int = 21, **changes) -> 
     return setup
 
 
+def edited_checkpoint(edit: Callable[[dict], object]) -> Setup:
+    """The tiny checkpoint of ``checkpoint_file``, its payload changed by ``edit``."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        checkpoint_file()(tmp, synthetic)
+        payload = torch.load(tmp / "best.pt", weights_only=True)
+        edit(payload)
+        torch.save(payload, tmp / "best.pt")
+
+    return setup
+
+
 def torch_file(name: str, payload: object) -> Setup:
     def setup(tmp: Path, synthetic: Path) -> None:
         torch.save(payload, tmp / name)
@@ -190,6 +211,7 @@ RUN = ("run", "--backbone", "tiny-vit", "--quiet")
 TRAIN = ("train", "--config", "{tmp}/tiny.yaml", "--out", "{tmp}/run", "--quiet")
 TRAIN_ON = (*TRAIN, "--data", "{tmp}/data")
 EVALUATE = ("evaluate", "--checkpoint", "{tmp}/best.pt")
+FLOORS = ("evaluate", "--floors", "--config", "{tmp}/tiny.yaml")
 SYNTH = ("synth", "--ids", "2", "--per-id", "2", "--size", "16", "--out")
 
 
@@ -510,10 +532,98 @@ HANDREID_CASES = [
         setup=checkpoint_file(num_classes=5),
     ),
     Case(
+        "evaluate-checkpoint-missing-weights",
+        "handreid",
+        EVALUATE,
+        "its weights do not match the model its config builds: missing ",
+        setup=edited_checkpoint(lambda p: p["state_dict"].popitem()),
+    ),
+    Case(
+        "evaluate-checkpoint-wrong-shape",
+        "handreid",
+        EVALUATE,
+        "has shape [1, 1], the model's is",
+        setup=edited_checkpoint(
+            lambda p: p["state_dict"].update({next(iter(p["state_dict"])): torch.zeros(1, 1)})
+        ),
+    ),
+    Case(
+        "evaluate-checkpoint-no-aspects",
+        "handreid",
+        EVALUATE,
+        "not a usable handreid checkpoint: it has no 'aspects'",
+        setup=edited_checkpoint(lambda p: p.pop("aspects")),
+    ),
+    Case(
+        "evaluate-checkpoint-unknown-aspect",
+        "handreid",
+        EVALUATE,
+        "unknown aspect 'dorsal lefty' in 'aspects'",
+        setup=edited_checkpoint(lambda p: p.update(aspects=["dorsal lefty"])),
+    ),
+    Case(
         "evaluate-bad-device",
         "handreid",
         (*EVALUATE, "--device", "gpu"),
         "--device 'gpu': expected auto, cpu, cuda",
+    ),
+    # -- evaluate --floors
+    Case("evaluate-nothing", "handreid", ("evaluate",), "evaluate needs --checkpoint FILE"),
+    Case(
+        "evaluate-config-without-floors",
+        "handreid",
+        ("evaluate", "--config", "{tmp}/tiny.yaml"),
+        "evaluate --config goes with --floors",
+        setup=config_with(""),
+    ),
+    Case(
+        "evaluate-floors-no-config",
+        "handreid",
+        ("evaluate", "--floors"),
+        "evaluate --floors needs --config FILE",
+    ),
+    Case(
+        "evaluate-floors-and-checkpoint",
+        "handreid",
+        (*FLOORS, "--checkpoint", "{tmp}/best.pt"),
+        "evaluate --floors takes --config FILE, not --checkpoint",
+        setup=config_with(""),
+    ),
+    Case("evaluate-floors-missing-config", "handreid", FLOORS, "config file not found"),
+    Case(
+        "evaluate-floors-bad-config",
+        "handreid",
+        FLOORS,
+        "unknown key 'lr_modlues'; did you mean 'lr_modules'?",
+        setup=config_with("lr_modlues: 0.1"),
+    ),
+    Case(
+        "evaluate-floors-missing-data",
+        "handreid",
+        (*FLOORS, "--data", "/no/such/folder"),
+        "does not exist",
+        setup=config_with(""),
+    ),
+    Case(
+        "evaluate-floors-no-data",
+        "handreid",
+        FLOORS,
+        "no data: set data_root in the config or pass --data DIR",
+        setup=config_with("data_root: ''"),
+    ),
+    Case(
+        "evaluate-floors-weights-unavailable",
+        "handreid",
+        FLOORS,
+        "pretrained='openai' is neither a file nor an open_clip tag of tiny-vit",
+        setup=config_with("pretrained: openai"),
+    ),
+    Case(
+        "evaluate-floors-bad-device",
+        "handreid",
+        (*FLOORS, "--device", "gpu"),
+        "--device 'gpu': expected auto, cpu, cuda",
+        setup=config_with(""),
     ),
     # -- synth: never destroys data
     Case(
@@ -706,6 +816,9 @@ def study_with_space(trials: tuple[str, ...] = ("complete",), where: str = "stud
 
 
 CONFIRM = ("confirm", "--study", "handreid-tiny-vit")
+SLURM = (*RUN, "--data", "{synthetic}", "--slurm")
+# an sbatch that refuses every job as a cluster refuses an unknown partition
+REFUSING_SBATCH = "#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n"
 
 HPO_CASES = [
     Case(
@@ -782,6 +895,49 @@ HPO_CASES = [
         "SQLite is not safe",
     ),
     Case("export-no-database", "hpo", ("export",), "no study database at studies/handreid.db"),
+    # -- --slurm: nothing is submitted and nothing written
+    Case("run-slurm-zero", "hpo", (*SLURM, "0"), "--slurm=0: must be at least 1"),
+    Case(
+        "run-slurm-no-sbatch",
+        "hpo",
+        (*SLURM, "2"),
+        "sbatch not found on PATH",
+        env=(("PATH", "{tmp}/no-such-bin"),),
+    ),
+    Case(
+        "run-slurm-sbatch-refuses",
+        "hpo",
+        (*SLURM, "2", "--slurm-opts", "-p nope"),
+        "sbatch refused the job: invalid partition specified: nope; nothing was submitted",
+        setup=executable("bin/sbatch", REFUSING_SBATCH),
+        env=(("PATH", "{tmp}/bin"),),
+    ),
+    Case(
+        "run-slurm-sqlite",
+        "hpo",
+        (*SLURM, "2", "--storage", "sqlite:///studies/x.db"),
+        "an SQLite database cannot be shared by tasks on several nodes; use a journal file on a "
+        "shared filesystem: hpo run",
+    ),
+    Case("run-slurm-gpus", "hpo", (*SLURM, "2", "--gpus", "0"), "Slurm gives each task its GPU"),
+    Case("run-slurm-workers", "hpo", (*SLURM, "2", "--workers", "2"), "each Slurm task is one"),
+    Case(
+        "run-slurm-opts-unbalanced", "hpo", (*SLURM, "2", "--slurm-opts", "-p 'a"), "--slurm-opts"
+    ),
+    Case("run-wait-without-slurm", "hpo", (*RUN, "--wait"), "--wait goes with --slurm N"),
+    Case("confirm-slurm-zero", "hpo", (*CONFIRM, "--slurm", "0"), "--slurm=0: must be at least"),
+    Case(
+        "confirm-slurm-sqlite",
+        "hpo",
+        (*CONFIRM, "--slurm", "2", "--storage", "sqlite:///studies/handreid.db"),
+        "journal file on a shared filesystem: --storage studies/handreid-tiny-vit/journal.log",
+    ),
+    Case(
+        "confirm-slurm-no-study",
+        "hpo",
+        ("confirm", "--slurm", "2"),
+        "--slurm: name the study with --study",
+    ),
     # -- confirm
     Case("confirm-no-database", "hpo", CONFIRM, "no study database at studies/handreid.db"),
     Case("confirm-top-zero", "hpo", (*CONFIRM, "--top", "0"), "--top=0: must be at least 1"),
@@ -897,7 +1053,7 @@ HPO_CASES = [
         "run-unknown-pruner",
         "hpo",
         (*RUN, "--data", "{synthetic}", "--pruner", "x"),
-        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'none')",
+        "argument --pruner: invalid choice: 'x' (choose from 'median', 'hyperband', 'runs', 'none')",
     ),
     Case("run-epochs-zero", "hpo", (*RUN, "--data", "{synthetic}", "--epochs", "0"), "epochs=0"),
     Case(
@@ -1129,7 +1285,196 @@ HPO_CASES = [
     Case("dashboard-no-database", "hpo", ("dashboard",), "no study database"),
 ]
 
-CASES = HANDREID_CASES + HPO_CASES
+
+# ---- nothing lost: damaged journals, copied stamps, exports that would clobber ---------------
+def garbage_line(where: str) -> Setup:
+    """A journal whose last line is garbage that ends in a newline (Optuna skips such a last
+    line when reading, and would append after it)."""
+
+    def setup(tmp: Path, synthetic: Path) -> None:
+        study_in(where)(tmp, synthetic)
+        with open(tmp / where, "ab") as fh:
+            fh.write(b"garbage line\n")
+
+    return setup
+
+
+def real_set_with_a_copied_stamp(tmp: Path, synthetic: Path) -> None:
+    """Real-looking images named as synth names its own, and a stamp copied from a synth set."""
+    from handreid.data.synthetic import STAMP, write_synthetic
+
+    other = write_synthetic(tmp.parent / "other-synth", ids=2, per_id=2, size=16)
+    (tmp / "data" / "Hands").mkdir(parents=True)
+    for image in (other / "Hands").iterdir():
+        (tmp / "data" / "Hands" / image.name).write_bytes(b"a real photo")
+    (tmp / "data" / "HandInfo.csv").write_text("the real catalogue\n")
+    (tmp / "data" / STAMP).write_bytes((other / STAMP).read_bytes())
+
+
+def dangling_link(name: str) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / name).symlink_to(tmp.parent / "nowhere" / "dir" / "best.yaml")
+
+    return setup
+
+
+def edited_checkpoint_id(tmp: Path, synthetic: Path) -> None:
+    """A complete trial whose checkpoint entry was edited to point outside the store."""
+    import json
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    (tmp / "studies" / "artifacts").mkdir(parents=True)
+    (tmp / "cfg.yaml").write_text("not an artifact")
+    study = optuna.create_study(
+        study_name="s", storage=f"sqlite:///{tmp}/studies/handreid.db", direction="maximize"
+    )
+    trial = study.ask()
+    trial.set_user_attr("config", TrainConfig(**TINY, data_root=str(synthetic)).to_dict())
+    meta = {"artifact_id": "../../cfg.yaml", "filename": "checkpoint.pt", "mimetype": "x"}
+    study._storage.set_trial_system_attr(
+        trial._trial_id, "artifacts:../../cfg.yaml", json.dumps({**meta, "encoding": None})
+    )
+    study.tell(trial, 0.5)
+
+
+def folder(name: str) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        (tmp / name).mkdir(parents=True)
+
+    return setup
+
+
+def space_with_twin_baselines(tmp: Path, synthetic: Path) -> None:
+    space = tiny_space(tmp, synthetic)
+    twin = dict(space["baselines"][0], name="again")
+    space["baselines"] = [space["baselines"][0], twin]
+    (tmp / "twins.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+
+
+def empty_journal(tmp: Path, synthetic: Path) -> None:
+    (tmp / "empty.log").write_bytes(b"")
+
+
+NOTHING_LOST_CASES = [
+    Case(
+        "train-out-dangling-link",
+        "handreid",
+        ("train", "--config", "{tmp}/tiny.yaml", "--out", "{tmp}/out", "--quiet"),
+        "is a link to",
+        setup=both(config_with(""), dangling_link("out")),
+    ),
+    Case(
+        "confirm-workers-on-sqlite",
+        "hpo",
+        (*CONFIRM, "--workers", "2"),
+        "SQLite is not safe for several workers; use a journal file",
+        setup=study_with_space(),
+    ),
+    Case(
+        "run-storage-dev-null",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--storage", "/dev/null"),
+        "cannot open journal file /dev/null: it is a device or a pipe, not a file",
+    ),
+    Case(
+        "run-space-is-a-folder",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}"),
+        "is a directory, not a file; give a search-space YAML file",
+    ),
+    Case(
+        "run-space-dev-null",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "/dev/null"),
+        "--space /dev/null is a device or a pipe, not a file",
+    ),
+    Case(
+        "run-epochs-and-set-epochs",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--epochs", "1", "--set", "epochs=3"),
+        "--epochs 1 and --set epochs=3 both set epochs; give only one",
+    ),
+    Case(
+        "run-aspects-and-set-aspects",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--aspects", "all", "--set", "aspects=all"),
+        "--aspects all and --set aspects=all both set aspects; give only one",
+    ),
+    Case(
+        "run-space-twin-baselines",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/twins.yaml"),
+        "baselines[1]: the same settings as baselines[0]",
+        setup=space_with_twin_baselines,
+    ),
+    Case(
+        "show-empty-journal",
+        "hpo",
+        ("show", "--storage", "{tmp}/empty.log"),
+        "no studies in",
+        setup=empty_journal,
+    ),
+    Case(
+        "run-studies-is-a-file",
+        "hpo",
+        (*RUN, "--data", "{synthetic}"),
+        "studies is a file here, not a folder",
+        setup=write("studies", "my notes"),
+    ),
+    Case(
+        "run-journal-garbage-last-line",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--storage", "{tmp}/s.log"),
+        "is not an Optuna journal record; nothing was written; keep a copy and cut it off with: cp",
+        setup=garbage_line("s.log"),
+    ),
+    Case(
+        "show-journal-garbage-last-line",
+        "hpo",
+        ("show", "--storage", "{tmp}/s.log"),
+        "line 6 (bytes",
+        setup=garbage_line("s.log"),
+    ),
+    Case(
+        "synth-force-over-a-copied-stamp",
+        "handreid",
+        (*SYNTH, "{tmp}/data", "--force"),
+        "(changed since synth wrote it); --force replaces only what synth wrote",
+        setup=real_set_with_a_copied_stamp,
+    ),
+    Case(
+        "export-yaml-named-pt-with-checkpoint",
+        "hpo",
+        ("export", "--out", "{tmp}/best.pt", "--checkpoint"),
+        "the YAML's name with .pt, and would replace the YAML",
+        setup=study_in(),
+    ),
+    Case(
+        "export-through-a-dangling-link",
+        "hpo",
+        ("export", "--out", "{tmp}/out.yaml"),
+        "whose folder",
+        setup=both(study_in(), dangling_link("out.yaml")),
+    ),
+    Case(
+        "export-checkpoint-onto-a-folder",
+        "hpo",
+        ("export", "--out", "{tmp}/best.yaml", "--checkpoint"),
+        "best.pt is a directory; give the path of a file",
+        setup=both(study_in(), folder("best.pt")),
+    ),
+    Case(
+        "export-checkpoint-id-edited",
+        "hpo",
+        ("export", "--checkpoint", "--out", "{tmp}/best.yaml"),
+        "'../../cfg.yaml' recorded in the storage is not an Optuna artifact id",
+        setup=edited_checkpoint_id,
+    ),
+]
+
+CASES = HANDREID_CASES + HPO_CASES + NOTHING_LOST_CASES
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -1169,6 +1514,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
     if case.setup:
         case.setup(work, synthetic_root)
     fill = {"tmp": str(work), "synthetic": str(synthetic_root), "sample": str(SHARED_11K)}
+    for key, value in case.env:
+        monkeypatch.setenv(key, value.format(**fill))
     argv = [a.format(**fill) for a in case.args]
     before, data_before = _snapshot(work), _snapshot(synthetic_root)
     with pytest.raises(SystemExit) as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handreid import checkpoint
+from handreid import checkpoint, files
 from handreid.checkpoint import (
     RUN_FILES,
     check_run_folder,
@@ -154,6 +154,6 @@ def test_run_folder_rules(tmp_path):
 
 
 def test_unwritable_parent_is_refused_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(files.os, "access", lambda path, mode: False)
     with pytest.raises(UserError, match="cannot create it in .* \\(permission denied\\)"):
         check_run_folder(tmp_path / "run")

@@ -57,7 +57,7 @@ def test_fixed_sets_are_choices_and_free_paths_are_not():
     by_flag = {a.option_strings[-1]: a for a in run._actions if a.option_strings}
     assert list(by_flag["--backbone"].choices) == builtin_spaces()
     assert list(by_flag["--sampler"].choices) == ["tpe", "random", "gp"]
-    assert list(by_flag["--pruner"].choices) == ["median", "hyperband", "none"]
+    assert list(by_flag["--pruner"].choices) == ["median", "hyperband", "runs", "none"]
     assert list(by_flag["--dataset"].choices) == ["11k", "hd", "folder"]
     assert by_flag["--space"].choices is None and by_flag["--data"].choices is None
     trials = dict(commands(hpo_parser()))["trials"]

@@ -134,6 +134,42 @@ def test_disk_full_while_writing_the_run_is_one_line_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nor an empty runs/
 
 
+class _FullDisk:
+    """A file whose disk fills after ``room`` bytes, as the kernel reports it: an OSError from
+    write(), which torch's zip writer turns into a RuntimeError of its own."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_a_real_full_disk_inside_torch_save_is_one_line_and_leaves_nothing(
+    config_file, tmp_path, capsys, monkeypatch
+):
+    real_save = checkpoint.torch.save
+    monkeypatch.setattr(
+        checkpoint.torch, "save", lambda obj, f: real_save(obj, _FullDisk(f, room=4096))
+    )
+    code, _, err = run_cli(
+        ["train", "--config", str(config_file), "--out", str(tmp_path / "r"), "--quiet"]
+        + ONE_EPOCH,
+        capsys,
+    )
+    assert code == 2, err
+    assert "Traceback" not in err and "inline_container" not in err
+    assert err.count("\n") == 1
+    assert f"{tmp_path}/r/best.pt: No space left on device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
 def test_warmup_over_the_whole_run_is_a_warning(config_file, tmp_path, capsys):
     (tmp_path / "taken").write_text("x")  # fail right after the config is read
     code, _, err = run_cli(

@@ -371,3 +371,63 @@ def test_fuzz_helper_reads_a_valid_csv(aspects):
     ]
     _, catalog = load(csv_bytes(list(COLUMNS), rows), 4, aspects, True)
     assert len(catalog.records) == len(aspects)
+
+
+# ---- journal files: damage anywhere is found before a write -----------------------------------
+def _journal_bytes() -> bytes:
+    """A journal file with one study of three trials (params, values, attributes)."""
+    import optuna
+
+    from hpo.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "j.log"
+        study = optuna.create_study(study_name="s", storage=open_storage(str(path)))
+        study.set_user_attr("space_digest", "abc")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        return path.read_bytes()
+
+
+JOURNAL = _journal_bytes()
+
+
+@st.composite
+def damaged_journals(draw) -> bytes:
+    kind = draw(st.sampled_from(["append", "insert", "truncate"]))
+    if kind == "append":
+        return JOURNAL + draw(st.binary(min_size=1, max_size=64))
+    if kind == "insert":
+        at = draw(st.integers(0, len(JOURNAL)))
+        return JOURNAL[:at] + draw(st.binary(min_size=1, max_size=16)) + JOURNAL[at:]
+    return JOURNAL[: draw(st.integers(0, len(JOURNAL) - 1))]
+
+
+@FUZZ_FILES
+@given(damaged_journals())
+@example(JOURNAL + b"garbage line\n")
+@example(JOURNAL + b'{"op_code": 4, "worker_id": "w"}\n')  # a record without its study
+@example(JOURNAL.replace(b"\n", b"\nx\n", 1))
+def test_a_damaged_journal_is_refused_untouched_or_opens_and_stays_readable(raw):
+    """Whatever bytes were appended, inserted or cut: either a one-line StorageError and the
+    file as it was (no byte, no lock file written), or the journal opens, takes a write, and
+    opens again afterwards. Never a traceback."""
+    import optuna
+
+    from hpo.storage import StorageError, check_journal, open_storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "j.log"
+        path.write_bytes(raw)
+        try:
+            check_journal(path, settle=0.001)  # (a torn tail is waited for; not here)
+            storage = open_storage(str(path))
+        except StorageError as exc:
+            one_line(exc)
+            assert path.read_bytes() == raw, "a damaged journal was written to"
+            assert sorted(p.name for p in Path(tmp).iterdir()) == ["j.log"]
+            return
+        study = optuna.create_study(study_name="fuzz-write", storage=storage, load_if_exists=True)
+        study.set_user_attr("written", True)
+        again = optuna.get_all_study_summaries(open_storage(str(path)), include_best_trial=False)
+        assert "fuzz-write" in {s.study_name for s in again}

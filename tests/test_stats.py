@@ -78,3 +78,28 @@ def test_paired_t_less_is_one_sided():
     assert paired_t_less([0.5, 0.62, 0.55], [0.6, 0.61, 0.58]) == pytest.approx(
         sps.ttest_1samp(d, 0.0, alternative="less").pvalue
     )
+
+
+def test_repeats_of_a_fold_share_its_identities_in_the_bootstrap():
+    rng = np.random.default_rng(3)
+    folds = [identities(rng.uniform(0.6, 1.0, size=8), start=10 * k) for k in range(3)]
+    once = bootstrap_se(folds, groups=[0, 1, 2])
+    thrice = bootstrap_se(folds * 3, groups=[0, 1, 2] * 3)
+    # three identical repeats of each fold carry no more information than one
+    assert thrice == pytest.approx(once, rel=0.02)
+    # counted as nine disjoint folds they would shrink the SE by about sqrt(3)
+    assert bootstrap_se(folds * 3) < 0.7 * once
+    with pytest.raises(ValueError, match="2 groups for 3 runs"):
+        bootstrap_se(folds, groups=[0, 1])
+
+
+def test_repeats_that_differ_add_their_seed_spread():
+    rng = np.random.default_rng(4)
+    folds = [identities(rng.uniform(0.6, 1.0, size=8), start=10 * k) for k in range(3)]
+    shifted = [
+        {k: (s + 4 * d, c) for k, (s, c) in f.items()}
+        for f, d in zip(folds, (0.1, -0.1, 0.0), strict=True)
+    ]
+    same = bootstrap_se(folds * 2, groups=[0, 1, 2] * 2)
+    differ = bootstrap_se(folds + shifted, groups=[0, 1, 2] * 2)
+    assert differ > same

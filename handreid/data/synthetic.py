@@ -13,10 +13,12 @@ Output is byte-identical for the same arguments.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import os
-import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,6 @@ from handreid.data.hands11k import COLUMNS, CSV_NAME, IMAGE_DIR
 from handreid.errors import DataError
 
 STAMP = ".handreid-synth"  # marks a folder this module wrote; holds the arguments as JSON
-_IMAGE_NAME = re.compile(r"^Hand_\d{7,}\.jpg$")
 _SUPERSAMPLE = 2  # draw at twice the size, then average 2x2 blocks (cheap anti-aliasing)
 _FAIR, _DARK = np.array([236.0, 201.0, 178.0]), np.array([92.0, 60.0, 44.0])
 _FINGER_LEN = np.array([0.20, 0.27, 0.30, 0.28, 0.22])  # thumb, index, middle, ring, little
@@ -257,8 +258,10 @@ def write_synthetic(
     images when accessories are excluded. Returns ``Path(out)``.
 
     ``out`` must be new or empty: a folder that holds anything else is refused untouched (it
-    may be a real 11k copy). ``force=True`` replaces a set this function wrote before, which
-    it recognises by the ``STAMP`` file it writes first.
+    may be a real 11k copy). ``force=True`` replaces a set this function wrote before: only
+    the files its ``STAMP`` lists (name, size, SHA-256), unchanged, and nothing else; a folder
+    holding anything more is refused untouched, so a stamp copied into real data deletes
+    nothing.
     """
     if ids < 1 or per_id < 1:
         raise DataError(f"ids={ids} and per_id={per_id} must both be at least 1")
@@ -267,14 +270,35 @@ def write_synthetic(
     if seed < 0:
         raise DataError(f"seed={seed} must be a non-negative integer")
     out = Path(out)
-    _clear_for_writing(out, force)
-    out.mkdir(parents=True, exist_ok=True)
-    # The stamp comes first, so that even a set cut short (disk full, Ctrl-C) can be replaced.
-    stamp = {"ids": ids, "per_id": per_id, "size": size, "seed": seed}
-    (out / STAMP).write_text(json.dumps(stamp) + "\n")
+    old = _clear_for_writing(out, force)
+    target = out.resolve() if out.is_symlink() else out  # a link to a folder: write there
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole in a hidden sibling, then renamed into place: a set cut short (disk full,
+    # Ctrl-C) never reaches ``out``, and the stamp always lists every file it holds.
+    tmp = target.parent / f".{target.name}.{os.getpid()}.synth.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_set(tmp, ids, per_id, size, seed)
+        for path in old:  # checked by _clear_for_writing: files synth wrote, unchanged
+            path.unlink()
+        if old and (out / IMAGE_DIR).is_dir():
+            (out / IMAGE_DIR).rmdir()
+        os.replace(tmp, target)  # replaces an empty folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _digest(data: bytes) -> list:
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _write_set(out: Path, ids: int, per_id: int, size: int, seed: int) -> None:
+    out.mkdir()
     (out / IMAGE_DIR).mkdir()
     subjects = [_subject(np.random.default_rng([seed, i])) for i in range(ids)]
     jobs = [(i, a, n) for i in range(ids) for a in range(len(ASPECTS)) for n in range(per_id)]
+    files: dict[str, list] = {}
 
     def make(number: int) -> list:
         i, a, n = jobs[number]
@@ -282,31 +306,63 @@ def write_synthetic(
         ring_on = sub.ring is not None and n >= 3 and n % 2 == 1
         name = f"Hand_{number:07d}.jpg"
         photo = _photo(size, sub, aspect, np.random.default_rng([seed, i, a, n, 1]), ring_on)
-        photo.save(out / IMAGE_DIR / name, quality=90)
+        buffer = io.BytesIO()
+        photo.save(buffer, format="JPEG", quality=90)
+        data = buffer.getvalue()
+        (out / IMAGE_DIR / name).write_bytes(data)
+        files[f"{IMAGE_DIR}/{name}"] = _digest(data)
         return _row(i, sub, aspect, name, ring_on)
 
     # Every image depends only on (seed, subject, aspect, n): threads keep the bytes identical
     # and overlap file writes and JPEG encoding, which release the GIL.
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
         rows = list(pool.map(make, range(len(jobs))))
-    with (out / CSV_NAME).open("w", newline="") as f:
-        f.write(",".join(COLUMNS) + "\r\n")  # unquoted header, quoted strings: as the real file
-        csv.writer(f, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n").writerows(rows)
-    return out
+    text = io.StringIO(newline="")
+    text.write(",".join(COLUMNS) + "\r\n")  # unquoted header, quoted strings: as the real file
+    csv.writer(text, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n").writerows(rows)
+    data = text.getvalue().encode()
+    (out / CSV_NAME).write_bytes(data)
+    files[CSV_NAME] = _digest(data)
+    # the stamp lists what synth wrote, by name, size and SHA-256: --force removes only those
+    stamp = {
+        "ids": ids,
+        "per_id": per_id,
+        "size": size,
+        "seed": seed,
+        "files": dict(sorted(files.items())),
+    }
+    (out / STAMP).write_text(json.dumps(stamp) + "\n")
 
 
-def _clear_for_writing(out: Path, force: bool) -> None:
-    """Leave ``out`` absent or empty, deleting only files an earlier ``write_synthetic`` wrote.
+def _stamp_files(out: Path) -> dict[str, list]:
+    """The files the stamp in ``out`` lists, or a DataError when it lists none."""
+    try:
+        stamp = json.loads((out / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamp = None
+    files = stamp.get("files") if isinstance(stamp, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise DataError(
+            f"{out} has a synth stamp that lists no files (written by an older synth, or "
+            "copied); --force removes only files the stamp lists, so remove the set by hand "
+            "(nothing was changed)"
+        )
+    return files
 
-    Everything is checked before anything is deleted, so a refusal changes nothing.
+
+def _clear_for_writing(out: Path, force: bool) -> list[Path]:
+    """Check that ``out`` may be (re)written: absent, empty, or (with ``force``) holding only
+    the files an earlier ``write_synthetic`` wrote and listed in its stamp, unchanged (name,
+    size, SHA-256). Returns those files, to be removed; nothing is removed here, so a refusal
+    changes nothing.
     """
     if not (out.exists() or out.is_symlink()):
-        return
+        return []
     if not out.is_dir():
         raise DataError(f"{out} is a file; synth writes a dataset folder (give a new or empty one)")
     entries = {p.name for p in out.iterdir()}
     if not entries:
-        return
+        return []
     if STAMP not in entries:
         raise DataError(
             f"{out} is not empty and was not written by synth; nothing was changed "
@@ -317,31 +373,30 @@ def _clear_for_writing(out: Path, force: bool) -> None:
             f"{out} holds a synthetic set written earlier; pass --force to replace it "
             "(nothing was changed)"
         )
-    hands = out / IMAGE_DIR
-    foreign = sorted(entries - {STAMP, CSV_NAME, IMAGE_DIR})
-    images: list[Path] = []
-    if IMAGE_DIR in entries:
-        if hands.is_dir() and not hands.is_symlink():
-            images = sorted(hands.iterdir())
-            foreign += [
-                f"{IMAGE_DIR}/{p.name}"
-                for p in images
-                if not (_IMAGE_NAME.match(p.name) and p.is_file() and not p.is_symlink())
-            ]
-        else:
-            foreign.append(IMAGE_DIR)
-    if foreign or (out / CSV_NAME).is_dir() or (out / STAMP).is_dir():
-        what = foreign[0] if foreign else "a folder where synth writes a file"
+    listed = _stamp_files(out)
+    stamp = out / STAMP
+    found: list[Path] = []
+    foreign: list[str] = []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path == stamp and path.is_file() and not path.is_symlink():
+            continue
+        if rel == IMAGE_DIR and path.is_dir() and not path.is_symlink():
+            continue
+        entry = listed.get(rel)
+        if path.is_symlink() or not path.is_file() or not isinstance(entry, list):
+            foreign.append(rel)
+            continue
+        if entry != _digest(path.read_bytes()):
+            foreign.append(f"{rel} (changed since synth wrote it)")
+            continue
+        found.append(path)
+    if foreign:
         raise DataError(
-            f"{out} was written by synth but now also holds {what}; --force replaces only what "
-            "synth wrote, so move that away first (nothing was changed)"
+            f"{out} was written by synth but now also holds {foreign[0]}; --force replaces only "
+            "what synth wrote, so move that away first (nothing was changed)"
         )
-    for path in images:
-        path.unlink()
-    if images or IMAGE_DIR in entries:
-        hands.rmdir()
-    (out / CSV_NAME).unlink(missing_ok=True)
-    (out / STAMP).unlink()
+    return [*found, stamp]
 
 
 __all__ = ["STAMP", "write_synthetic"]

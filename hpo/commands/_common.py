@@ -76,3 +76,11 @@ def print_json(data) -> None:
     from hpo.listing import json_ready
 
     print(json.dumps(json_ready(data), indent=2, allow_nan=False))
+
+
+def watch_parent(args: argparse.Namespace) -> None:
+    """A worker stops (as on SIGTERM) when the process that started it dies."""
+    if args.worker:
+        from hpo.workers import watch_parent as watch
+
+        watch()

@@ -25,11 +25,17 @@ def check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
 
     _check_run_options(args)
     storage_url = _run_storage(args)
+    if Path("studies").exists() and not Path("studies").is_dir():
+        raise UserError(
+            "studies is a file here, not a folder; hpo keeps its storage, artifacts and "
+            "outputs in studies/: move the file away or run from another folder"
+        )
     name = check_study_name(args.study if args.study is not None else f"handreid-{args.backbone}")
     gpus = check_gpus(parse_gpus(args.gpus), args.workers)
     # studies/ is made only once the data is known to be good; until then there is nothing
     # in it to check
-    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or Path("studies").is_dir():
+    folder = Path(storage_url.removeprefix("sqlite:///")).parent
+    if not storage_url.startswith(("sqlite:///studies/", "studies/")) or folder.is_dir():
         check_storage(storage_url)
     _one_place(args, storage_url, name)
     return storage_url, name, gpus
@@ -53,12 +59,19 @@ def _run_storage(args: argparse.Namespace) -> str:
         raise UserError(f"--workers={args.workers}: must be at least 1")
     if args.storage is None:
         return DEFAULT_STORAGE if args.workers == 1 else DEFAULT_JOURNAL
-    if args.workers > 1 and args.storage.startswith("sqlite"):
+    refuse_sqlite_workers(args.storage, args.workers)
+    return args.storage
+
+
+def refuse_sqlite_workers(storage: str, workers: int) -> None:
+    """`hpo run` and `hpo confirm`: several workers need a journal file or a server."""
+    from hpo.storage import DEFAULT_JOURNAL
+
+    if workers > 1 and storage.startswith("sqlite"):
         raise UserError(
             "SQLite is not safe for several workers; use a journal file "
             f"(--storage {DEFAULT_JOURNAL}) or a PostgreSQL/MySQL URL"
         )
-    return args.storage
 
 
 def _one_place(args: argparse.Namespace, storage_url: str, name: str) -> None:
@@ -90,6 +103,19 @@ def data_changes(args: argparse.Namespace, space) -> dict:
     from hpo.study import synthetic_data
 
     changes = parse_overrides(args.set)
+    for flag, key, value in (
+        ("--epochs", "epochs", args.epochs),
+        ("--dataset", "dataset", args.dataset),
+        ("--aspects", "aspects", args.aspects),
+        ("--data", "data_root", args.data),
+    ):
+        if value is not None and key in changes:
+            shown = " ".join(value) if isinstance(value, list) else value
+            given = [i for i in args.set if i.partition("=")[0].strip() == key]
+            raise UserError(
+                f"{flag} {shown} and --set {given[-1] if given else key} both set {key}; "
+                "give only one"
+            )
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.dataset:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from handreid.errors import UserError
+from handreid.errors import UserError, interrupt_code
+from hpo import slurm
+from hpo.commands._argv import replaced
 from hpo.commands._common import (
     add_command,
     progress_mode,
     storage_arg,
     study_arg,
+    watch_parent,
     worker_args,
     worker_prefix,
 )
+from hpo.commands._run_checks import refuse_sqlite_workers
 
 
 def add_parser(sub) -> None:
@@ -42,6 +46,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="one line per finished run only: no bar, status line or epoch lines",
     )
+    slurm.add_arguments(p, "confirm workers")
     worker_args(p)
     p.set_defaults(func=run)
 
@@ -60,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from hpo.workers import child_lines, parse_gpus, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    watch_parent(args)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
+    refuse_sqlite_workers(args.storage, args.workers)
+    slurm.check_args(args, lambda flag, value: replaced(args.argv, drop=flag, add=[flag, value]))
+    if args.worker:
+        slurm.install_handlers()
     cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
@@ -75,23 +85,32 @@ def run(args: argparse.Namespace) -> int:
     p = cf.plan(study, args.top, args.seeds)
     pool = DataPool()
     pool.get(space.config({}))  # the study's data must still be there before anything is queued
+    job = None
+    if args.slurm is not None:
+        child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
+        child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
+        child += ["--heartbeat", str(args.heartbeat), "--lines", "epochs"]
+        job = slurm.prepare(args, study.study_name, child, "hpo confirm worker")
+        if job is None:
+            return 0
     companion = cf.open_companion(study, storage)
     if not args.worker:
         cf.fail_dead_runs(companion)
-        added = cf.queue(study, companion, p)
+        cf.queue(study, companion, p)
+    code = 0
+    mode = progress_mode(args)
+    runs = companion.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in runs)
+    todo = sum(t.state == TrialState.WAITING for t in runs)  # queued now or by an earlier start
+    if not args.worker:
         print(
             f"confirming trials {p.trials} of study {study.study_name!r} on fresh seeds "
-            f"{p.seeds}: {len(p.pairs())} runs, {len(added)} to do "
+            f"{p.seeds}: {len(p.pairs())} runs, {todo} to do "
             f"(runs are trials of study {companion.study_name!r})",
             flush=True,
         )
         for note in p.notes:
             print(f"note: {note}", flush=True)
-    code = 0
-    mode = progress_mode(args)
-    runs = companion.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE for t in runs)
-    todo = sum(t.state == TrialState.WAITING for t in runs)
     progress = Progress(
         done + todo,
         mode=mode,
@@ -104,7 +123,27 @@ def run(args: argparse.Namespace) -> int:
         prefix=worker_prefix(args),
         desc="confirm runs" if args.workers == 1 else f"confirm runs ({args.workers} workers)",
     )
-    if args.workers > 1:
+    if job is not None:
+        code = slurm.follow(
+            args,
+            job,
+            companion,
+            done + todo,
+            mode,
+            count=lambda c: sum(t.state == TrialState.COMPLETE for t in c.get_trials()),
+            recover=lambda: (cf.fail_dead_runs(companion), cf.queue(study, companion, p)),
+            progress=dict(
+                label=progress.label, line=progress.line, count=progress.count, best=False
+            ),
+        )
+        if not args.wait or code == 130:
+            if not args.wait:
+                print(
+                    f"once it is done, `hpo confirm --study {study.study_name} --storage "
+                    f"{args.storage}` prints the comparison"
+                )
+            return code
+    elif args.workers > 1:
         child = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]
         child += ["--top", str(args.top), "--seeds", str(args.seeds), "--device", args.device]
         child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]
@@ -121,14 +160,18 @@ def run(args: argparse.Namespace) -> int:
         with progress:
             try:
                 cf.work(companion, progress.started(objective), progress.on_trial)
-            except KeyboardInterrupt:
-                code = 130
+            except KeyboardInterrupt as exc:
+                code = interrupt_code(exc)
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p, storage=args.storage)
     study.set_user_attr("confirm", summary)
     print(cf.format_summary(summary))
-    if code == 130:
+    from hpo.floors import floor_lines
+
+    for line in floor_lines(study):
+        print(line)
+    if code in (130, 143):
         print(
             "interrupted: finished runs are kept; re-run the same command to do the rest",
             file=sys.stderr,

@@ -25,17 +25,31 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.export import export_trial
+    from hpo.export import check_export_targets, export_trial, pick_trial
     from hpo.paths import study_dir
     from hpo.study import load_study
 
     study = load_study(args.storage, args.study)
     out = Path(args.out) if args.out else study_dir(study.study_name) / "best.yaml"
-    path, trial = export_trial(study, out, args.trial, storage=args.storage)
+    check_export_targets(out, args.checkpoint)
+    trial = pick_trial(study, args.trial)
+    if args.checkpoint:  # an unreadable checkpoint entry fails before the YAML is written
+        from hpo.artifacts import existing_artifact_store
+        from hpo.checkpoints import trial_checkpoint
+        from hpo.optuna_internals import storage_of
+
+        store = existing_artifact_store()
+        if store is not None:
+            trial_checkpoint(trial, storage_of(study), store)
+    path, trial = export_trial(study, out, trial.number, storage=args.storage)
     from hpo.confirm import verdict
     from hpo.export import value_text
 
     print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
+    from hpo.floors import check
+
+    if warning := check(study):
+        print(f"warning: {warning}")
     if args.checkpoint:
         from hpo.checkpoints import export_checkpoint
 

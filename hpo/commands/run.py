@@ -10,12 +10,15 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.commands._argv import masked, worker_argv
+from handreid.errors import interrupt_code
+from hpo import slurm
+from hpo.commands._argv import masked, replaced, worker_argv
 from hpo.commands._common import (
     add_command,
     count,
     progress_mode,
     storage_arg,
+    watch_parent,
     worker_args,
     worker_prefix,
 )
@@ -66,7 +69,7 @@ def add_parser(sub) -> None:
         "--pruner",
         default="median",
         choices=PRUNERS,
-        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, with a paired test); none prunes nothing",
+        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, against the best trial corrected for its selection); runs prunes only between folds; baselines never; none prunes nothing",
     )
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the search space's base)")
     p.add_argument(
@@ -124,6 +127,13 @@ def add_parser(sub) -> None:
         "that fall out of the top K (on a journal file the removed ones stay listed on their "
         f"trial pages); 0 keeps none (default {DEFAULT_KEEP})",
     )
+    slurm.add_arguments(p, "hpo run workers")
+    p.add_argument(
+        "--retry-baselines",
+        action="store_true",
+        help="queue again the baselines whose every try failed or was interrupted (after "
+        "the retry limit a baseline is not queued again; `hpo show` lists them)",
+    )
     worker_args(p)
     p.set_defaults(func=run, storage=None)
 
@@ -131,22 +141,30 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from hpo.space import load_space, space_file
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
+    watch_parent(args)
+    slurm.check_args(args, lambda flag, value: replaced(args.argv, drop=flag, add=[flag, value]))
+    if args.worker:
+        slurm.install_handlers()  # in a Slurm task: its signals end the trial cleanly
+    # arguments, storage, search space and config are checked before torch and open_clip
+    # load (seconds): a refusal that needs no model comes at once
+    storage_url, name, gpus = check_run_target(args)
+    space = load_space(space_file(args.space) if args.space else args.backbone)
+    space = space.with_base(**data_changes(args, space))
+    base_cfg = space.config({})
+
     from handreid.config import config_warnings
     from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
     from hpo.listing import summary_lines
     from hpo.objective import DataPool
-    from hpo.space import load_space
     from hpo.storage import open_storage, shown
-    from hpo.study import create_or_resume, make_pruner, make_sampler, process_seed
+    from hpo.study import create_or_resume, finished, make_pruner, make_sampler, process_seed
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
-    storage_url, name, gpus = check_run_target(args)
-    space = load_space(args.space or args.backbone)
     device = resolve_device(args.device) if args.workers == 1 else None
-    space = space.with_base(**data_changes(args, space))
-    base_cfg = space.config({})
     runs = base_cfg.val_folds * base_cfg.val_repeats
     pruner = make_pruner(args.pruner, base_cfg.epochs, base_cfg.warmup_epochs, runs)
     pool = DataPool()
@@ -156,8 +174,14 @@ def run(args: argparse.Namespace) -> int:
     build_model(base_cfg, data.num_classes, data.aspects)
     for message in config_warnings(base_cfg):
         warnings.warn(message, UserWarning, stacklevel=1)
+    job = None
+    if args.slurm is not None:
+        argv = worker_argv(args, storage_url, name, base_cfg.data_root, base_cfg.dataset)
+        job = slurm.prepare(args, name, [*argv, "--lines", "epochs"], "hpo run worker")
+        if job is None:
+            return 0
     if storage_url.startswith(("sqlite:///studies/", "studies/")):
-        Path("studies").mkdir(exist_ok=True)
+        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url, heartbeat=args.heartbeat or None)
     context = {
         "command": "hpo " + shlex.join(masked(args.argv)),
@@ -169,38 +193,72 @@ def run(args: argparse.Namespace) -> int:
     with StorageFailures(storage_url) as guard:
         study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
         guard.study = study
+        if args.retry_baselines and not args.worker:
+            from hpo.baselines import queue_dropped
+
+            for label in queue_dropped(study):
+                print(f"queued baseline {label} again", flush=True)
         seed = process_seed(args.seed)
         study.sampler = make_sampler(args.sampler, seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        workers = f"{args.slurm} Slurm task(s)" if job else f"{args.workers} worker(s)"
         if not args.worker:
             print(
                 f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
                 f"{args.trials} trials, sampler {args.sampler} "
-                f"({f'seed {seed}' if args.workers == 1 else 'a seed per worker'}), pruner "
-                f"{args.pruner}, {args.workers} worker(s), data {base_cfg.data_root}",
+                f"({f'seed {seed}' if args.workers == 1 and not job else 'a seed per worker'}), "
+                f"pruner {args.pruner}, {workers}, data {base_cfg.data_root}",
                 flush=True,
             )
-        if args.workers > 1:
+        _floors_at_start(args, study, base_cfg, pool)
+        if job is not None:
+            code = slurm.follow(args, job, study, args.trials, mode, count=finished)
+            if not args.wait or code == 130:
+                return code
+        elif args.workers > 1:
             code = _run_workers(args, study, storage_url, name, base_cfg, gpus, mode)
         else:
             code = _run_here(args, study, space, device, pool, seed, mode)
         if args.worker:
             return code
-        print("\n".join(summary_lines(study)))
+        from hpo.baselines import dropped_lines
+
+        print("\n".join(summary_lines(study) + dropped_lines(study.get_trials(deepcopy=False))))
         from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
 
         # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
         # the summary above already says so
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         annotate_after_run(study)
-    if code == 130:
+    if code in (130, 143):
         print(
-            "interrupted: the running trials were stopped and marked FAIL; re-run the same command to resume",
+            f"{'terminated' if code == 143 else 'interrupted'}: the running trials were stopped "
+            "and marked FAIL; re-run the same command to resume",
             file=sys.stderr,
         )
     elif code:
         print(f"error: a worker exited with status {code}", file=sys.stderr)
     return code
+
+
+def _floors_at_start(args: argparse.Namespace, study, cfg, pool) -> None:
+    """The study's floors, computed once (a worker or a rerun finds them stored)."""
+    from hpo.floors import ensure_floors, floors_text
+    from hpo.storage import failure_reason
+
+    try:
+        record, computed = ensure_floors(study, cfg, pool.get, args.device)
+    except (RuntimeError, ValueError) as exc:  # out of memory, say: a report, not the study
+        if failure_reason(exc):
+            raise
+        print(
+            f"warning: could not compute the floors: {str(exc).splitlines()[0][:200]}",
+            file=sys.stderr,
+        )
+        return
+    if not args.worker:
+        how = f"computed in {record.get('seconds', 0):.1f} s" if computed else "stored"
+        print(f"{floors_text(record)} ({how})", flush=True)
 
 
 def _run_here(
@@ -212,7 +270,8 @@ def _run_here(
     seed: int,
     mode: str,
 ) -> int:
-    """One worker in this process; 130 after Ctrl-C (or SIGTERM), with no trial left RUNNING."""
+    """One worker in this process; 130 after Ctrl-C (143 after SIGTERM), with no trial left
+    RUNNING."""
     from hpo.artifacts import open_artifact_store
     from hpo.objective import Objective
     from hpo.progress import Progress
@@ -236,14 +295,14 @@ def _run_here(
                 progress.started(objective),
                 args.trials,
                 timeout=args.timeout,
-                on_trial=progress.on_trial,
+                on_trial=lambda s, t: (objective.after_trial(s, t), progress.on_trial(s, t)),
                 suggest=space.suggest,
                 attrs={"sampler_seed": seed},
                 report=progress.note,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             release_own_trials(study, "interrupted")
-            return 130
+            return interrupt_code(exc)
     return 0
 
 

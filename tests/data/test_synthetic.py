@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -83,7 +84,38 @@ def test_writes_into_an_empty_folder_and_stamps_it(tmp_path):
     (tmp_path / "empty").mkdir()
     root = write_synthetic(tmp_path / "empty", ids=2, per_id=2, size=32, seed=3)
     stamp = json.loads((root / STAMP).read_text())
+    files = stamp.pop("files")
     assert stamp == {"ids": 2, "per_id": 2, "size": 32, "seed": 3}
+    # every file synth wrote is listed with its size and SHA-256, and nothing else
+    written = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {STAMP}
+    assert set(files) == written
+    csv_bytes = (root / "HandInfo.csv").read_bytes()
+    assert files["HandInfo.csv"] == [len(csv_bytes), hashlib.sha256(csv_bytes).hexdigest()]
+
+
+def test_force_deletes_nothing_of_real_data_under_a_copied_stamp(tmp_path):
+    """A stamp copied into a real 11k folder whose images have synth's names: --force must
+    not take the names as proof; the images are not the ones the stamp lists."""
+    other = write_synthetic(tmp_path / "other", ids=2, per_id=2, size=32)
+    real = tmp_path / "11k"
+    (real / "Hands").mkdir(parents=True)
+    for p in (other / "Hands").iterdir():
+        (real / "Hands" / p.name).write_bytes(b"a real photo " + p.name.encode())
+    (real / "HandInfo.csv").write_text("real catalogue\n")
+    (real / STAMP).write_bytes((other / STAMP).read_bytes())
+    before = _tree(real)
+    with pytest.raises(DataError, match=r"changed since synth wrote it\); --force replaces only"):
+        write_synthetic(real, ids=2, per_id=2, size=32, force=True)
+    assert _tree(real) == before
+
+
+def test_force_refuses_a_stamp_that_lists_no_files(tmp_path):
+    root = write_synthetic(tmp_path / "s", ids=2, per_id=2, size=32)
+    (root / STAMP).write_text('{"ids": 2, "per_id": 2, "size": 32, "seed": 0}\n')
+    before = _tree(root)
+    with pytest.raises(DataError, match="stamp that lists no files"):
+        write_synthetic(root, ids=2, per_id=2, size=32, force=True)
+    assert _tree(root) == before
 
 
 def test_force_replaces_only_its_own_set(tmp_path):

@@ -41,9 +41,14 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert trials[0].params == baseline
     assert "best trial" in out and "study handreid-tiny-vit: " in out
     assert Path("studies/synthetic-64x16-64px-seed0/HandInfo.csv").is_file()
+    floors = study.user_attrs["floors"]
+    assert "floors (no training; val / test mAP): raw pixels" in out and "(computed in" in out
+    assert floors["backbone_label"] == "untrained tiny-vit"
 
     code, out, err = hpo([*run, "--trials", "6"], capsys)
     assert code == 0, err
+    assert "(stored)" in out and "(computed in" not in out, "the rerun reuses the floors"
+    assert load(storage, "handreid-tiny-vit").user_attrs["floors"] == floors
     trials = load(storage, "handreid-tiny-vit").get_trials()
     assert len(trials) == 6, "the rerun adds exactly two trials"
     assert sum(t.user_attrs.get("baseline") is not None for t in trials) == 1, (
@@ -52,6 +57,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
 
     code, out, _ = hpo(["show"], capsys)
     assert code == 0 and "top trials (val mAP ± SE):" in out
+    assert "floors (no training; val / test mAP)" in out
     code, out, _ = hpo(["ls"], capsys)
     assert code == 0 and "handreid-tiny-vit" in out and "trials 6" in out
 
@@ -64,6 +70,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert f"# trial {best.number}" in text
     assert f"objective (best-epoch validation mAP) {best.value:.4f} +- " in text
     assert "not confirmed" in text
+    assert "# floors (no training; val / test mAP): raw pixels" in text
     space = load_space("tiny-vit")
     cfg = TrainConfig.from_yaml(exported)
     for key, value in best.params.items():
@@ -109,6 +116,10 @@ def test_study_on_the_real_11k_sample(sample_11k, tmp_path, monkeypatch, capsys)
     study = load("sqlite:///studies/handreid.db", "handreid-tiny-vit")
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials()) == 3
     assert study.user_attrs["data"] == str(sample_11k.resolve())
+    # raw pixels beat every 2-epoch tiny-vit here: the run's summary says so
+    pixels_val = study.user_attrs["floors"]["pixels"][0]
+    assert pixels_val > 0.8
+    assert f"the pixel floor ({pixels_val:.3f})" in out and "warning: the best trial" in out
 
 
 def no_study_created(tmp_path: Path) -> bool:

@@ -10,6 +10,7 @@ import yaml
 from optuna.trial import TrialState
 
 from handreid.engine import FitResult
+from handreid.errors import UserError
 from hpo import confirm as cf
 from hpo.export import export_trial, pick_trial
 from hpo.objective import Objective
@@ -40,15 +41,12 @@ def config_key(cfg) -> int:
     return int(round(cfg.lr_modules * 1e9)) % 2**31
 
 
-def stub_fit(
-    effect, noise=0.01, calls=None, interrupt_on=None, peak=None, configs=None, per_config=True
-):
+def stub_fit(effect, noise=0.01, calls=None, interrupt_on=None, peak=None, configs=None):
     """Val mAP at the peak epoch (the last one unless ``peak``, 0-based, is given) =
     effect(cfg) + 0.02 * fold + how this config fares on the fold's identities (shared by its
     seeds) + seed noise, each noise term with SD ``noise`` and depending on the config, so
     paired differences vary; 0.01 less per epoch away from the peak. Identity AP sums for 6
-    identities per fold pool to the value; ``configs`` collects every config trained.
-    ``per_config=False``: seed noise only, the same for every config on a (seed, fold)."""
+    identities per fold pool to the value; ``configs`` collects every config trained."""
 
     def fit(cfg, *, callbacks=(), device=None, data=None):
         if configs is not None:
@@ -57,9 +55,8 @@ def stub_fit(
             calls.append((cfg.lr_modules, cfg.val_fold, cfg.seed))
             if interrupt_on is not None and len(calls) == interrupt_on:
                 raise KeyboardInterrupt
-        key = config_key(cfg) if per_config else 0
+        key = config_key(cfg)
         identity = np.random.default_rng([cfg.val_fold, key, 11]).normal(0, noise)
-        identity = identity if per_config else 0.0
         rng = np.random.default_rng([cfg.seed, cfg.val_fold, key, 7])
         value = effect(cfg) + 0.02 * cfg.val_fold + identity + rng.normal(0, noise)
         top = cfg.epochs - 1 if peak is None else peak
@@ -144,24 +141,23 @@ def test_repeats_train_on_consecutive_seeds_of_one_split():
 
 def test_a_trial_clearly_worse_on_the_first_folds_is_pruned_between_folds():
     study, space = make_study()
+    for _ in range(2):  # the noise estimate needs two complete trials besides the baseline's
+        study.enqueue_trial({"lr_modules": 1e-3})
     effect = lambda cfg: 0.8 if cfg.lr_modules == 1e-3 else 0.5  # noqa: E731
     calls = []
-    run_until(study, objective(space, stub_fit(effect, calls=calls)), 2)
-    baseline, worse = study.get_trials()[:2]
-    assert baseline.state == TrialState.COMPLETE
+    run_until(study, objective(space, stub_fit(effect, calls=calls)), 4)
+    *good, worse = study.get_trials()[:4]
+    assert all(t.state == TrialState.COMPLETE for t in good)
     assert worse.state == TrialState.PRUNED
-    assert worse.user_attrs["pruned_at"] == "after fold 2/3"
-    assert "paired t test" in worse.user_attrs["prune_reason"]
-    assert worse.user_attrs["fold_values"] == pytest.approx([0.5, 0.52], abs=0.05)
-    assert len(calls) == 3 + 2, "the pruned trial never trained its third fold"
+    assert worse.user_attrs["pruned_at"] == "after fold 1/3"
+    assert "corrected for that selection" in worse.user_attrs["prune_reason"]
+    assert worse.user_attrs["fold_values"] == pytest.approx([0.5], abs=0.05)
+    assert len(calls) == 3 * 3 + 1, "the pruned trial never trained its second fold"
 
 
 def test_a_trial_as_good_as_the_best_is_not_pruned_between_folds():
     study, space = make_study()
-    # per_config=False: the between-runs paired t test against the best trial prunes equal
-    # trials too often once paired differences vary (trial 3 here, at p=0.031)
-    fit = stub_fit(lambda cfg: 0.8, noise=0.03, per_config=False)
-    run_until(study, objective(space, fit), 4)
+    run_until(study, objective(space, stub_fit(lambda cfg: 0.8, noise=0.03)), 4)
     assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
 
 
@@ -327,21 +323,34 @@ def test_fixed_epochs_is_the_median_best_epoch_after_the_warmup():
     assert cf.fixed_epochs(t, space) == 2  # warmup_epochs 1: the schedule must leave warm-up
 
 
-def test_confirm_races_every_baseline_of_the_space_even_a_pruned_one():
+def test_confirm_races_every_baseline_of_the_space_even_a_failed_one():
     two = {**SPACE, "baselines": [*SPACE["baselines"], {"name": "fast", "lr_modules": 1e-2}]}
-    study, space = make_study(two, pruner=PruneAtStep(2))  # prunes trial 1 at its epoch 2
-    run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 3)
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[1] == TrialState.PRUNED and study.get_trials()[1].user_attrs["baseline"] == "fast"
+    study, space = make_study(two)
+    working = stub_fit(lr_effect)
+
+    def broken_for_fast(cfg, **kw):  # the "fast" baseline fails in the study, every retry too
+        if cfg.lr_modules == 1e-2:
+            raise RuntimeError("out of luck")
+        return working(cfg, **kw)
+
+    with pytest.raises(UserError, match="3 trials failed in a row"):
+        run_until(study, objective(space, broken_for_fast, prune_between_runs=False), 3)
+    fast = [t for t in study.get_trials() if t.user_attrs.get("baseline") == "fast"]
+    assert study.get_trials()[0].state == TrialState.COMPLETE
+    assert not any(t.state == TrialState.COMPLETE for t in fast)
     calls = []
     p, _, summary = confirmed(study, space, stub_fit(lr_effect, calls=calls), top=1)
-    assert p.baselines == [0, 1]
+    assert p.baselines == [0, fast[-1].number]
     assert {lr for lr, *_ in calls} >= {1e-3, 1e-2}
-    assert p.epochs[1] == 3  # no complete runs: the config's own epochs
+    assert p.epochs[fast[-1].number] == 3  # no complete runs: the config's own epochs
     rows = {r["trial"]: r for r in summary["rows"]}
-    assert rows[1]["role"] == "baseline" and rows[1]["state"] == "PRUNED" and rows[1]["n"] == 6
-    assert rows[1]["vs_baseline"] is not None  # compared with the reference baseline, trial 0
-    assert "-" in cf.format_summary(summary)  # its objective: none, it never completed
+    row = rows[fast[-1].number]
+    assert row["role"] == "baseline" and row["state"] in ("FAIL", "WAITING") and row["n"] == 6
+    assert row["objective"] is None  # shown as "-" in the table
+    # compared with the reference baseline, the better confirmed of the two
+    assert summary["reference_baseline"] in p.baselines
+    compared = [r for r in summary["rows"] if r["trial"] != summary["reference_baseline"]]
+    assert all(r["vs_baseline"] is not None for r in compared)
 
 
 def test_a_baseline_without_a_trial_is_named_with_the_reason():

@@ -60,6 +60,7 @@ def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsy
     assert len(summary["rows"]) >= 2  # a searched trial and the baseline
     assert all(r["n"] == 6 for r in summary["rows"])  # 2 seeds x 3 folds per config
     assert "95% CI" in out and "baseline" in out
+    assert "floors (no training; val / test mAP): raw pixels" in out
 
     code, out, err = hpo(["export", "--study", NAME], capsys)
     assert code == 0, err
@@ -68,6 +69,7 @@ def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsy
     winner = summary["winner"]
     assert any(line.startswith(f"# trial {winner}") for line in header)
     assert any("confirmed on fresh training seeds [1, 2]" in h and "95% CI" in h for h in header)
+    assert any(h.startswith("# floors (no training") for h in header)
     assert any(
         "baseline" in h and ("distinguishable" in h or "best confirmed" in h) for h in header
     )
@@ -131,3 +133,23 @@ def test_a_killed_confirm_resumes_without_repeating_finished_runs(tmp_path, caps
         set(summary["candidates"]) | set(summary["baselines"])
     )
     assert sum(t.state == TrialState.FAIL for t in trials) == 1  # the killed run, failed once
+
+
+def test_a_resumed_confirm_counts_the_runs_queued_before_as_to_do(
+    tmp_path, monkeypatch, capsys, synthetic_root
+):
+    """The runs an interrupted confirm queued but never ran are run by the next start: its
+    first line counts them."""
+    from hpo import confirm
+    from tests.test_bad_input import study_with_space
+
+    monkeypatch.chdir(tmp_path)
+    study_with_space(trials=("complete", "complete"))(tmp_path, synthetic_root)
+    monkeypatch.setattr(confirm, "work", lambda *args, **kwargs: 0)  # stops before any run
+    argv = ["confirm", "--study", "handreid-tiny-vit", "--top", "1", "--seeds", "2", "--quiet"]
+    code, out, err = hpo(argv, capsys)
+    assert code == 0, err
+    assert ": 2 runs, 2 to do" in out
+    code, out, err = hpo(argv, capsys)  # resumed: the two queued runs are still to do
+    assert code == 0, err
+    assert ": 2 runs, 2 to do" in out, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -168,3 +169,31 @@ def test_resume_with_a_different_space_is_refused():
     other = space.with_base(epochs=3)
     with pytest.raises(UserError, match="different search space"):
         create_or_resume(study._storage, "s", other, sampler=None, pruner=None, context={})
+
+
+def test_value_se_counts_repeats_of_a_fold_once():
+    from hpo.objective import RunResult, value_se
+
+    rng = np.random.default_rng(0)
+    aps = [
+        {f"f{k}-{i}": [4 * a, 4] for i, a in enumerate(rng.uniform(0.6, 1.0, size=8))}
+        for k in range(3)
+    ]
+
+    def runs(repeats):
+        return [
+            RunResult(
+                fold=k,
+                seed=r,
+                value=0.8,
+                best_epoch=1,
+                epochs_run=1,
+                status="completed",
+                metrics={},
+                identity_ap=aps[k],
+            )
+            for r in range(repeats)
+            for k in range(3)
+        ]
+
+    assert value_se(runs(3), folds=3) == pytest.approx(value_se(runs(1), folds=3), rel=0.02)

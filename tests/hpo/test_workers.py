@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -215,6 +216,53 @@ def test_sigint_to_the_parent_leaves_no_running_trial(synthetic_root, tmp_path):
     assert parent.returncode != 0
     assert "interrupted" in err
     trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state in FINISHED for t in trials) < 30
+
+
+@pytest.mark.slow
+def test_workers_of_a_sigkilled_parent_stop_and_leave_no_running_trial(synthetic_root, tmp_path):
+    storage = str(tmp_path / "study.log")
+    parent = subprocess.Popen(
+        run_args(synthetic_root, storage, "k", 30, 4, 2),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids: list[int] = []
+    try:
+
+        def running():
+            if not Path(storage).exists():
+                return False
+            try:
+                study = optuna.load_study(
+                    study_name="k", storage=open_storage(storage, create=False)
+                )
+            except (KeyError, StorageError):
+                return False
+            trials = study.get_trials(states=(TrialState.RUNNING,))
+            workers = {t.user_attrs.get("worker") for t in trials} - {None}
+            return study if len(workers) == 2 else False
+
+        study = wait_for(running, 300, "both workers running a trial")
+        pids += [
+            int(t.user_attrs["worker"].rpartition(":")[2])
+            for t in study.get_trials(states=(TrialState.RUNNING,))
+        ]
+        parent.kill()  # SIGKILL: the parent cannot stop its workers
+        parent.wait(timeout=30)
+
+        def all_gone():
+            return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+        wait_for(all_gone, 120, "the orphaned workers to stop")
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    trials = optuna.load_study(study_name="k", storage=open_storage(storage)).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.state in FINISHED for t in trials) < 30
 

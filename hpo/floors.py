@@ -1,0 +1,169 @@
+"""A study's floors (``handreid.floors``): computed once, stored on the study, shown beside
+every value, and named in words when the winner does not clear them.
+
+The record is the study user attribute ``floors`` (well under 200 characters), keyed by a
+digest of the split (every fold's identity digest, the query/gallery splits, the input size
+and the backbone): a second worker, a resumed run or a rerun finds it and computes nothing.
+
+The winner's interval is the confirmed 95 % CI of ``hpo confirm``'s winner when a confirm
+exists, else the best trial's value ± 2 SE. It *clears* the floors when its lower end is above
+the higher validation floor; otherwise every place that shows the floors says so.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+ATTR = "floors"
+_NAMES = {"pixels": "pixel floor", "backbone": "backbone floor"}
+
+
+def stored(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's floors record, or None (studies made before floors existed)."""
+    record = study.user_attrs.get(ATTR)
+    return record if isinstance(record, dict) and "pixels" in record else None
+
+
+def ensure_floors(study: optuna.Study, cfg, data_for, device=None) -> tuple[dict, bool]:
+    """The study's floors for ``cfg`` (its base config): the stored record when its key
+    matches, else computed now and stored. Returns ``(record, computed)``.
+
+    The key needs only the identity splits (read from the CSV, no image decoded), so a worker
+    that finds the record does no inference at all.
+    """
+    from handreid.data import load_splits
+    from handreid.floors import compute_floors, floors_key, fold_configs
+
+    with warnings.catch_warnings():  # missing images were reported when the data was prepared
+        warnings.simplefilter("ignore", UserWarning)
+        digests = [load_splits(c).identity_lists()["digest"] for c in fold_configs(cfg)]
+    key = floors_key(cfg, digests)
+    record = stored(study)
+    if record is not None and record.get("key") == key:
+        return record, False
+    record = compute_floors(cfg, data_for, device).record()
+    study.set_user_attr(ATTR, record)
+    return record, True
+
+
+def higher_floor(record: dict) -> tuple[str, float] | None:
+    """(kind, value) of the higher validation floor; None when neither has a val value."""
+    vals = [(k, record[k][0]) for k in _NAMES if record.get(k) and record[k][0] is not None]
+    return max(vals, key=lambda kv: kv[1]) if vals else None
+
+
+def winner_interval(study: optuna.Study) -> dict[str, Any] | None:
+    """The interval the floors are checked against: ``{trial, source, value, lo, hi}``.
+
+    ``source`` is ``confirmed`` (the confirm winner's 95 % CI) or ``best trial`` (the study's
+    best value ± 2 SE; a value without SE is its own interval)."""
+    summary = study.user_attrs.get("confirm") or {}
+    winner = summary.get("winner")
+    for row in summary.get("rows") or []:
+        ci = row.get("ci")
+        if row.get("trial") == winner and ci and None not in ci:
+            lo, hi = (float(v) for v in ci)
+            if math.isfinite(lo) and math.isfinite(hi):
+                value = float(row.get("mean", (lo + hi) / 2))
+                return {"trial": winner, "source": "confirmed", "value": value, "lo": lo, "hi": hi}
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    best = max(done, key=lambda t: t.value)
+    se = best.user_attrs.get("value_se")
+    se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else 0.0
+    return {
+        "trial": best.number,
+        "source": "best trial",
+        "value": best.value,
+        "lo": best.value - 2 * se,
+        "hi": best.value + 2 * se,
+    }
+
+
+def floors_text(record: dict) -> str:
+    """``floors (no training; val / test mAP): raw pixels 0.827 / 0.820, untrained tiny-vit
+    0.730 / 0.722``."""
+
+    def pair(values) -> str:
+        val, test = values
+        return f"{'-' if val is None else f'{val:.3f}'} / {test:.3f}"
+
+    label = record.get("backbone_label") or "backbone"
+    return (
+        f"floors (no training; val / test mAP): raw pixels {pair(record['pixels'])}, "
+        f"{label} {pair(record['backbone'])}"
+    )
+
+
+def check(study: optuna.Study, record: dict | None = None) -> str | None:
+    """One sentence when the winner's interval does not clear the higher validation floor,
+    e.g. ``the confirmed winner, trial 4 (95% CI 0.781 to 0.812), is below the pixel floor
+    (0.827)``; None when it clears it or there is nothing to compare."""
+    record = record if record is not None else stored(study)
+    if record is None:
+        return None
+    floor = higher_floor(record)
+    win = winner_interval(study)
+    if floor is None or win is None or win["lo"] > floor[1]:
+        return None
+    kind, value = floor
+    if win["source"] == "confirmed":
+        who = f"the confirmed winner, trial {win['trial']} (95% CI {win['lo']:.3f} to {win['hi']:.3f}),"
+    else:
+        who = (
+            f"the best trial {win['trial']} (val mAP {win['value']:.3f}, ± 2 SE: "
+            f"{win['lo']:.3f} to {win['hi']:.3f})"
+        )
+    where = "is below" if win["hi"] < value else "does not clear"
+    return f"{who} {where} the {_NAMES[kind]} ({value:.3f})"
+
+
+def floor_lines(study: optuna.Study) -> list[str]:
+    """The floors line, and the warning when the winner does not clear them; [] without floors."""
+    record = stored(study)
+    if record is None:
+        return []
+    warning = check(study, record)
+    return [floors_text(record)] + ([f"warning: {warning}"] if warning else [])
+
+
+def floors_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """``hpo show --json``'s ``floors``: the record, the winner's interval, whether it clears
+    the higher floor, and the same words as the text."""
+    record = stored(study)
+    if record is None:
+        return None
+    floor = higher_floor(record)
+    win = winner_interval(study)
+    warning = check(study, record)
+    return {
+        "pixels": {"val": record["pixels"][0], "test": record["pixels"][1]},
+        "backbone": {"val": record["backbone"][0], "test": record["backbone"][1]},
+        "backbone_label": record.get("backbone_label"),
+        "key": record.get("key"),
+        "seconds": record.get("seconds"),
+        "higher": {"kind": floor[0], "val": floor[1]} if floor else None,
+        "winner": win,
+        "clears": None if floor is None or win is None else warning is None,
+        "text": floors_text(record),
+        "warning": warning,
+    }
+
+
+__all__ = [
+    "ATTR",
+    "check",
+    "ensure_floors",
+    "floor_lines",
+    "floors_summary",
+    "floors_text",
+    "higher_floor",
+    "stored",
+    "winner_interval",
+]

@@ -1,0 +1,202 @@
+"""A study's floors: computed once per split, reused by workers and reruns, and shown (with
+the warning when the winner does not clear them) by show, show --json, the note, the report's
+value figures, the export header and confirm."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+import handreid.floors
+from hpo import floors as hf
+
+PIXEL_FLOOR = {
+    "key": "abc123def456",
+    "pixels": [0.827, 0.82],
+    "backbone": [0.7301, 0.7222],
+    "backbone_label": "untrained tiny-vit",
+    "seconds": 1.5,
+}
+
+
+def study_with(
+    values: list[tuple[float, float | None]], floors: dict | None = PIXEL_FLOOR
+) -> optuna.Study:
+    """An in-memory study with complete trials of (value, value_se) and the floors record."""
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for i, (value, se) in enumerate(values):
+        attrs = {"value_se": se, "n_folds": 1, "fold_values": [value]} if se is not None else {}
+        if i == 0:
+            attrs["baseline"] = "default"
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": 1e-3 * (i + 1)},
+                distributions=dist,
+                value=value,
+                user_attrs=attrs,
+                intermediate_values={1: value},
+            )
+        )
+    if floors is not None:
+        study.set_user_attr(hf.ATTR, floors)
+    return study
+
+
+def confirm_summary(winner: int, ci: list[float], mean: float) -> dict:
+    row = {
+        "trial": winner,
+        "role": "candidate",
+        "baseline": "",
+        "objective": mean,
+        "objective_se": 0.02,
+        "mean": mean,
+        "se": 0.01,
+        "ci": ci,
+        "n": 3,
+        "vs_baseline": None,
+        "vs_incumbent": None,
+        "best_epochs": [2, 2, 2],
+    }
+    return {
+        "seeds": [1, 2, 3],
+        "candidates": [winner],
+        "baselines": [],
+        "incumbent": winner,
+        "reference_baseline": None,
+        "winner": winner,
+        "rows": [row],
+        "complete": True,
+        "folds": 1,
+        "level": 0.95,
+        "updated": "2026-12-03 06:00:00",
+    }
+
+
+# ---- computed once per split ----------------------------------------------------------------
+def test_floors_are_computed_once_and_reused_by_a_worker_or_rerun(tiny_cfg, tmp_path, monkeypatch):
+    calls = []
+    real = handreid.floors.evaluate_features
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(handreid.floors, "evaluate_features", counting)
+    storage = f"sqlite:///{tmp_path / 'f.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    record, computed = hf.ensure_floors(study, tiny_cfg, handreid.floors.prepare_data, "cpu")
+    assert computed and len(calls) == 4, "val and test, pixels and backbone"
+    assert study.user_attrs[hf.ATTR] == record
+    assert len(json.dumps(record)) < 200
+
+    worker = optuna.load_study(study_name="s", storage=storage)  # another process, a rerun
+    again, computed = hf.ensure_floors(worker, tiny_cfg, handreid.floors.prepare_data, "cpu")
+    assert not computed and again == record and len(calls) == 4, "nothing evaluated again"
+
+    # another split is another key: computed anew and stored in place of the old record
+    other, computed = hf.ensure_floors(
+        worker, tiny_cfg.replace(split_seed=7), handreid.floors.prepare_data, "cpu"
+    )
+    assert computed and other["key"] != record["key"] and len(calls) == 8
+    assert optuna.load_study(study_name="s", storage=storage).user_attrs[hf.ATTR] == other
+
+
+# ---- the check ------------------------------------------------------------------------------
+def test_best_value_plus_two_se_below_the_pixel_floor_is_named():
+    study = study_with([(0.70, 0.02), (0.79, 0.015)])
+    win = hf.winner_interval(study)
+    assert win["source"] == "best trial" and win["trial"] == 1
+    assert (win["lo"], win["hi"]) == pytest.approx((0.76, 0.82))
+    text = hf.check(study)
+    assert "below the pixel floor (0.827)" in text and "trial 1" in text
+
+
+def test_an_interval_that_reaches_the_floor_does_not_clear_it():
+    study = study_with([(0.80, 0.02)])  # 0.76 to 0.84 spans 0.827
+    text = hf.check(study)
+    assert "does not clear the pixel floor (0.827)" in text and "below" not in text
+
+
+def test_a_winner_clear_of_the_floor_gets_no_warning():
+    study = study_with([(0.90, 0.02)])
+    assert hf.check(study) is None
+    assert hf.floor_lines(study) == [
+        "floors (no training; val / test mAP): raw pixels 0.827 / 0.820, "
+        "untrained tiny-vit 0.730 / 0.722"
+    ]
+
+
+def test_the_higher_floor_is_the_one_checked():
+    backbone_high = {**PIXEL_FLOOR, "pixels": [0.5, 0.5], "backbone": [0.86, 0.8]}
+    study = study_with([(0.84, 0.005)], floors=backbone_high)
+    assert "below the backbone floor (0.860)" in hf.check(study)
+
+
+def test_the_confirmed_ci_replaces_the_best_value_when_a_confirm_exists():
+    study = study_with([(0.95, 0.01), (0.70, 0.01)])
+    assert hf.check(study) is None  # 0.93 .. 0.97 clears 0.827
+    study.set_user_attr("confirm", confirm_summary(0, [0.78, 0.81], 0.795))
+    text = hf.check(study)
+    assert text.startswith("the confirmed winner, trial 0 (95% CI 0.780 to 0.810)")
+    assert "below the pixel floor (0.827)" in text
+
+
+def test_no_floors_no_lines():
+    study = study_with([(0.5, 0.1)], floors=None)
+    assert hf.floor_lines(study) == [] and hf.floors_summary(study) is None
+
+
+# ---- where it shows -------------------------------------------------------------------------
+def test_show_text_and_json_carry_the_floors_and_the_warning():
+    from hpo.listing import show_text, study_summary
+
+    study = study_with([(0.70, 0.02), (0.79, 0.015)])
+    text = show_text(study)
+    assert "floors (no training; val / test mAP): raw pixels 0.827 / 0.820" in text
+    assert "warning: the best trial 1" in text and "below the pixel floor (0.827)" in text
+    data = json.loads(json.dumps(study_summary(study)))
+    floors = data["floors"]
+    assert floors["pixels"] == {"val": 0.827, "test": 0.82}
+    assert floors["backbone"] == {"val": 0.7301, "test": 0.7222}
+    assert floors["higher"] == {"kind": "pixels", "val": 0.827}
+    assert floors["clears"] is False and "below the pixel floor (0.827)" in floors["warning"]
+    clear = study_summary(study_with([(0.9, 0.01)]))["floors"]
+    assert clear["clears"] is True and clear["warning"] is None
+
+
+def test_export_header_says_the_winner_is_below_the_floor(tmp_path):
+    from hpo.export import export_header
+
+    study = study_with([(0.70, 0.02), (0.79, 0.015)])
+    header = export_header(study, study.best_trial, "")
+    assert any(line.startswith("floors (no training") for line in header)
+    assert any("below the pixel floor (0.827)" in line for line in header)
+    clear = study_with([(0.9, 0.01)])
+    assert not any("floor (" in line for line in export_header(clear, clear.best_trial, ""))
+
+
+def test_the_note_has_a_floors_section_with_the_warning():
+    from hpo.report import study_note
+
+    note = study_note(study_with([(0.70, 0.02), (0.79, 0.015)]))
+    section = note.split("### Floors", 1)[1]
+    assert "raw pixels 0.827 / 0.820" in section
+    assert "below the pixel floor (0.827)" in section.split("###")[0]
+
+
+def test_value_figures_draw_a_line_at_each_val_floor():
+    from hpo.figures import study_figures
+
+    study = study_with([(0.70, 0.02), (0.79, 0.015)])
+    figs = study_figures(study, ("value_se", "intermediate", "curves", "parallel"))
+    for name in ("value_se", "intermediate", "curves"):
+        lines = sorted(s.y0 for s in figs.figures[name].layout.shapes)
+        assert lines == pytest.approx([0.7301, 0.827]), name
+        labels = [a.text for a in figs.figures[name].layout.annotations]
+        assert "floor: raw pixels 0.827" in labels, name
+    assert not figs.figures["parallel"].layout.shapes
+    without = study_figures(study_with([(0.70, 0.02)], floors=None), ("value_se",))
+    assert not without.figures["value_se"].layout.shapes

@@ -347,6 +347,8 @@ class FitResult:
     data: PreparedData = field(repr=False)
     # identity -> [AP sum, queries] on the validation set at the best epoch (empty for refit)
     val_identity_ap: dict[str, list] = field(default_factory=dict, repr=False)
+    # the same at the last validated epoch (a run of fixed length is measured there)
+    last_identity_ap: dict[str, list] = field(default_factory=dict, repr=False)
 
     @property
     def epochs_run(self) -> int:
@@ -439,6 +441,7 @@ def fit(
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, status = {}, -1, None, "completed"
     best_ap: dict[str, list] = {}
+    last_ap: dict[str, list] = {}
     validate = len(data.val.ids) > 0  # a refit has no validation identities: last epoch wins
     epochs_bar = tqdm(range(cfg.epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in epochs_bar:
@@ -476,10 +479,11 @@ def fit(
         metrics["seconds"] = time.perf_counter() - epoch_start  # training and validation
         history.append({"epoch": epoch, **metrics})
         log.info(_epoch_line(epoch, cfg, metrics))
+        last_ap = {data.eval_names[i]: v for i, v in sorted(val.get("identity_ap", {}).items())}
         if best_epoch < 0 or metrics["mAP"] > best["mAP"]:
             best, best_epoch = {k: metrics[k] for k in METRICS}, epoch
             best_state = _snapshot(model)
-            best_ap = {data.eval_names[i]: v for i, v in sorted(val.get("identity_ap", {}).items())}
+            best_ap = last_ap
         try:
             for cb in callbacks:
                 cb(epoch, dict(metrics))
@@ -493,7 +497,16 @@ def fit(
         model.load_state_dict(best_state, strict=False)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return FitResult(
-        history, best_epoch, best, status, time.perf_counter() - start, peak, model, data, best_ap
+        history,
+        best_epoch,
+        best,
+        status,
+        time.perf_counter() - start,
+        peak,
+        model,
+        data,
+        best_ap,
+        last_ap,
     )
 
 

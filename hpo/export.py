@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -100,17 +99,22 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
     ]
     summary = current(study) or {}
     rows = {r["trial"]: r for r in summary.get("rows", [])}
-    epochs = trial.user_attrs.get("best_epochs") or []
+    epochs = None
     if trial.number in rows:
         r = rows[trial.number]
         lo, hi = r["ci"]
+        epochs = r.get("epochs")
+        at = f" at epoch {epochs}" if epochs else ""
+        seeds = summary["seeds"]
+        if not summary.get("complete", True) and "complete_seeds" in summary:
+            done = summary["complete_seeds"]
+            seeds = f"{done} (partial: {len(done)} of {len(seeds)} seeds)"
         lines.append(
-            f"confirmed on fresh training seeds {summary['seeds']}: mean validation mAP "
+            f"confirmed on fresh training seeds {seeds}: mean validation mAP{at} "
             f"{r['mean']:.4f} (95% CI {lo:.4f} to {hi:.4f}, {r['n']} runs)"
         )
         if summary.get("winner") == trial.number:
             lines.append(verdict(summary))
-        epochs = r.get("best_epochs") or epochs
     elif summary:
         lines.append(f"not among the confirmed trials; `hpo show` lists them ({verdict(summary)})")
     else:
@@ -122,11 +126,16 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
     lines.append(
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>"
     )
+    why = "the epochs its confirm runs trained and were measured at"
+    if epochs is None and trial.user_attrs.get("best_epochs"):
+        from hpo.confirm import fixed_epochs
+
+        epochs = fixed_epochs(trial, study_space(study))
+        why = "the trial's median best epoch, what `hpo confirm` would train"
     if epochs:
-        n = round(statistics.median(epochs))
         lines.append(
             "final model on all training identities (published protocol): handreid train "
-            f"--config <this file> --refit --set epochs={n}"
+            f"--config <this file> --refit --set epochs={epochs} ({why})"
         )
     return lines
 

@@ -69,13 +69,25 @@ def run_label(cfg: TrainConfig, index: int) -> str:
     return "".join(f"{p}, " for p in parts)
 
 
+def fixed_length(cfg: TrainConfig, epochs: int | None) -> TrainConfig:
+    """``cfg`` trained for exactly ``epochs`` (no early stopping), or unchanged for None.
+
+    ``hpo confirm`` measures a config the way its final model is trained: a fixed number of
+    epochs, the value read at the last one (``Objective`` does so for runs queued with the
+    ``train_epochs`` attribute).
+    """
+    if epochs is None:
+        return cfg
+    return cfg.replace(epochs=int(epochs), early_stop_patience=0)
+
+
 @dataclass
 class RunResult:
     """One training run's outcome, as stored and compared."""
 
     fold: int
     seed: int
-    value: float  # best val mAP
+    value: float  # best val mAP (the last epoch's for a fixed-length run)
     best_epoch: int  # 1-based
     epochs_run: int
     status: str
@@ -215,7 +227,10 @@ class Objective:
         pruning = None
         self.epochs, self._plan = [], []
         try:
-            cfg = self.space.config(self.space.suggest(trial))
+            cfg = fixed_length(
+                self.space.config(self.space.suggest(trial)), trial.user_attrs.get("train_epochs")
+            )
+            fixed = "train_epochs" in trial.user_attrs
             self._record_config(trial, cfg)
             # a trial runs on the base seeds; ``hpo confirm`` sets an offset for fresh ones
             offset = int(trial.user_attrs.get("seed_offset", 0))
@@ -236,7 +251,7 @@ class Objective:
                 )
                 epoch_log = _EpochLog(trial, run_cfg, index, where, self.epochs, self.on_epoch)
                 keep = (trial, len(configs)) if index == 0 and self.keeper is not None else None
-                runs.append(self._run(run_cfg, [epoch_log, pruning], where, keep))
+                runs.append(self._run(run_cfg, [epoch_log, pruning], where, keep, fixed))
                 if self.prune_between_runs and len(runs) < len(configs):
                     trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
                     reason = not is_baseline(trial) and between_runs_prune(
@@ -297,9 +312,10 @@ class Objective:
                 trial.set_user_attr(key, value)
 
     def _run(
-        self, cfg: TrainConfig, callbacks: list, where: str = "", keep_model=None
+        self, cfg: TrainConfig, callbacks: list, where: str = "", keep_model=None, fixed=False
     ) -> RunResult:
-        """One fit(); ``keep_model`` = (trial, runs) snapshots the model for a checkpoint."""
+        """One fit(); ``keep_model`` = (trial, runs) snapshots the model for a checkpoint;
+        ``fixed``: the run's value is its last epoch's, not its best's."""
         data = self.data.get(cfg)
         result = self.fit_fn(cfg, callbacks=callbacks, device=self.device, data=data)
         try:
@@ -310,15 +326,20 @@ class Objective:
             if keep_model is not None:
                 self._snapshot_model(cfg, result, *keep_model)
             splits = getattr(result.data, "splits", None)
+            at, epoch = result.best, result.best_epoch
+            identity_ap = getattr(result, "val_identity_ap", {})
+            if fixed:
+                at, epoch = result.history[-1], result.epochs_run - 1
+                identity_ap = getattr(result, "last_identity_ap", {})
             return RunResult(
                 fold=cfg.val_fold,
                 seed=cfg.seed,
-                value=float(result.best_map),
-                best_epoch=result.best_epoch + 1,
+                value=float(at["mAP"]),
+                best_epoch=epoch + 1,
                 epochs_run=result.epochs_run,
                 status=result.status,
-                metrics={k: float(result.best[k]) for k in METRICS},
-                identity_ap=dict(getattr(result, "val_identity_ap", {}) or {}),
+                metrics={k: float(at[k]) for k in METRICS},
+                identity_ap=dict(identity_ap or {}),
                 identities=splits.identity_lists() if splits is not None else {},
                 seconds=result.seconds,
                 peak_memory_bytes=result.peak_memory_bytes,
@@ -452,6 +473,7 @@ __all__ = [
     "METRICS",
     "Objective",
     "RunResult",
+    "fixed_length",
     "run_configs",
     "summarize",
 ]

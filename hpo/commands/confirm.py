@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
+        for note in p.notes:
+            print(f"note: {note}", flush=True)
     progress = Progress(
         done + todo,
         mode=mode,
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 code = interrupt_code(exc)
     if args.worker:
         return code
-    summary = cf.summarize(study, companion, p)
+    summary = cf.summarize(study, companion, p, storage=args.storage)
     cf.store(study, summary)
     print(cf.format_summary(summary))
     from hpo.floors import floor_lines

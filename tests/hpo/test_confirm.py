@@ -10,6 +10,7 @@ import yaml
 from optuna.trial import TrialState
 
 from handreid.engine import FitResult
+from handreid.errors import UserError
 from hpo import confirm as cf
 from hpo.export import export_trial, pick_trial
 from hpo.objective import Objective
@@ -36,29 +37,47 @@ class StubPool:
         return None
 
 
-def stub_fit(effect, noise=0.01, calls=None, interrupt_on=None):
-    """Best val mAP = effect(cfg) + 0.02 * fold + seed noise, reached at the last epoch;
-    identity AP sums for 6 identities per fold that pool to that value."""
+def config_key(cfg) -> int:
+    return int(round(cfg.lr_modules * 1e9)) % 2**31
+
+
+def stub_fit(effect, noise=0.01, calls=None, interrupt_on=None, peak=None, configs=None):
+    """Val mAP at the peak epoch (the last one unless ``peak``, 0-based, is given) =
+    effect(cfg) + 0.02 * fold + how this config fares on the fold's identities (shared by its
+    seeds) + seed noise, each noise term with SD ``noise`` and depending on the config, so
+    paired differences vary; 0.01 less per epoch away from the peak. Identity AP sums for 6
+    identities per fold pool to the value; ``configs`` collects every config trained."""
 
     def fit(cfg, *, callbacks=(), device=None, data=None):
+        if configs is not None:
+            configs.append(cfg)
         if calls is not None:
             calls.append((cfg.lr_modules, cfg.val_fold, cfg.seed))
             if interrupt_on is not None and len(calls) == interrupt_on:
                 raise KeyboardInterrupt
-        rng = np.random.default_rng([cfg.seed, cfg.val_fold, 7])
-        value = effect(cfg) + 0.02 * cfg.val_fold + rng.normal(0, noise)
-        history, best = [], {}
+        key = config_key(cfg)
+        identity = np.random.default_rng([cfg.val_fold, key, 11]).normal(0, noise)
+        rng = np.random.default_rng([cfg.seed, cfg.val_fold, key, 7])
+        value = effect(cfg) + 0.02 * cfg.val_fold + identity + rng.normal(0, noise)
+        top = cfg.epochs - 1 if peak is None else peak
+        history, best, best_epoch = [], {}, 0
         for epoch in range(cfg.epochs):
-            m = value - 0.01 * (cfg.epochs - 1 - epoch)
+            m = value - 0.01 * abs(top - epoch)
             metrics = {"mAP": m, "rank1": m, "rank5": m, "rank10": m, "loss": 1.0}
             history.append(metrics)
-            best = {k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP")}
+            if not best or m > best["mAP"]:
+                best = {k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP")}
+                best_epoch = epoch
             for cb in callbacks:
                 cb(epoch, metrics)
         spread = rng.normal(0, 0.05, size=6)
         spread -= spread.mean()
-        aps = {f"f{cfg.val_fold}-{i}": [4 * (value + s), 4] for i, s in enumerate(spread)}
-        return FitResult(history, cfg.epochs - 1, best, "completed", 0.1, 0, object(), None, aps)
+        last = history[-1]["mAP"]
+        aps = {f"f{cfg.val_fold}-{i}": [4 * (best["mAP"] + s), 4] for i, s in enumerate(spread)}
+        last_aps = {f"f{cfg.val_fold}-{i}": [4 * (last + s), 4] for i, s in enumerate(spread)}
+        return FitResult(
+            history, best_epoch, best, "completed", 0.1, 0, object(), None, aps, last_aps
+        )
 
     return fit
 
@@ -251,3 +270,153 @@ def test_export_takes_the_confirmed_winner_and_says_what_it_is_worth(tmp_path):
     assert any("better than the baseline" in h for h in header)
     assert any("--refit --set epochs=3" in h for h in header)
     assert yaml.safe_load(text)["lr_modules"] == trial.params["lr_modules"]
+
+
+def test_paired_differences_vary_with_the_config_and_the_verdict_reads_the_fold_as_unit():
+    study, space = make_study(seed=1)
+    run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 4)
+    p, _, summary = confirmed(study, space, stub_fit(lr_effect), top=3, seeds=3)
+    compared = [r["vs_baseline"] for r in summary["rows"] if r["vs_baseline"]]
+    assert compared and all(d["se"] > 0 for d in compared)
+    configs = len(summary["rows"])
+    for d in compared:
+        # configs x folds blocks: (configs - 1) * (folds - 1) df, not runs - 1
+        assert d["df"] == (configs - 1) * 2 and d["n"] == 9
+        assert d["comparisons"] == configs - 1
+        assert d["ci"][0] < d["diff"] < d["ci"][1]
+
+
+def test_confirm_trains_the_median_best_epoch_and_measures_that_epoch():
+    study, space = make_study()
+    # every run peaks at its second epoch (of 3): the trials' best epoch is 2
+    run_until(study, objective(space, stub_fit(lr_effect, peak=1), prune_between_runs=False), 3)
+    assert all(t.user_attrs["best_epochs"] == [2, 2, 2] for t in study.get_trials())
+    configs = []
+    p, companion, summary = confirmed(study, space, stub_fit(lr_effect, peak=0, configs=configs))
+    assert set(p.epochs.values()) == {2}
+    assert {(c.epochs, c.early_stop_patience) for c in configs} == {(2, 0)}
+    # the confirm stub peaks at epoch 1 and loses 0.01 by epoch 2: the value is epoch 2's
+    for t in companion.get_trials():
+        assert t.user_attrs["train_epochs"] == 2 and t.user_attrs["best_epochs"] == [2, 2, 2]
+        iv = t.intermediate_values  # fold k reports epochs 1, 2 at steps 2k + 1, 2k + 2
+        for k, value in enumerate(t.user_attrs["fold_values"]):
+            assert value == pytest.approx(iv[2 * k + 2], abs=1e-6)
+            assert value == pytest.approx(iv[2 * k + 1] - 0.01, abs=1e-6)
+        assert t.value == pytest.approx(np.mean(t.user_attrs["fold_values"]), abs=1e-5)
+    assert {r["epochs"] for r in summary["rows"]} == {2}
+    header = export_header_lines(study)
+    assert any("at epoch 2" in h for h in header)
+    assert any("--refit --set epochs=2 (the epochs its confirm runs trained" in h for h in header)
+
+
+def export_header_lines(study):
+    from hpo.export import export_header
+
+    return export_header(study, pick_trial(study), "")
+
+
+def test_fixed_epochs_is_the_median_best_epoch_after_the_warmup():
+    study, space = make_study()
+    run_until(study, objective(space, stub_fit(lr_effect, peak=0), prune_between_runs=False), 1)
+    t = study.get_trials()[0]
+    assert t.user_attrs["best_epochs"] == [1, 1, 1]
+    assert cf.fixed_epochs(t, space) == 2  # warmup_epochs 1: the schedule must leave warm-up
+
+
+def test_confirm_races_every_baseline_of_the_space_even_a_failed_one():
+    two = {**SPACE, "baselines": [*SPACE["baselines"], {"name": "fast", "lr_modules": 1e-2}]}
+    study, space = make_study(two)
+    working = stub_fit(lr_effect)
+
+    def broken_for_fast(cfg, **kw):  # the "fast" baseline fails in the study, every retry too
+        if cfg.lr_modules == 1e-2:
+            raise RuntimeError("out of luck")
+        return working(cfg, **kw)
+
+    with pytest.raises(UserError, match="3 trials failed in a row"):
+        run_until(study, objective(space, broken_for_fast, prune_between_runs=False), 3)
+    fast = [t for t in study.get_trials() if t.user_attrs.get("baseline") == "fast"]
+    assert study.get_trials()[0].state == TrialState.COMPLETE
+    assert not any(t.state == TrialState.COMPLETE for t in fast)
+    calls = []
+    p, _, summary = confirmed(study, space, stub_fit(lr_effect, calls=calls), top=1)
+    assert p.baselines == [0, fast[-1].number]
+    assert {lr for lr, *_ in calls} >= {1e-3, 1e-2}
+    assert p.epochs[fast[-1].number] == 3  # no complete runs: the config's own epochs
+    rows = {r["trial"]: r for r in summary["rows"]}
+    row = rows[fast[-1].number]
+    assert row["role"] == "baseline" and row["state"] in ("FAIL", "WAITING") and row["n"] == 6
+    assert row["objective"] is None  # shown as "-" in the table
+    # compared with the reference baseline, the better confirmed of the two
+    assert summary["reference_baseline"] in p.baselines
+    compared = [r for r in summary["rows"] if r["trial"] != summary["reference_baseline"]]
+    assert all(r["vs_baseline"] is not None for r in compared)
+
+
+def test_a_baseline_without_a_trial_is_named_with_the_reason():
+    study, space = make_study()
+    run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 2)
+    stored = study.user_attrs["space"]
+    ghost = {"name": "ghost", "lr_modules": 0.05}
+    study.set_user_attr("space", {**stored, "baselines": [*stored["baselines"], ghost]})
+    p = cf.plan(study, 1, 2)
+    assert p.baselines == [0]
+    assert p.notes == [
+        "baseline 'ghost' of the search space has no trial in the study, so there is no trial "
+        "to race it as; `hpo run` queues it"
+    ]
+
+
+def test_a_partial_confirm_decides_on_the_finished_seeds_and_says_how_to_finish(tmp_path):
+    import dataclasses
+
+    study, space = make_study()
+    run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 3)
+    p = cf.plan(study, 2, 3)
+    companion = cf.open_companion(study, study._storage)
+    first = dataclasses.replace(p, seeds=[1])  # only seed 1 has run
+    cf.queue(study, companion, first)
+    cf.work(companion, objective(space, stub_fit(lr_effect), prune_between_runs=False))
+    summary = cf.summarize(study, companion, p)
+    study.set_user_attr("confirm", summary)
+    assert not summary["complete"] and summary["complete_seeds"] == [1]
+    assert len(summary["finished"]) == len(p.trials) * 3
+    assert all(r["n"] == 3 for r in summary["rows"])  # 1 seed x 3 folds
+    line = cf.verdict(summary)
+    assert line.startswith("partial: 1 of 3 seeds finished for every config; decided on those")
+    assert "`hpo confirm --study s --top 2 --seeds 3` finishes the rest" in line
+    from hpo.listing import show_text
+
+    assert "partial: 1 of 3 seeds" in show_text(study)
+    path, _ = export_trial(study, tmp_path / "best.yaml")
+    text = path.read_text()
+    assert "# partial: 1 of 3 seeds" in text
+    assert "confirmed on fresh training seeds [1] (partial: 1 of 3 seeds)" in text
+    assert "confirmed on seeds [1] of [1, 2, 3] x 3 fold(s)" in cf.format_summary(summary)
+
+    # one config finishes seed 2, then an interruption: still only seed 1 is decided on
+    cf.queue(study, companion, dataclasses.replace(p, seeds=[2]))
+    fit = stub_fit(lr_effect, calls=[], interrupt_on=4)
+    with pytest.raises(KeyboardInterrupt):
+        cf.work(companion, objective(space, fit, prune_between_runs=False))
+    again = cf.summarize(study, companion, p)
+    assert again["complete_seeds"] == [1] and len(again["finished"]) == len(p.trials) * 3 + 3
+    assert [r["n"] for r in again["rows"]] == [3] * len(p.trials)
+
+
+def test_no_verdict_before_every_config_finished_one_seed():
+    study, space = make_study()
+    run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 3)
+    p = cf.plan(study, 2, 2)
+    companion = cf.open_companion(study, study._storage)
+    cf.queue(study, companion, p)
+    fit = stub_fit(lr_effect, calls=[], interrupt_on=4)  # the second run's first fold
+    with pytest.raises(KeyboardInterrupt):
+        cf.work(companion, objective(space, fit, prune_between_runs=False))
+    summary = cf.summarize(study, companion, p)
+    assert summary["winner"] is None and summary["rows"] == []
+    assert cf.verdict(summary) == (
+        "partial: 0 of 2 seeds finished for every config; no verdict yet; "
+        "`hpo confirm --study s --top 2 --seeds 2` finishes the rest: "
+        "no seed has every config's runs yet, so no config is compared"
+    )

@@ -356,9 +356,11 @@ def test_confirm_races_every_baseline_of_the_space_even_a_failed_one():
 def test_a_baseline_without_a_trial_is_named_with_the_reason():
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 2)
-    stored = study.user_attrs["space"]
+    from hpo.optuna_internals import set_study_record, study_record
+
+    stored = study_record(study, "space")  # the space is a study record
     ghost = {"name": "ghost", "lr_modules": 0.05}
-    study.set_user_attr("space", {**stored, "baselines": [*stored["baselines"], ghost]})
+    set_study_record(study, "space", {**stored, "baselines": [*stored["baselines"], ghost]})
     p = cf.plan(study, 1, 2)
     assert p.baselines == [0]
     assert p.notes == [

@@ -154,7 +154,7 @@ def test_show_text_and_json_carry_the_floors_and_the_warning():
     from hpo.listing import show_text, study_summary
 
     study = study_with([(0.70, 0.02), (0.79, 0.015)])
-    text = show_text(study)
+    text = " ".join(show_text(study).split())  # show wraps its lines to the terminal
     assert "floors (no training; val / test mAP): raw pixels 0.827 / 0.820" in text
     assert "warning: the best trial 1" in text and "below the pixel floor (0.827)" in text
     data = json.loads(json.dumps(study_summary(study)))

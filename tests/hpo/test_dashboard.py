@@ -244,7 +244,8 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     trial_page = _page_facts(f"{address}/studies/{study_id}/trials", wait_for="curves.png")
     assert "history.json" in trial_page["text"] and "config.yaml" in trial_page["text"]
     assert trial_page["images"] >= 1
-    assert trial_page["scroll"] <= trial_page["client"], trial_page["wide"]
+    # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
+    assert trial_page["scroll"] <= trial_page["client"] + 1, trial_page["wide"]
 
     code, out, err = _cli(["report", "--storage", storage], capsys)
     assert code == 0, err
@@ -296,7 +297,8 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     address = dashboard(storage)
     trial_page = _page_facts(f"{address}/studies/1/trials", wait_for="config_sha256")
     assert "config.yaml" in trial_page["text"]  # the full config is one click away
-    assert trial_page["scroll"] <= trial_page["client"], trial_page["wide"]
+    # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
+    assert trial_page["scroll"] <= trial_page["client"] + 1, trial_page["wide"]
     study_page = _page_facts(f"{address}/studies/1", wait_for=FIGURES["value_se"][:30])
     assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
     assert study_page["scroll"] <= study_page["client"], study_page["wide"]

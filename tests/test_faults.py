@@ -311,7 +311,7 @@ def test_a_dropped_baseline_is_named_and_queued_again_on_request():
     (line,) = dropped_lines(study.trials)
     assert "baseline hand-tuned was dropped: its 4 tries (trials 0, 1, 2, 3)" in line
     assert "--retry-baselines" in line
-    assert line in show_text(study)
+    assert line in " ".join(show_text(study).split())  # show wraps at the terminal's width
     assert queue_dropped(study) == ["hand-tuned"]
     queued = study.trials[-1]
     assert queued.state == TrialState.WAITING

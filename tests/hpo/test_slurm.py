@@ -333,15 +333,16 @@ def test_slurm_confirm_runs_on_two_tasks(slurm_study):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     job = _job_id(proc.stdout)
-    companion = _load(cwd, "arr").user_attrs  # the confirmation summary is stored on the study
-    assert companion["confirm"]["seeds"]
-    from hpo.confirm import companion_name
+    from hpo.confirm import companion_name, current
 
+    summary = current(_load(cwd, "arr"))  # the confirmation summary is stored on the study
+    assert summary and summary["seeds"]
     runs = optuna.load_study(
         study_name=companion_name("arr"), storage=open_storage(storage, create=False)
     ).get_trials()
     complete = [t for t in runs if t.state == TrialState.COMPLETE]
-    planned = int(re.search(r"on fresh seeds .*?: (\d+) runs", proc.stdout).group(1))
+    flat = " ".join(proc.stdout.split())  # lines wrap at the terminal's width
+    planned = int(re.search(r"on fresh seeds .*?: (\d+) runs", flat).group(1))
     assert len(complete) == planned >= 2  # the best trial and the baseline, two seeds each
     assert {t.user_attrs["slurm_array_job"] for t in complete} == {job}
     assert sorted(p.name for p in (cwd / "studies" / "arr" / "slurm").glob(f"{job}_*.log")) == [
@@ -397,7 +398,9 @@ def test_a_task_at_its_time_limit_leaves_nothing_running(synthetic_root, tmp_pat
     # two minutes, warned 70 s before (Slurm may warn up to a minute early): the warning comes
     # once a long trial trains, even on a busy machine
     opts = "--time=2 --signal=B:USR1@70"
-    proc = _hpo(tmp_path, *_run_args(synthetic_root, "limit", 2, 200, 1, f"--slurm-opts={opts}"))
+    # no early stopping: on a quiet machine a trial would otherwise end well before the warning
+    extra = (f"--slurm-opts={opts}", "--set", "early_stop_patience=0")
+    proc = _hpo(tmp_path, *_run_args(synthetic_root, "limit", 2, 200, 1, *extra))
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = _job_id(proc.stdout)
     try:

@@ -4,8 +4,10 @@ the trials of those that died."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -231,4 +233,39 @@ def release_own_trials(study: optuna.Study, reason: str) -> list[int]:
             requeue_baseline(study, t)
         except Exception:  # noqa: BLE001 - best effort, see above
             continue
+    return released
+
+
+def release_unclaimed(
+    study: optuna.Study, since: datetime.datetime, reason: str, grace: float = 2.0
+) -> list[int]:
+    """Fail the RUNNING trials started since ``since`` that no worker ever marked as its own.
+
+    A worker interrupted between Optuna creating its trial and the objective writing the
+    ``worker`` attribute leaves a trial that neither it nor PID recovery can name. Call this
+    only once every worker started since ``since`` has exited; a live worker on another
+    machine marks its trial within milliseconds, so one still unmarked after ``grace``
+    seconds belongs to nobody. A baseline among them is queued again.
+    """
+
+    def unclaimed() -> list[optuna.trial.FrozenTrial]:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return [
+            t
+            for t in running
+            if "worker" not in t.user_attrs and t.datetime_start and t.datetime_start >= since
+        ]
+
+    if not unclaimed():
+        return []
+    time.sleep(grace)
+    released = []
+    for t in unclaimed():
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", reason)
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            requeue_baseline(study, study._storage.get_trial(t._trial_id))
+        except Exception:  # noqa: BLE001 - best effort, as release_own_trials
+            continue
+        released.append(t.number)
     return released

@@ -9,11 +9,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 import optuna
 
 from hpo.progress import Progress
-from hpo.recovery import recover_stale
+from hpo.recovery import DEAD_WORKER, recover_stale, release_unclaimed
 from hpo.study import counts
 
 
@@ -123,6 +124,7 @@ def run_workers(
     """
     progress = progress or Progress(total, mode="none")
     progress.seen(study)
+    launched = datetime.now()  # Optuna's trial start times are naive local time
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "hpo.cli", *child_argv],
@@ -153,6 +155,11 @@ def run_workers(
         for s, handler in old.items():
             signal.signal(s, handler)
     recover_stale(study)
+    if stop["signal"] is not None:
+        why = f"interrupted ({signal.Signals(stop['signal']).name})"
+    else:
+        why = f"{DEAD_WORKER}: its worker ended before marking the trial as its own"
+    release_unclaimed(study, launched, why)
     if stop["signal"] is not None:
         return 143 if stop["signal"] == signal.SIGTERM else 130
     for i, p in enumerate(procs):

@@ -390,3 +390,28 @@ def test_a_dead_worker_trial_says_so(tmp_path):
     failed = study.trials[trial.number]
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["error"].startswith("dead worker")
+
+
+def test_a_trial_no_worker_marked_is_failed_once_the_workers_are_gone():
+    """A worker interrupted inside Optuna's ask leaves a RUNNING trial with no owner: the
+    parent fails it (and queues a baseline again) once its workers have exited."""
+    from datetime import datetime, timedelta
+
+    from hpo.recovery import release_unclaimed
+
+    study = optuna.create_study(direction="maximize")
+    old = study.ask()  # started before the workers: not theirs to judge
+    since = datetime.now() + timedelta(microseconds=1)
+    while datetime.now() <= since:
+        pass
+    study.enqueue_trial({}, user_attrs={"baseline": "default"})
+    orphan = study.ask()  # the queued baseline, popped by a worker that then died
+    owned = study.ask()
+    owned.set_user_attr("worker", "elsewhere:1")  # a live worker's trial
+    assert release_unclaimed(study, since, "interrupted (SIGINT)", grace=0) == [orphan.number]
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[orphan.number].user_attrs["error"] == "interrupted (SIGINT)"
+    assert trials[old.number].state == trials[owned.number].state == TrialState.RUNNING
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.user_attrs == {"baseline": "default", "retry_of": orphan.number}

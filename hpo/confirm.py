@@ -174,6 +174,18 @@ def open_companion(study: optuna.Study, storage) -> optuna.Study:
     )
 
 
+def load_companion(study: optuna.Study) -> optuna.Study | None:
+    """The companion study of ``study``'s confirm runs, or None when it has none yet."""
+    from hpo.optuna_internals import storage_of
+
+    try:
+        return optuna.load_study(
+            study_name=companion_name(study.study_name), storage=storage_of(study)
+        )
+    except KeyError:
+        return None
+
+
 def _key(t: FrozenTrial) -> tuple[int, int] | None:
     attrs = t.user_attrs
     if "candidate" not in attrs or "confirm_seed" not in attrs:
@@ -591,6 +603,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                 lines.append(f"{'':9}{name.replace('_', ' '):<13} {_diff(r[name])}")
     lines.append("  (* the study's best trial, the incumbent)")
     lines += [f"  note: {n}" for n in summary.get("notes", [])]
+    if models := summary.get("models"):
+        kept = ", ".join(f"trial {n} (confirm run {run})" for n, run in models)
+        lines.append(
+            f"  models kept (seed 1, fold 0, test metrics inside): {kept}; "
+            "`hpo export --checkpoint` writes the exported trial's"
+        )
     lines.append(verdict(summary))
     return fit("\n".join(lines))
 
@@ -625,6 +643,7 @@ __all__ = [
     "fixed_epochs",
     "format_summary",
     "is_companion",
+    "load_companion",
     "partial_text",
     "open_companion",
     "plan",

@@ -41,7 +41,13 @@ from optuna.trial import FrozenTrial, TrialState
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
 from hpo import verdict as vd
-from hpo.recovery import _local_pid_dead, mark_interrupted, worker_id, worker_process
+from hpo.recovery import (
+    HeldSignals,
+    _local_pid_dead,
+    mark_interrupted,
+    worker_id,
+    worker_process,
+)
 from hpo.slurm import dead_tasks, trial_attrs
 from hpo.study import _QuietFailures, quiet_trial_failures
 
@@ -263,6 +269,7 @@ def work(
     """
 
     quiet = _QuietFailures()  # our own lines report surplus and interrupted runs
+    held = HeldSignals()  # from before Optuna's ask until the run is marked as ours
 
     def guarded(trial: optuna.Trial) -> float:
         if "candidate" not in trial.user_attrs:
@@ -276,6 +283,7 @@ def work(
         for key, value in trial_attrs().items():
             trial.set_user_attr(key, value)
         try:
+            held.release()
             return objective(trial)
         except KeyboardInterrupt as exc:
             quiet.numbers.add(trial.number)
@@ -287,7 +295,11 @@ def work(
     with quiet_trial_failures(quiet):
         while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
-                companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                held.hold()
+                try:
+                    companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                finally:
+                    held.release()
             except Exception as exc:
                 if isinstance(exc.__context__, KeyboardInterrupt):  # see hpo.study.run_until
                     raise KeyboardInterrupt from None

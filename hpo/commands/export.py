@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_source(study, trial, existing_artifact_store())
     path, trial = export_trial(study, out, trial.number, storage=args.storage)
     from hpo.export import value_text
-
     from hpo.lines import fit
 
     print(fit(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})"))

@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
 from hpo import verdict as vd
+from hpo.optuna_internals import trial_record
 from hpo.recovery import (
     HeldSignals,
     _local_pid_dead,
@@ -335,7 +336,7 @@ def collect(companion: optuna.Study, p: Plan) -> dict[int, Runs]:
         seen.add((number, seed))
         runs = out[number]
         values = t.user_attrs.get("fold_values") or [t.value]
-        aps = t.user_attrs.get("run_identity_ap") or [{} for _ in values]
+        aps = trial_record(t, "run_identity_ap") or [{} for _ in values]
         for i, v in enumerate(values):
             runs.values.append(float(v))
             runs.keys.append((seed, i))

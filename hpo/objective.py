@@ -399,10 +399,14 @@ class Objective:
         attrs = summarize(runs, cfg)
         statuses = {r.status for r in runs}
         status = "completed" if statuses == {"completed"} else ",".join(sorted(statuses))
-        if self.keep_identity_ap:
-            attrs["run_identity_ap"] = [
-                {k: [round(v[0], 6), int(v[1])] for k, v in r.identity_ap.items()} for r in runs
-            ]
+        if self.keep_identity_ap:  # kilobytes: a trial record, not a user attribute
+            from hpo.optuna_internals import set_trial_record
+
+            set_trial_record(
+                trial,
+                "run_identity_ap",
+                [{k: [round(v[0], 6), int(v[1])] for k, v in r.identity_ap.items()} for r in runs],
+            )
         value = statistics.fmean(r.value for r in runs)
         if self._snapshot is not None:
             snapshot, self._snapshot = self._snapshot, None

@@ -17,6 +17,9 @@ both unreadable. System attributes live in the same storage, so every worker (a 
 journal file or PostgreSQL, with no shared artifact store) still reads them, and neither tool
 prints them. Optuna 3.1 removed ``Study.set_system_attr`` from the public API; the storage's
 ``set_study_system_attr`` is what Optuna's own artifacts and optuna-dashboard's notes use.
+A trial's long records (a confirm run's per-identity AP, ``run_identity_ap``) are trial system
+attributes under the same prefix (``trial_record``/``set_trial_record``), for the same reasons:
+``optuna trials`` prints user attributes and the dashboard's trial page lists them.
 """
 
 from __future__ import annotations
@@ -91,6 +94,20 @@ def study_record(study: optuna.Study, name: str, default: Any = None) -> Any:
 def set_study_record(study: optuna.Study, name: str, value: Any) -> None:
     """Store a JSON-ready ``value`` where workers read it and the standard tools do not print."""
     study._storage.set_study_system_attr(study._study_id, RECORD_PREFIX + name, value)
+
+
+def trial_record(trial: FrozenTrial, name: str, default: Any = None) -> Any:
+    """The trial record ``name``; a trial made before the records moved has it as a user
+    attribute of the same name."""
+    value = trial.system_attrs.get(RECORD_PREFIX + name)
+    if value is not None:
+        return value
+    return trial.user_attrs.get(name, default)
+
+
+def set_trial_record(trial: optuna.Trial, name: str, value: Any) -> None:
+    """Store a JSON-ready ``value`` on a running trial, out of the standard tools' sight."""
+    trial.storage.set_trial_system_attr(trial._trial_id, RECORD_PREFIX + name, value)
 
 
 def artifact_tombstones(study: optuna.Study) -> list[str]:

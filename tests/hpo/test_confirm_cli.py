@@ -168,6 +168,7 @@ def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
 
     from hpo.artifacts import open_artifact_store
     from hpo.checkpoints import trial_checkpoint
+    from hpo.optuna_internals import trial_record
 
     monkeypatch.chdir(tmp_path)
     run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "2", "--pruner", "none"]
@@ -194,6 +195,9 @@ def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
     for t in companion.get_trials():  # every kept model is the first run on confirm seed 1
         if t.number in with_model.values():
             assert t.user_attrs["confirm_seed"] == 1
+        # the identity AP the paired comparison reads is a trial record, not a long attribute
+        assert len(trial_record(t, "run_identity_ap")[0]) == 7  # the validation identities
+        assert all(len(json.dumps(v)) <= 200 for v in t.user_attrs.values())
     # the models of the configs that lost were removed from the store, not only unlisted
     owners = list(Path("studies/artifacts").rglob("*.owner"))
     assert len(owners) == len(with_model)

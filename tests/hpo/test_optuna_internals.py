@@ -134,3 +134,34 @@ def test_a_storage_file_has_one_identity_in_every_process_and_a_copy_another(tmp
     assert oi.storage_identity(copy) != oi.storage_identity(first)
     study = optuna.create_study(storage=first)
     assert oi.storage_identity(study) == oi.storage_identity(second)
+
+
+def test_a_trial_record_is_read_back_and_neither_optuna_nor_the_dashboard_prints_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from optuna_dashboard._serializer import serialize_frozen_trial
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="r", storage=storage)
+    trial = study.ask()
+    record = [{f"id{i}": [0.5, 3] for i in range(40)}]  # a confirm run's identity AP: ~600 chars
+    oi.set_trial_record(trial, "run_identity_ap", record)
+    study.tell(trial, 1.0)
+    (frozen,) = optuna.load_study(study_name="r", storage=storage).trials
+    assert oi.trial_record(frozen, "run_identity_ap") == record
+    assert frozen.user_attrs == {}
+    shown = json.dumps(serialize_frozen_trial(study._study_id, frozen, {}))
+    assert "id39" not in shown
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    out = subprocess.run(
+        [optuna_cli, "trials", "--storage", storage, "--study-name", "r", "-f", "yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "value: 1.0" in out and "id39" not in out
+    # a trial stored before records moved keeps its user attribute, and is still read
+    old = optuna.trial.create_trial(value=0.5, user_attrs={"run_identity_ap": record})
+    assert oi.trial_record(old, "run_identity_ap") == record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import socket
 import subprocess
@@ -157,11 +158,78 @@ _FACTS = """document.body === null ? "{}" : JSON.stringify({
       + (e.textContent || '').slice(0, 80))})"""
 
 
-def _page_facts(address: str, wait_for: str, width: int = 1280) -> dict:
+# Where plotly drew each parallel-coordinates axis (``x``, ``top``, ``bottom`` of its line), its
+# title and its tick labels, each label as the four corners of its box on the screen (the
+# titles are turned, so an upright box would overstate them), and the card's left and right.
+_PARCOORDS = """JSON.stringify([...document.querySelectorAll('.parcoords')].map(svg => {
+  const corners = e => { const b = e.getBBox(), m = e.getScreenCTM();
+    return [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height], [b.x, b.y + b.height]]
+      .map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]); };
+  const card = svg.closest('.js-plotly-plot').getBoundingClientRect();
+  return {left: card.left, right: card.right, axes: [...svg.querySelectorAll('.y-axis')].map(a => ({
+    x: a.getScreenCTM().e, top: a.getScreenCTM().f,
+    bottom: a.querySelector('.axis-extent-bottom').getScreenCTM().f,
+    title: [a.querySelector('.axis-title').textContent, corners(a.querySelector('.axis-title'))],
+    ticks: [...a.querySelectorAll('.tick text')].map(t => [t.textContent, corners(t)])}))};
+}))"""
+
+
+def _gap(a: list, b: list) -> float:
+    """Distance between two convex quadrilaterals along the best separating axis (their edge
+    normals): exact for boxes turned alike; <= 0 where they overlap."""
+    best = -math.inf
+    for quad in (a, b):
+        for (x0, y0), (x1, y1) in zip(quad, quad[1:] + quad[:1], strict=True):
+            nx, ny = y0 - y1, x1 - x0
+            norm = math.hypot(nx, ny) or 1.0
+            pa = [(x * nx + y * ny) / norm for x, y in a]
+            pb = [(x * nx + y * ny) / norm for x, y in b]
+            best = max(best, min(pb) - max(pa), min(pa) - max(pb))
+    return best
+
+
+LABEL_GAP = 4  # px between labels of different axes, at least
+LINE_GAP = 6  # px between a tick label and another axis's line, at least
+
+
+def _parcoords_problems(plot: dict) -> tuple[list[str], float]:
+    """What makes a parallel-coordinates figure unreadable: more than 6 ticks on an axis, a
+    tick off its axis, labels of two axes closer than ``LABEL_GAP``, a tick label within
+    ``LINE_GAP`` of another axis's line (it reads as that axis's), a label outside the card.
+    Also the smallest gap between labels of different axes."""
+    problems, smallest = [], math.inf
+    axes = plot["axes"]
+    for i, ax in enumerate(axes):
+        name = ax["title"][0]
+        if len(ax["ticks"]) > 6:
+            problems.append(f"{name}: {len(ax['ticks'])} ticks")
+        for text, quad in ax["ticks"]:
+            mid = sum(y for _, y in quad) / 4
+            if not ax["top"] - 1 <= mid <= ax["bottom"] + 1:
+                problems.append(f"{name}: tick {text!r} off the axis")
+            xs = [x for x, _ in quad]
+            for other in axes[:i] + axes[i + 1 :]:
+                if min(xs) - LINE_GAP < other["x"] < max(xs) + LINE_GAP:
+                    problems.append(f"{name}: tick {text!r} on the line of {other['title'][0]}")
+        for text, quad in [ax["title"], *ax["ticks"]]:
+            xs = [x for x, _ in quad]
+            if min(xs) < plot["left"] or max(xs) > plot["right"]:
+                problems.append(f"{name}: {text!r} outside the card")
+            for other in axes[i + 1 :]:
+                for other_text, other_quad in [other["title"], *other["ticks"]]:
+                    gap = _gap(quad, other_quad)
+                    smallest = min(smallest, gap)
+                    if gap < LABEL_GAP:
+                        problems.append(f"{text!r} ({name}) {gap:.1f} px from {other_text!r}")
+    return problems, smallest
+
+
+def _page_facts(address: str, wait_for: str, width: int = 1280, extra: str = "") -> dict:
     """Page width (``scroll``), window width (``inner``) and the width left beside a vertical
     scrollbar (``client``), the visible text, plotly parcoords drawn and the elements sticking
     out (``wide``), once ``wait_for`` shows; from a headless Chromium driven over the DevTools
-    protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all."""
+    protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all.
+    ``extra``: one more expression giving JSON, evaluated then, its value under ``extra``."""
     from choreographer import Browser
 
     async def facts() -> dict:
@@ -181,7 +249,12 @@ def _page_facts(address: str, wait_for: str, width: int = 1280) -> dict:
                     reply = await tab.send_command(
                         "Runtime.evaluate", params={"expression": _FACTS, "returnByValue": True}
                     )
-                    return json.loads(reply["result"]["result"]["value"])
+                    got = json.loads(reply["result"]["result"]["value"])
+                    if extra:
+                        params = {"expression": extra, "returnByValue": True}
+                        reply = await tab.send_command("Runtime.evaluate", params=params)
+                        got["extra"] = json.loads(reply["result"]["result"]["value"])
+                    return got
                 await asyncio.sleep(0.3)
 
     got = asyncio.run(facts())
@@ -265,6 +338,19 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     assert page["scroll"] <= page["client"], page["wide"]  # the table and figures fit 1280 px
 
 
+def _more_trials(study: optuna.Study, space, baselines: int = 2, n: int = 5) -> None:
+    """The space's first ``baselines``, a trial without the ArcFace pair (an "n/a" tick) and
+    random ones, so every axis shows its whole range."""
+    study.sampler = optuna.samplers.RandomSampler(seed=0)
+    for config in space.baselines[:baselines]:
+        study.enqueue_trial({k: v for k, v in config.items() if k != "name"})
+    study.enqueue_trial({"classifier": "linear"})
+    for i in range(baselines + 1 + n):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.41 + 0.037 * i)
+
+
 @needs_chromium
 def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     """A trial as the objective records it (config as a YAML artifact and a short attribute)
@@ -292,16 +378,31 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     for epoch in range(1, 5):
         trial.report(0.2 * epoch, epoch)
     study.tell(trial, metrics["mAP"])
+    _more_trials(study, space, baselines=0)
     annotate_study(study)
+    rn50 = optuna.create_study(study_name="fits-rn50", storage=storage, direction="maximize")
+    save_space(rn50, store, load_space("rn50"))
+    _more_trials(rn50, load_space("rn50"))
+    annotate_study(rn50)
 
     address = dashboard(storage)
     trial_page = _page_facts(f"{address}/studies/1/trials", wait_for="config_sha256")
     assert "config.yaml" in trial_page["text"]  # the full config is one click away
     # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
     assert trial_page["scroll"] <= trial_page["client"] + 1, trial_page["wide"]
-    study_page = _page_facts(f"{address}/studies/1", wait_for=FIGURES["value_se"][:30])
-    assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
-    assert study_page["scroll"] <= study_page["client"], study_page["wide"]
+    shown = ((1, "tiny-vit", "value_se"), (2, "rn50", "parallel"))  # (rn50's trials: no SE)
+    for number, name, last in shown:  # the parallel coordinates' card is half the page wide
+        study_page = _page_facts(
+            f"{address}/studies/{number}", wait_for=FIGURES[last][:30], extra=_PARCOORDS
+        )
+        assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
+        assert study_page["scroll"] <= study_page["client"], study_page["wide"]
+        (plot,) = study_page["extra"]
+        assert len(plot["axes"]) == 1 + len(load_space(name).names)  # val mAP + each parameter
+        assert plot["right"] - plot["left"] < 700
+        problems, smallest = _parcoords_problems(plot)
+        print(f"{name}: smallest gap between labels of different axes {smallest:.1f} px")
+        assert not problems, (name, f"smallest gap {smallest:.1f} px", problems[:10])
     assert len(DASHBOARD_FIGURES) == 2
 
     html = write_report(study, tmp_path / "report", png=False).html

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import math
 import shutil
@@ -22,6 +24,7 @@ from hpo.artifacts import open_artifact_store, record_config, save_space
 from hpo.cli import main
 from hpo.dashboard import make_dashboard, url
 from hpo.figures import DASHBOARD_FIGURES, FIGURES
+from hpo.history import save_history
 from hpo.report import annotate_study, write_report
 from hpo.space import load_space
 from tests.hpo.test_report import fake_study
@@ -224,12 +227,30 @@ def _parcoords_problems(plot: dict) -> tuple[list[str], float]:
     return problems, smallest
 
 
-def _page_facts(address: str, wait_for: str, width: int = 1280, extra: str = "") -> dict:
+# The trial page's curves.png as the reader sees it: scrolled into view (the dashboard scrolls
+# inside a window-high box, so an image below it is never painted, not even in a screenshot
+# beyond the viewport) and decoded; its box in the window and its size as served.
+_CURVES = """(async () => {
+  const img = [...document.images].find(i => i.alt === 'curves.png');
+  if (!img) return JSON.stringify(null);
+  img.scrollIntoView({block: 'center'});
+  const decoded = await img.decode().then(() => true, () => false);
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const r = img.getBoundingClientRect();
+  return JSON.stringify({decoded, src: img.getAttribute('src'), width: img.naturalWidth,
+    height: img.naturalHeight, box: [r.left, r.top, r.right, r.bottom]});
+})()"""
+
+
+def _page_facts(
+    address: str, wait_for: str, width: int = 1280, extra: str = "", shot: Path | None = None
+) -> dict:
     """Page width (``scroll``), window width (``inner``) and the width left beside a vertical
     scrollbar (``client``), the visible text, plotly parcoords drawn and the elements sticking
     out (``wide``), once ``wait_for`` shows; from a headless Chromium driven over the DevTools
     protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all.
-    ``extra``: one more expression giving JSON, evaluated then, its value under ``extra``."""
+    ``extra``: one more expression giving JSON (or a promise of it), evaluated then, its
+    value under ``extra``; ``shot``: a PNG of the window after that."""
     from choreographer import Browser
 
     async def facts() -> dict:
@@ -251,9 +272,12 @@ def _page_facts(address: str, wait_for: str, width: int = 1280, extra: str = "")
                     )
                     got = json.loads(reply["result"]["result"]["value"])
                     if extra:
-                        params = {"expression": extra, "returnByValue": True}
+                        params = {"expression": extra, "returnByValue": True, "awaitPromise": True}
                         reply = await tab.send_command("Runtime.evaluate", params=params)
                         got["extra"] = json.loads(reply["result"]["result"]["value"])
+                    if shot:
+                        reply = await tab.send_command("Page.captureScreenshot")
+                        shot.write_bytes(base64.b64decode(reply["result"]["data"]))
                     return got
                 await asyncio.sleep(0.3)
 
@@ -338,6 +362,24 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     assert page["scroll"] <= page["client"], page["wide"]  # the table and figures fit 1280 px
 
 
+def _history(number: int, epochs: int) -> dict:
+    """A one-run history document as the objective writes it, its loss falling."""
+    from types import SimpleNamespace
+
+    from hpo.history import history_document
+
+    def metrics(e: int) -> dict:
+        return {"mAP": 0.2 * e, "loss": 3 - e / 2, "id": 2 - e / 4, "supcon": e / 10}
+
+    records = [  # the fields of hpo.objective.EpochRecord that the history keeps
+        SimpleNamespace(run=0, fold=0, epoch=e, step=e, metrics=metrics(e))
+        for e in range(1, epochs + 1)
+    ]
+    return history_document(
+        number, "completed", [dict(run=0, fold=0, seed=0, epochs=epochs)], records
+    )
+
+
 def _more_trials(study: optuna.Study, space, baselines: int = 2, n: int = 5) -> None:
     """The space's first ``baselines``, a trial without the ArcFace pair (an "n/a" tick) and
     random ones, so every axis shows its whole range."""
@@ -356,7 +398,8 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     """A trial as the objective records it (config as a YAML artifact and a short attribute)
     and a study with its space as an artifact: no horizontal scrolling at 1280 px."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    store = open_artifact_store(tmp_path / "studies" / "artifacts")  # what `hpo dashboard` serves
+    store_dir = tmp_path / "studies" / "artifacts"
+    store = open_artifact_store(store_dir)  # what `hpo dashboard` serves
     space = load_space("tiny-vit")
     study = optuna.create_study(study_name="fits", storage=storage, direction="maximize")
     save_space(study, store, space)
@@ -377,6 +420,7 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
         trial.set_user_attr(key, value)
     for epoch in range(1, 5):
         trial.report(0.2 * epoch, epoch)
+    save_history(trial, store, _history(trial.number, epochs=4))  # history.json, curves.png
     study.tell(trial, metrics["mAP"])
     _more_trials(study, space, baselines=0)
     annotate_study(study)
@@ -386,10 +430,28 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     annotate_study(rn50)
 
     address = dashboard(storage)
-    trial_page = _page_facts(f"{address}/studies/1/trials", wait_for="config_sha256")
+    shot = tmp_path / "trial.png"
+    trial_page = _page_facts(
+        f"{address}/studies/1/trials", wait_for="config_sha256", extra=_CURVES, shot=shot
+    )
     assert "config.yaml" in trial_page["text"]  # the full config is one click away
     # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
     assert trial_page["scroll"] <= trial_page["client"] + 1, trial_page["wide"]
+    # curves.png: served as a PNG, byte for byte what the store holds, and painted
+    curves = trial_page["extra"]
+    assert curves is not None, "no curves.png image on the trial page"
+    assert curves["decoded"] and (curves["width"], curves["height"]) == (880, 646)
+    with urllib.request.urlopen(address.removesuffix("/dashboard") + curves["src"]) as resp:
+        assert resp.headers["Content-Type"] == "image/png"
+        served = resp.read()
+    assert served == (store_dir / curves["src"].rsplit("/", 1)[1]).read_bytes()
+    assert Image.open(io.BytesIO(served)).size == (880, 646)
+    left, top, right, bottom = (round(v) for v in curves["box"])
+    assert right - left >= 150 and 0 <= top < bottom <= 900  # a card's thumbnail, in view
+    thumb = Image.open(shot).convert("RGB").crop((left, top, right, bottom))
+    colours = thumb.getcolors(maxcolors=1 << 20)
+    blue = sum(n for n, (r, _, b) in colours if b > 150 and b - r > 60)  # run 0's line
+    assert blue >= 10, f"curves.png not drawn: {blue} blue pixels"  # 18 when drawn
     shown = ((1, "tiny-vit", "value_se"), (2, "rn50", "parallel"))  # (rn50's trials: no SE)
     for number, name, last in shown:  # the parallel coordinates' card is half the page wide
         study_page = _page_facts(

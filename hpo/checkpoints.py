@@ -58,6 +58,7 @@ log = logging.getLogger("hpo")
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DEFAULT_KEEP = 3
+MODEL_SEED = 1  # hpo confirm keeps the model of each config's first run on this seed
 OWNER_SUFFIX = ".owner"  # the ownership record beside a checkpoint in the artifact store
 
 
@@ -235,30 +236,103 @@ class CheckpointKeeper:
         for t in trials:
             if t.number in keep or t.number in self._settled or not t.state.is_finished():
                 continue
-            metas = checkpoint_metas(t, storage)
-            removed = False
-            for meta in metas:
-                artifact_id = meta.artifact_id
-                try:
-                    check_artifact_id(artifact_id, f"trial {t.number}")
-                except UserError:
-                    continue  # an edited entry: never hand it to the store
-                if owner_of(self.store, artifact_id) != ours:
-                    continue  # another storage's (a copied database), or of older versions
-                try:
-                    self.store.remove(artifact_id)
-                    removed = True
-                except ArtifactNotFound:
-                    pass  # removed before (a journal keeps the entry) or by another worker
-                with contextlib.suppress(ArtifactNotFound):
-                    self.store.remove(artifact_id + OWNER_SUFFIX)
-            if metas:
-                keys = [optuna_internals.ARTIFACT_PREFIX + m.artifact_id for m in metas]
-                optuna_internals.delete_trial_system_attrs(storage, t, keys)
-            if removed:
+            if remove_checkpoints(t, storage, self.store, ours):
                 cleared.append(t.number)
             self._settled.add(t.number)
         return cleared
+
+
+def remove_checkpoints(trial: FrozenTrial, storage, store, ours: str) -> bool:
+    """Remove the trial's checkpoint files that storage ``ours`` owns and drop the trial's
+    entries of them; returns whether a file was removed."""
+    metas = checkpoint_metas(trial, storage)
+    removed = False
+    for meta in metas:
+        artifact_id = meta.artifact_id
+        try:
+            check_artifact_id(artifact_id, f"trial {trial.number}")
+        except UserError:
+            continue  # an edited entry: never hand it to the store
+        if owner_of(store, artifact_id) != ours:
+            continue  # another storage's (a copied database), or of older versions
+        try:
+            store.remove(artifact_id)
+            removed = True
+        except ArtifactNotFound:
+            pass  # removed before (a journal keeps the entry) or by another worker
+        with contextlib.suppress(ArtifactNotFound):
+            store.remove(artifact_id + OWNER_SUFFIX)
+    if metas:
+        keys = [optuna_internals.ARTIFACT_PREFIX + m.artifact_id for m in metas]
+        optuna_internals.delete_trial_system_attrs(storage, trial, keys)
+    return removed
+
+
+class ConfirmKeeper(CheckpointKeeper):
+    """The models ``hpo confirm`` keeps: run 0 (fold 0) of every raced config on confirm seed
+    ``MODEL_SEED``, as the artifact ``checkpoint.pt`` of that companion trial, with its test
+    metrics inside. Which config wins is not known while runs go on, so nothing is removed
+    then; once a complete confirm has decided, ``keep_decided`` removes all but the winner's
+    and the reference baseline's. The file is the model ``handreid train`` writes for the
+    run's config (its seed, ``epochs`` and no early stopping): the best epoch's weights."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store, keep=0)
+
+    def wants(self, trial: optuna.Trial, value_bound: float) -> bool:
+        return trial.user_attrs.get("confirm_seed") == MODEL_SEED
+
+    def sweep(self, trial, current=None) -> list[int]:
+        return []
+
+    def after_trial(self, study: optuna.Study) -> list[int]:
+        return []
+
+
+def _confirm_runs(companion: optuna.Study, number: int | None = None) -> list[FrozenTrial]:
+    """Complete model runs (confirm seed ``MODEL_SEED``) of trial ``number`` (or of every raced
+    trial), first finished first."""
+    return [
+        t
+        for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("confirm_seed") == MODEL_SEED
+        and "candidate" in t.user_attrs
+        and (number is None or t.user_attrs["candidate"] == number)
+    ]
+
+
+def keep_decided(companion: optuna.Study, summary: dict, store) -> dict[int, int]:
+    """After a confirm: the winner's and the reference baseline's models stay; once the confirm
+    is complete (its decision final), the other raced configs' models are removed. Returns,
+    per kept trial number, the companion trial whose artifact holds its model."""
+    keep = {summary.get("winner"), summary.get("reference_baseline")} - {None}
+    storage = optuna_internals.storage_of(companion)
+    ours = storage_identity(storage)
+    kept: dict[int, int] = {}
+    for t in _confirm_runs(companion):
+        number = int(t.user_attrs["candidate"])
+        if not checkpoint_metas(t, storage):
+            continue
+        if number in keep and number not in kept and trial_checkpoint(t, storage, store):
+            kept[number] = t.number
+        elif summary.get("complete") and summary.get("winner") is not None:
+            remove_checkpoints(t, storage, store, ours)  # not decided for, or a race's twin
+    return kept
+
+
+def confirm_model(study: optuna.Study, number: int, store) -> tuple[FrozenTrial, object] | None:
+    """(companion trial, its storage) whose artifact holds trial ``number``'s confirm model,
+    or None."""
+    from hpo.confirm import load_companion
+
+    companion = load_companion(study)
+    if companion is None:
+        return None
+    storage = optuna_internals.storage_of(companion)
+    for t in _confirm_runs(companion, number):
+        if trial_checkpoint(t, storage, store) is not None:
+            return t, storage
+    return None
 
 
 def discard(path: Path | None) -> None:
@@ -267,26 +341,59 @@ def discard(path: Path | None) -> None:
         shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
+def checkpoint_source(study: optuna.Study, trial: FrozenTrial, store):
+    """Where ``hpo export --checkpoint`` copies trial ``trial``'s model from: the model its
+    confirm kept, else its own study checkpoint. Returns (the trial holding the artifact, its
+    storage, whether it is a confirm run), or None; a UserError for an edited artifact id, so
+    that a bad entry fails before anything is written."""
+    if store is None:
+        return None
+    found = confirm_model(study, trial.number, store)
+    if found is not None:
+        return found[0], found[1], True
+    storage = optuna_internals.storage_of(study)
+    if trial_checkpoint(trial, storage, store) is not None:
+        return trial, storage, False
+    return None
+
+
 def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | Path, store=None):
-    """For ``hpo export --checkpoint``: copy the trial's checkpoint next to its exported YAML
-    (``best.yaml`` -> ``best.pt``); returns (path or None, the line to print)."""
+    """For ``hpo export --checkpoint``: copy the trial's model next to its exported YAML
+    (``best.yaml`` -> ``best.pt``): the one its confirm kept when there is one, else its study
+    checkpoint. Returns (path or None, the lines to print)."""
     from hpo.artifacts import existing_artifact_store
 
     yaml_path = Path(yaml_path)
     if store is None:
         store = existing_artifact_store()
     target = yaml_path.with_suffix(".pt")
-    storage = optuna_internals.storage_of(study)
-    path = copy_checkpoint(trial, storage, store, target) if store is not None else None
+    source = checkpoint_source(study, trial, store)
+    path = copy_checkpoint(source[0], source[1], store, target) if source else None
     if path is None:
         return None, (
             f"trial {trial.number} has no checkpoint (`hpo run --keep-checkpoints K` keeps the "
             f"best K complete trials' models); train it with: handreid train --config {yaml_path}"
         )
     size = path.stat().st_size / 2**20
+    if not source[2]:
+        return path, (
+            f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s first run, which "
+            f"handreid train reproduces): handreid evaluate --checkpoint {path}"
+        )
+    from hpo.export import trial_config
+
+    run = source[0]
+    seed = trial_config(study, trial).seed + int(run.user_attrs.get("seed_offset", 0))
+    epochs = run.user_attrs.get("train_epochs")
+    retrain = f"handreid train --config {yaml_path} --set seed={seed}"
+    if epochs:
+        retrain += f" --set epochs={epochs} --set early_stop_patience=0"
     return path, (
-        f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s first run, which "
-        f"handreid train reproduces): handreid evaluate --checkpoint {path}"
+        f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s confirm run "
+        f"{run.number} on confirm seed {MODEL_SEED}: training seed {seed}, fold 0"
+        + (f", {epochs} epochs" if epochs else "")
+        + f"; its test metrics are inside): handreid evaluate --checkpoint {path}\n"
+        f"re-train that model with: {retrain}"
     )
 
 
@@ -294,6 +401,11 @@ __all__ = [
     "CHECKPOINT_FILE",
     "DEFAULT_KEEP",
     "CheckpointKeeper",
+    "ConfirmKeeper",
+    "MODEL_SEED",
+    "checkpoint_source",
+    "confirm_model",
+    "keep_decided",
     "copy_checkpoint",
     "export_checkpoint",
     "could_enter",

@@ -38,7 +38,8 @@ class BaselineComparison:
     changes: list[ParamChange] = field(default_factory=list)
     diff: float = math.nan  # best.value - baseline.value
     diff_se: float = math.nan  # from the trials' SEs (independent runs; no pairing assumed)
-    paired: bool = False  # True when both recorded per-run values on the same runs
+    paired: bool = False  # True when both recorded per-run values on the same folds
+    units: int = 0  # folds the paired difference averages (its df is units - 1)
 
     @property
     def same_trial(self) -> bool:
@@ -69,8 +70,7 @@ class BaselineComparison:
         return two_sided_p(self.diff, self.diff_se, self._df())
 
     def _df(self) -> int:
-        runs = len(self.best.user_attrs.get("fold_values") or [1])
-        return max(runs - 1, 1) if self.paired else 1000  # unpaired SEs: a normal interval
+        return max(self.units - 1, 1) if self.paired else 1000  # unpaired SEs: a normal interval
 
     def change_lines(self) -> list[str]:
         """``name: baseline -> best`` for every parameter that differs."""
@@ -98,16 +98,29 @@ def compare_to_baseline(study: optuna.Study) -> BaselineComparison | None:
         if base.params.get(n, _ABSENT) != best.params.get(n, _ABSENT)
     ]
     diff = best.value - base.value
-    runs_a, runs_b = best.user_attrs.get("fold_values"), base.user_attrs.get("fold_values")
-    if runs_a and runs_b and len(runs_a) == len(runs_b) and len(runs_a) > 1:
-        # same folds and seeds for every trial: the per-run differences carry the pairing
-        _, se = mean_se([a - b for a, b in zip(runs_a, runs_b, strict=True)])
-        paired = True
-    else:
-        se_a, se_b = best.user_attrs.get("value_se"), base.user_attrs.get("value_se")
-        se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else math.nan
-        paired = False
-    return BaselineComparison(best, base, changes, diff, se, paired)
+    a, b = _fold_means(best), _fold_means(base)
+    if a is not None and b is not None and len(a) == len(b) and len(a) > 1:
+        # same folds and seeds for every trial: the per-fold differences carry the pairing
+        _, se = mean_se([x - y for x, y in zip(a, b, strict=True)])
+        return BaselineComparison(best, base, changes, diff, se, True, len(a))
+    # one split (repeats share its identities, whose sampling the run spread cannot show):
+    # the trials' own SEs, which include it, unpaired and so on the safe side
+    se_a, se_b = best.user_attrs.get("value_se"), base.user_attrs.get("value_se")
+    se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else math.nan
+    return BaselineComparison(best, base, changes, diff, se, False)
+
+
+def _fold_means(trial: FrozenTrial) -> list[float] | None:
+    """The trial's run values averaged per fold (run i validates on fold i mod K, as
+    ``hpo.objective.run_configs`` orders them): the fold is the unit of replication, since
+    the repeats of a fold share its validation identities. None for a one-split trial."""
+    runs = trial.user_attrs.get("fold_values")
+    if not runs:
+        return None
+    folds = int(trial.user_attrs.get("n_folds", len(runs)))
+    if folds < 2 or len(runs) % folds:
+        return None
+    return [sum(runs[k::folds]) / len(runs[k::folds]) for k in range(folds)]
 
 
 __all__ = ["BaselineComparison", "ParamChange", "compare_to_baseline"]

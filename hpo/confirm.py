@@ -41,7 +41,13 @@ from optuna.trial import FrozenTrial, TrialState
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
 from hpo import verdict as vd
-from hpo.recovery import _local_pid_dead, mark_interrupted, worker_id, worker_process
+from hpo.recovery import (
+    HeldSignals,
+    _local_pid_dead,
+    mark_interrupted,
+    worker_id,
+    worker_process,
+)
 from hpo.slurm import dead_tasks, trial_attrs
 from hpo.study import _QuietFailures, quiet_trial_failures
 
@@ -174,6 +180,18 @@ def open_companion(study: optuna.Study, storage) -> optuna.Study:
     )
 
 
+def load_companion(study: optuna.Study) -> optuna.Study | None:
+    """The companion study of ``study``'s confirm runs, or None when it has none yet."""
+    from hpo.optuna_internals import storage_of
+
+    try:
+        return optuna.load_study(
+            study_name=companion_name(study.study_name), storage=storage_of(study)
+        )
+    except KeyError:
+        return None
+
+
 def _key(t: FrozenTrial) -> tuple[int, int] | None:
     attrs = t.user_attrs
     if "candidate" not in attrs or "confirm_seed" not in attrs:
@@ -251,6 +269,7 @@ def work(
     """
 
     quiet = _QuietFailures()  # our own lines report surplus and interrupted runs
+    held = HeldSignals()  # from before Optuna's ask until the run is marked as ours
 
     def guarded(trial: optuna.Trial) -> float:
         if "candidate" not in trial.user_attrs:
@@ -264,6 +283,7 @@ def work(
         for key, value in trial_attrs().items():
             trial.set_user_attr(key, value)
         try:
+            held.release()
             return objective(trial)
         except KeyboardInterrupt as exc:
             quiet.numbers.add(trial.number)
@@ -275,7 +295,11 @@ def work(
     with quiet_trial_failures(quiet):
         while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
-                companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                held.hold()
+                try:
+                    companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                finally:
+                    held.release()
             except Exception as exc:
                 if isinstance(exc.__context__, KeyboardInterrupt):  # see hpo.study.run_until
                     raise KeyboardInterrupt from None
@@ -591,6 +615,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                 lines.append(f"{'':9}{name.replace('_', ' '):<13} {_diff(r[name])}")
     lines.append("  (* the study's best trial, the incumbent)")
     lines += [f"  note: {n}" for n in summary.get("notes", [])]
+    if models := summary.get("models"):
+        kept = ", ".join(f"trial {n} (confirm run {run})" for n, run in models)
+        lines.append(
+            f"  models kept (seed 1, fold 0, test metrics inside): {kept}; "
+            "`hpo export --checkpoint` writes the exported trial's"
+        )
     lines.append(verdict(summary))
     return fit("\n".join(lines))
 
@@ -625,6 +655,7 @@ __all__ = [
     "fixed_epochs",
     "format_summary",
     "is_companion",
+    "load_companion",
     "partial_text",
     "open_companion",
     "plan",

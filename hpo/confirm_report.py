@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.confirm import companion_name, current
+from hpo.confirm import current, load_companion
 from hpo.headline import versus_baseline
 
 FIGURE_ID = "fig-confirm"
@@ -18,13 +18,8 @@ FIGURE_ID = "fig-confirm"
 
 def run_values(study: optuna.Study) -> dict[int, list[float]]:
     """Each raced trial's finished confirm run values, by seed order."""
-    from hpo.optuna_internals import storage_of
-
-    try:
-        companion = optuna.load_study(
-            study_name=companion_name(study.study_name), storage=storage_of(study)
-        )
-    except KeyError:
+    companion = load_companion(study)
+    if companion is None:
         return {}
     runs: dict[int, list[tuple[int, float]]] = {}
     for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

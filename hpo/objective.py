@@ -203,6 +203,7 @@ class Objective:
         store=None,
         on_epoch: Callable[[optuna.Trial, EpochRecord], None] | None = None,
         keep_checkpoints: int = 0,
+        keeper=None,
     ) -> None:
         self.space = space
         self.device = resolve_device(device)
@@ -213,8 +214,8 @@ class Objective:
         self.store = store  # artifact store for each trial's config.yaml (None: digest only)
         self.on_epoch = on_epoch  # called after every validated epoch (progress lines)
         self.epochs: list[EpochRecord] = []  # the current trial's history, every run
-        self.keeper = None
-        if store is not None and keep_checkpoints > 0:
+        self.keeper = keeper  # which models to keep (hpo.checkpoints); default: the top K
+        if keeper is None and store is not None and keep_checkpoints > 0:
             from hpo.checkpoints import CheckpointKeeper
 
             self.keeper = CheckpointKeeper(store, keep_checkpoints)

@@ -52,7 +52,10 @@ def storage_identity(storage) -> str:
     in-memory storage's process and object. Artifact ownership records hold it."""
     import os
 
-    backend = _backend(storage)
+    if isinstance(storage, optuna.Study):
+        storage = storage._storage
+    # a journal's own ``_backend`` is its log file: unwrap no further than the JournalStorage
+    backend = storage if isinstance(storage, optuna.storages.JournalStorage) else _backend(storage)
     if isinstance(backend, optuna.storages.RDBStorage):
         from sqlalchemy.engine import make_url
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -269,3 +271,43 @@ def release_unclaimed(
             continue
         released.append(t.number)
     return released
+
+
+class HeldSignals:
+    """Interrupts held while a trial has no owner yet.
+
+    Optuna's ``ask`` creates the trial, then samples its parameters; a Ctrl-C or SIGTERM in
+    between used to leave a RUNNING trial that no worker had marked as its own, so nothing
+    could say whose it was. ``hold`` (before ``optimize``) catches SIGINT, SIGTERM and SIGUSR1
+    (where Python handles them) and remembers the first; ``release`` (once the objective has
+    marked the trial, and again after ``optimize``) restores the handlers and delivers it, so
+    the interrupt ends a trial that names its worker and says why. Main thread only.
+    """
+
+    SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
+    )
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, Any] | None = None
+        self._old: dict[int, Any] = {}
+
+    def hold(self) -> None:
+        if self._old or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):  # Python's own (Ctrl-C, ours for SIGTERM and Slurm's warning)
+                self._old[sig] = signal.signal(sig, self._remember)
+
+    def _remember(self, signum: int, frame) -> None:
+        if self.pending is None:
+            self.pending = (signum, frame)
+
+    def release(self) -> None:
+        old, self._old = self._old, {}
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if self.pending is not None:
+            (signum, frame), self.pending = self.pending, None
+            old[signum](signum, frame)  # raises as the signal would have (KeyboardInterrupt...)

@@ -23,6 +23,7 @@ from handreid.errors import UserError
 from hpo.optuna_internals import set_study_record, study_record
 from hpo.paths import STUDIES_DIR
 from hpo.recovery import (
+    HeldSignals,
     mark_interrupted,
     recover_stale,
     requeue_baseline,
@@ -230,6 +231,7 @@ class _Guarded:
         self.storage_error: BaseException | None = None
         self.storage_error_trial: int | None = None
         self.quiet = _QuietFailures()
+        self.held = HeldSignals()  # held by run_until from before ask until the trial is marked
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -257,6 +259,7 @@ class _Guarded:
         for key, value in self.attrs.items():
             if value is not None:
                 trial.set_user_attr(key, value)
+        self.held.release()  # the trial is ours now: an interrupt held meanwhile ends it
         trials = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         done = sum(t.state in FINISHED for t in trials)
         ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
@@ -322,7 +325,11 @@ def run_until(
                 time.sleep(poll)
                 continue
             try:
-                study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                guarded.held.hold()  # until the objective marks the trial Optuna is about to make
+                try:
+                    study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                finally:
+                    guarded.held.release()
             except Exception as exc:
                 # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
                 # bookkeeping raised while handling the interrupt: it is still the interrupt

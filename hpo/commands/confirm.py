@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     from handreid.engine import resolve_device
     from hpo import confirm as cf
+    from hpo.artifacts import open_artifact_store
+    from hpo.checkpoints import ConfirmKeeper, keep_decided
     from hpo.export import study_space
     from hpo.lines import confirm_label, fit, trial_line
     from hpo.objective import DataPool, Objective
@@ -151,13 +153,16 @@ def run(args: argparse.Namespace) -> int:
         child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]
         code = run_workers(companion, child, args.workers, gpus, done + todo, progress)
     else:
+        store = open_artifact_store()
         objective = Objective(
             space,
             device=device,
             data=pool,
             prune_between_runs=False,
             keep_identity_ap=True,
+            store=store,
             on_epoch=progress.on_epoch,
+            keeper=ConfirmKeeper(store),
         )
         with progress:
             try:
@@ -167,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p, storage=args.storage)
+    kept = keep_decided(companion, summary, open_artifact_store())
+    summary["models"] = sorted([n, run] for n, run in kept.items())  # [trial, companion trial]
     cf.store(study, summary)
     print(cf.format_summary(summary))
     from hpo.floors import floor_lines

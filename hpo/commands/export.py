@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--checkpoint",
         action="store_true",
-        help="also copy the trial's checkpoint next to the YAML (best.yaml -> best.pt)",
+        help="also copy the trial's model next to the YAML (best.yaml -> best.pt): the one "
+        "its confirm kept, else its study checkpoint",
     )
     p.set_defaults(func=run)
 
@@ -35,12 +36,9 @@ def run(args: argparse.Namespace) -> int:
     trial = pick_trial(study, args.trial)
     if args.checkpoint:  # an unreadable checkpoint entry fails before the YAML is written
         from hpo.artifacts import existing_artifact_store
-        from hpo.checkpoints import trial_checkpoint
-        from hpo.optuna_internals import storage_of
+        from hpo.checkpoints import checkpoint_source
 
-        store = existing_artifact_store()
-        if store is not None:
-            trial_checkpoint(trial, storage_of(study), store)
+        checkpoint_source(study, trial, existing_artifact_store())
     path, trial = export_trial(study, out, trial.number, storage=args.storage)
     from hpo.export import value_text
 

@@ -3,6 +3,7 @@ exported trial's checkpoint evaluates to the test metrics it was saved with."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -93,6 +94,50 @@ def test_checkpoints_left_by_trials_that_never_completed_are_swept(tmp_path):
     running = study.ask()
     assert CheckpointKeeper(store, keep=3).sweep(running) == [0]
     assert trial_checkpoint(study.trials[0], study._storage, store) is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_confirm_keeps_every_model_run_until_it_has_decided_then_the_two_it_names(tmp_path, kind):
+    """Seed-1 runs keep a model, seed-2 runs none; a partial confirm removes nothing; a
+    complete one keeps the winner's and the reference baseline's (the first of a twin run),
+    and never removes a model that another storage owns."""
+    from hpo.checkpoints import ConfirmKeeper, keep_decided
+
+    spec = _storage(tmp_path, kind)
+    companion = optuna.create_study(study_name="s.confirm", storage=_open(spec))
+    store = open_artifact_store(tmp_path / "artifacts")
+    keeper = ConfirmKeeper(store)
+    runs = [(0, 1), (0, 2), (3, 1), (3, 2), (5, 1), (5, 2), (3, 1)]  # (trial, seed); a twin
+    for i, (number, seed) in enumerate(runs):
+        companion.enqueue_trial({}, user_attrs={"candidate": number, "confirm_seed": seed})
+        trial = companion.ask()
+        snapshot = tmp_path / f"snap{i}" / CHECKPOINT_FILE
+        snapshot.parent.mkdir()
+        snapshot.write_bytes(b"model %d" % i)
+        assert (keeper.offer(trial, 0.5, snapshot) is not None) == (seed == 1)
+        assert keeper.after_trial(companion) == []  # nothing goes while runs go on
+        companion.tell(trial, 0.5)
+    other = optuna.load_study(study_name="s.confirm", storage=_fresh(spec))
+    storage = other._storage
+
+    def models() -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for t in other.get_trials():
+            if trial_checkpoint(t, storage, store) is not None:
+                out.setdefault(t.user_attrs["candidate"], []).append(t.number)
+        return out
+
+    assert models() == {0: [0], 3: [2, 6], 5: [4]}
+    partial = {"winner": 3, "reference_baseline": 0, "complete": False}
+    assert keep_decided(other, partial, store) == {0: 0, 3: 2}
+    assert models() == {0: [0], 3: [2, 6], 5: [4]}  # partial: the winner may still change
+    # trial 5's model as another storage (a copied database) made it: never ours to remove
+    meta = trial_checkpoint(other.get_trials()[4], storage, store)
+    store.remove(meta.artifact_id + ".owner")
+    store.write(meta.artifact_id + ".owner", io.BytesIO(b'{"storage": "elsewhere"}'))
+    complete = {**partial, "complete": True}
+    assert keep_decided(other, complete, store) == {0: 0, 3: 2}
+    assert models() == {0: [0], 3: [2], 5: [4]}
 
 
 def test_ranking_and_the_bound_of_a_trial_with_runs_still_to_go():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import optuna
 import pytest
@@ -17,8 +18,8 @@ DISTS = {
 }
 
 
-def add(study, value, params, folds=None, se=None, baseline=None):
-    attrs = {}
+def add(study, value, params, folds=None, se=None, baseline=None, **extra):
+    attrs = dict(extra)
     if folds is not None:
         attrs["fold_values"] = folds
     if se is not None:
@@ -69,3 +70,26 @@ def test_overlapping_trials_are_called_noise_and_no_baseline_is_none():
     add(study, 0.90, {"lr": 1e-2}, se=0.01, baseline="other")
     c = compare_to_baseline(study)
     assert c.same_trial and "is the best trial" in c.value_line() and c.changes == []
+
+
+def test_repeats_of_a_fold_are_averaged_and_one_split_is_not_paired():
+    """With K folds x R repeats the fold is the unit (df K - 1): repeats share a fold's
+    identities. Repeats on one split cannot show identity sampling: the trials' SEs are used."""
+    study = optuna.create_study(direction="maximize")
+    # runs ordered repeat-major: (r0 k0, r0 k1, r0 k2, r1 k0, r1 k1, r1 k2)
+    base = [0.50, 0.60, 0.70, 0.52, 0.62, 0.72]
+    best = [0.60, 0.66, 0.80, 0.62, 0.68, 0.82]
+    add(study, 0.61, {"lr": 1e-3}, base, se=0.05, baseline="manual", n_folds=3, n_repeats=2)
+    add(study, 0.70, {"lr": 3e-3}, best, se=0.05, n_folds=3, n_repeats=2)
+    c = compare_to_baseline(study)
+    assert c.paired and c.units == 3
+    diffs = [0.10, 0.06, 0.10]  # per fold, the same in both repeats
+    assert c.diff_se == pytest.approx(statistics.stdev(diffs) / math.sqrt(3))
+    lo, hi = c.diff_ci()
+    assert hi - lo == pytest.approx(2 * 4.302653 * c.diff_se, rel=1e-4)  # t(0.975, df 2)
+
+    one_split = optuna.create_study(direction="maximize")
+    add(one_split, 0.60, {"lr": 1e-3}, [0.58, 0.62], se=0.05, baseline="m", n_folds=1)
+    add(one_split, 0.70, {"lr": 3e-3}, [0.69, 0.71], se=0.04, n_folds=1, n_repeats=2)
+    c = compare_to_baseline(one_split)
+    assert not c.paired and c.diff_se == pytest.approx(math.hypot(0.05, 0.04))

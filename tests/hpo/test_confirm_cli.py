@@ -154,3 +154,80 @@ def test_a_resumed_confirm_counts_the_runs_queued_before_as_to_do(
     code, out, err = hpo(argv, capsys)  # resumed: the two queued runs are still to do
     assert code == 0, err
     assert ": 2 runs, 2 to do" in " ".join(out.split()), out
+
+
+@pytest.mark.slow
+def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
+    tmp_path, monkeypatch, capsys, synthetic_root
+):
+    """Confirm keeps the seed-1, fold-0 model of its winner and of the reference baseline (the
+    others' are removed once it has decided); `hpo export --checkpoint` copies the winner's,
+    `handreid evaluate` gives back the test metrics inside it, and `handreid train` with the
+    printed overrides trains the same model again."""
+    import torch
+
+    from hpo.artifacts import open_artifact_store
+    from hpo.checkpoints import trial_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "2", "--pruner", "none"]
+    run += ["--data", str(synthetic_root), "--keep-checkpoints", "0", "--quiet"]
+    code, _, err = hpo(run, capsys)
+    assert code == 0, err
+    code, out, err = hpo(["confirm", "--study", NAME, "--top", "3", "--seeds", "2"], capsys)
+    assert code == 0, err
+    study = optuna.load_study(study_name=NAME, storage=STORAGE)
+    summary = cf.current(study)
+    winner, reference = summary["winner"], summary["reference_baseline"]
+    raced = set(summary["candidates"]) | set(summary["baselines"])
+    assert summary["complete"] and len(raced) == 3  # so at least one model is removed
+
+    companion = optuna.load_study(study_name=f"{NAME}.confirm", storage=STORAGE)
+    store = open_artifact_store("studies/artifacts")
+    with_model = {
+        t.user_attrs["candidate"]: t.number
+        for t in companion.get_trials()
+        if trial_checkpoint(t, companion._storage, store) is not None
+    }
+    assert set(with_model) == {winner, reference}
+    assert summary["models"] == sorted([n, r] for n, r in with_model.items())
+    for t in companion.get_trials():  # every kept model is the first run on confirm seed 1
+        if t.number in with_model.values():
+            assert t.user_attrs["confirm_seed"] == 1
+    # the models of the configs that lost were removed from the store, not only unlisted
+    owners = list(Path("studies/artifacts").rglob("*.owner"))
+    assert len(owners) == len(with_model)
+    assert f"trial {winner} (confirm run {with_model[winner]})" in " ".join(out.split())
+
+    code, out, err = hpo(["export", "--study", NAME, "--checkpoint"], capsys)
+    assert code == 0, err
+    text = " ".join(out.split())
+    row = next(r for r in summary["rows"] if r["trial"] == winner)
+    trial = study.trials[winner]
+    seed = yaml.safe_load(Path(f"studies/{NAME}/best.yaml").read_text())["seed"] + 1000
+    assert f"the model of trial {winner}'s confirm run {with_model[winner]}" in text
+    retrain = (
+        f"handreid train --config {Path(f'studies/{NAME}/best.yaml').resolve()} --set seed={seed} "
+        f"--set epochs={row['epochs']} --set early_stop_patience=0"
+    )
+    assert retrain in text
+    path = Path(f"studies/{NAME}/best.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["config"]["seed"] == seed and payload["config"]["val_fold"] == 0
+    assert payload["config"]["epochs"] == row["epochs"] and trial.state == TrialState.COMPLETE
+    assert set(payload["test"]) >= {"rank1", "rank5", "rank10", "mAP"}
+
+    with pytest.raises(SystemExit) as exc:
+        handreid_main(["evaluate", "--checkpoint", str(path), "--device", "cpu", "--json"])
+    assert exc.value.code == 0
+    assert json.loads(capsys.readouterr().out) == payload["test"]
+
+    argv = retrain.split()[1:] + ["--out", "runs/again", "--quiet", "--device", "cpu"]
+    with pytest.raises(SystemExit) as exc:
+        handreid_main(argv)
+    assert exc.value.code == 0
+    again = torch.load("runs/again/best.pt", weights_only=True)
+    assert again["val"]["mAP"] == pytest.approx(payload["val"]["mAP"], abs=1e-6)
+    assert again["test"]["mAP"] == pytest.approx(payload["test"]["mAP"], abs=1e-6)
+    for key, value in payload["state_dict"].items():
+        assert torch.allclose(again["state_dict"][key], value, atol=1e-5), key

@@ -113,3 +113,24 @@ def test_study_records_live_in_system_attributes_and_old_studies_still_read(tmp_
     again.set_user_attr("confirm", {"winner": 3})  # as older versions stored it
     assert study_record(again, "confirm") == {"winner": 3}
     assert study_record(again, "identities", {}) == {}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_storage_file_has_one_identity_in_every_process_and_a_copy_another(tmp_path, kind):
+    """Checkpoint ownership records hold this: two openings of one file (two workers, a
+    parent and its children) must agree, a copy of the file must not."""
+    (tmp_path / "copy").mkdir()
+
+    def opened(folder):
+        if kind == "sqlite":
+            return optuna.storages.RDBStorage(f"sqlite:///{folder}/s.db")
+        return optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(folder / "j.log"))
+        )
+
+    first, second, copy = opened(tmp_path), opened(tmp_path), opened(tmp_path / "copy")
+    assert oi.storage_identity(first) == oi.storage_identity(second)
+    assert oi.storage_identity(first).startswith(f"{kind}:")
+    assert oi.storage_identity(copy) != oi.storage_identity(first)
+    study = optuna.create_study(storage=first)
+    assert oi.storage_identity(study) == oi.storage_identity(second)

@@ -379,6 +379,55 @@ def test_an_interrupted_trial_says_which_signal_ended_it(signum, reason):
     assert f"error: {reason}" in trial_line(trial)
 
 
+class _InterruptingSampler(optuna.samplers.RandomSampler):
+    """Sends ``signum`` to this process while Optuna's ask makes the trial (after the trial
+    exists, before the objective runs): the window where an interrupt used to leave a RUNNING
+    trial that no worker had marked."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(seed=0)
+        self.signum = signum
+
+    def before_trial(self, study, trial):
+        os.kill(os.getpid(), self.signum)
+        time.sleep(0.2)  # an unheld signal raises here, inside ask
+        super().before_trial(study, trial)
+
+
+@pytest.mark.parametrize(
+    "signum, reason",
+    [(signal.SIGINT, "interrupted (SIGINT)"), (signal.SIGTERM, "interrupted (SIGTERM)")],
+)
+@pytest.mark.parametrize("loop", ["run", "confirm"])
+def test_an_interrupt_inside_optunas_ask_ends_a_trial_that_names_its_worker(signum, reason, loop):
+    from hpo import confirm
+    from hpo.cli import _sigterm
+
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    study = optuna.create_study(direction="maximize", sampler=_InterruptingSampler(signum))
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.number)
+        return 1.0
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if loop == "run":
+                run_until(study, objective, 1)
+            else:
+                study.enqueue_trial({}, user_attrs={"candidate": 0, "confirm_seed": 1})
+                confirm.work(study, objective)
+        assert signal.getsignal(signal.SIGTERM) is _sigterm  # the handlers are back
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL and ran == []  # ended before it trained
+    assert trial.user_attrs["error"] == reason
+    assert trial.user_attrs["worker"] == worker_id()
+
+
 def test_a_dead_worker_trial_says_so(tmp_path):
     """A RUNNING trial whose worker process is gone is failed with the reason ``dead worker``."""
     study = optuna.create_study(direction="maximize")

@@ -128,6 +128,32 @@ def dashboard(tmp_path):
             proc.wait()
 
 
+def test_dashboard_away_from_the_artifacts_says_so(tmp_path, dashboard):
+    """Started in another folder than the run, the dashboard would serve every artifact as an
+    error (each curves.png a broken image): it says so on start, and where to start it."""
+    from hpo.dashboard import artifacts_elsewhere
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    store_dir = tmp_path / "project" / "studies" / "artifacts"
+    study = optuna.create_study(study_name="away", storage=storage, direction="maximize")
+    trial = study.ask()
+    save_history(trial, open_artifact_store(store_dir), _history(trial.number, epochs=3))
+    study.tell(trial, 0.6)
+    (tmp_path / "studies" / "artifacts").mkdir(parents=True)
+    assert artifacts_elsewhere(storage, store_dir) == 0  # history.json and curves.png there
+    assert artifacts_elsewhere(storage, tmp_path / "studies" / "artifacts") == 2
+    optuna.create_study(study_name="bare", storage=f"sqlite:///{tmp_path}/bare.db")
+    assert artifacts_elsewhere(f"sqlite:///{tmp_path}/bare.db", tmp_path / "nothing") == 0
+
+    dashboard(storage)  # in tmp_path: studies/artifacts there is empty
+    log = (tmp_path / "dashboard.out").read_text()
+    assert (
+        "warning: none of the 2 artifacts the studies name is in studies/artifacts "
+        "(images will show broken): start `hpo dashboard` in the folder where `hpo run` ran, "
+        "or pass --artifacts\n"
+    ) in log
+
+
 def _browse(address: str, shot: Path, height: int = 2400) -> str:
     """DOM after the page's scripts ran, plus a screenshot, from one headless Chromium run."""
     cmd = [
@@ -430,6 +456,7 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     annotate_study(rn50)
 
     address = dashboard(storage)
+    assert "warning" not in (tmp_path / "dashboard.out").read_text()  # the artifacts are here
     shot = tmp_path / "trial.png"
     trial_page = _page_facts(
         f"{address}/studies/1/trials", wait_for="config_sha256", extra=_CURVES, shot=shot

@@ -131,7 +131,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _format_test(test: dict) -> str:
-    parts = [f"{k} {100 * test[k]:.2f} +- {100 * test[k + '_std']:.2f}" for k in METRIC_KEYS]
+    from handreid.text import pm
+
+    sign = pm()
+    parts = [f"{k} {100 * test[k]:.2f} {sign} {100 * test[k + '_std']:.2f}" for k in METRIC_KEYS]
     return f"test ({test.get('num_splits', '?')} splits): " + ", ".join(parts)
 
 

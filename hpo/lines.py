@@ -11,12 +11,12 @@ import datetime
 import math
 import re
 import shutil
-import sys
 import textwrap
 from collections.abc import Mapping
 from typing import Any
 
 from handreid.errors import one_line
+from handreid.text import pm  # the sign every hpo line uses
 
 WIDTH = 80  # the line width when the terminal's is unknown (a pipe, a 0-column TTY)
 MIN_WIDTH = 40
@@ -28,15 +28,6 @@ def width() -> int:
     size is unknown or 0 (``script`` without a size, some CI consoles)."""
     columns = shutil.get_terminal_size((WIDTH, 24)).columns
     return max(columns, MIN_WIDTH) if columns > 0 else WIDTH
-
-
-def pm() -> str:
-    """The uncertainty sign: ``±`` where standard output can encode it, ``+-`` otherwise."""
-    try:
-        "±".encode(getattr(sys.stdout, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return "+-"
-    return "±"
 
 
 def fit(text: str, columns: int | None = None) -> str:

@@ -41,19 +41,20 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_source(study, trial, existing_artifact_store())
     path, trial = export_trial(study, out, trial.number, storage=args.storage)
     from hpo.export import value_text
+    from hpo.lines import fit
 
-    print(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})")
+    print(fit(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})"))
     from hpo.floors import check
 
     if warning := check(study):
-        print(f"warning: {warning}")
+        print(fit(f"warning: {warning}"))
     if args.checkpoint:
         from hpo.checkpoints import export_checkpoint
 
-        print(export_checkpoint(study, trial, path)[1])
+        print(fit(export_checkpoint(study, trial, path)[1]))
     from hpo.confirm import current
     from hpo.headline import headline
 
     if current(study) is not None or trial.number == study.best_trial.number:
-        print(headline(study))  # the decision this export stands on
+        print(fit(headline(study)))  # the decision this export stands on
     return 0

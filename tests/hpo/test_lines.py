@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -148,3 +149,22 @@ def test_runs_and_confirm_labels():
     trial.set_user_attr("candidate", 5)
     trial.set_user_attr("confirm_seed", 2)
     assert confirm_label(trial) == "confirm trial 5 seed 2"
+
+
+@pytest.mark.parametrize("encoding, sign", [("utf-8", "±"), ("ascii", "+-")])
+def test_one_uncertainty_sign_in_hpo_and_handreid_lines(monkeypatch, encoding, sign):
+    """``±`` where standard output can encode it, ``+-`` otherwise, in both tools' lines."""
+    import io
+    import sys
+
+    from handreid.cli import _format_test
+    from hpo.lines import pm
+
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=encoding))
+    assert pm() == sign
+    keys = ("rank1", "rank5", "rank10", "mAP")
+    line = _format_test(
+        {"num_splits": 2, **{k: 0.5 for k in keys}, **{f"{k}_std": 0.01 for k in keys}}
+    )
+    assert line.count(f"50.00 {sign} 1.00") == 4
+    assert ("±" in line) == (sign == "±")

@@ -59,6 +59,31 @@ def make_dashboard(
     return server
 
 
+def artifacts_elsewhere(storage: str, root: str | Path) -> int:
+    """How many artifacts the storage's studies and trials name when the folder ``root`` holds
+    none of them; 0 when it holds one, or when they name none. (A dashboard started away from
+    the folder where ``hpo run`` ran would answer every one with an error: each curves.png a
+    broken image.) Files removed on purpose (checkpoints) leave the others, so "none" is the
+    sign of the wrong folder."""
+    import optuna
+
+    from hpo.artifacts import artifact_metas
+
+    st = open_storage(storage, create=False)
+    root, named = Path(root), 0
+    try:
+        for summary in optuna.get_all_study_summaries(st, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=st)
+            for owner in [study, *study.get_trials(deepcopy=False)]:
+                for meta in artifact_metas(owner, storage=st):
+                    if (root / meta.artifact_id).is_file():
+                        return 0
+                    named += 1
+    except Exception:  # noqa: BLE001 - a check that cannot run says nothing; the dashboard serves
+        return 0
+    return named
+
+
 def url(server: WSGIServer) -> str:
     host, port = server.server_address[:2]
     host = f"[{host}]" if ":" in host else host

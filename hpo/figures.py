@@ -66,16 +66,86 @@ def _whole_dtick(largest: int) -> int:
     return max(1, math.ceil(largest / 12))
 
 
-def _ticks(lo: float, hi: float, log: bool, n: int = 4) -> tuple[list[float], list[str]]:
-    """At most ``n`` ticks, none with the text of another (a narrow range printed to 2-3
-    figures would label two ticks alike)."""
-    vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if hi > lo else [lo]
-    texts = [f"{10**v:.2g}" if log else f"{v:.3g}" for v in vals]
-    kept = {t: v for v, t in zip(vals, texts, strict=True)}  # the last tick of a text wins
-    return list(kept.values()), list(kept)
+MAX_TICKS = 6  # per parallel-coordinates axis: more do not fit the dashboard's card
 
 
-def _dimension(name: str, trials: list[FrozenTrial], legend: list[str]) -> dict:
+def _tick_text(values: list[float]) -> list[str]:
+    """Short texts for round values, one notation per axis: ``0.1 0.3 1 3 10``, or
+    ``1e-4 3e-4 1e-3`` where a decimal would run past 5 characters (``0.0001``)."""
+    plain = [f"{v:g}" for v in values]
+    if all(len(t) <= 5 and "e" not in t for t in plain):
+        return plain
+    short = [f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e") for v in values]
+    return [t.removesuffix("e0") for t in short]  # 1e0 -> 1
+
+
+def _linear_ticks(lo: float, hi: float, n: int, whole: bool) -> list[float]:
+    """Multiples of the smallest round step (1, 2, 2.5, 5 x 10^k; whole numbers for an int
+    axis) that put at most ``n`` ticks in [lo, hi]."""
+    if hi <= lo:
+        return [lo]
+    step = 10.0 ** math.floor(math.log10((hi - lo) / n))
+    for _ in range(4):  # 4 decades of steps always reach a count <= n
+        for m in (1, 2, 2.5, 5):
+            size = step * m
+            if whole and (size < 1 or m == 2.5):
+                continue
+            first = math.ceil(lo / size - 1e-9)
+            ticks = [round(k * size, 12) for k in range(first, math.floor(hi / size + 1e-9) + 1)]
+            if len(ticks) <= n:
+                return ticks
+        step *= 10
+    return [lo, hi]
+
+
+def _log_ticks(lo: float, hi: float, n: int) -> list[float]:
+    """Values (not exponents) at round points of a log axis from 10**lo to 10**hi: 1-2-5 or 1-3
+    per decade, or every k-th decade, whichever puts the most ticks, at most ``n``, in range;
+    a range under one decade that holds fewer than 2 of them gets round linear steps."""
+    best: list[float] = []
+    decades = range(math.floor(lo), math.ceil(hi) + 1)
+    spans = [((1, 2, 5), 1), ((1, 3), 1)] + [((1,), k) for k in range(1, len(decades) + 1)]
+    for mantissas, every in spans:
+        vals = [m * 10.0**e for e in decades if e % every == 0 for m in mantissas]
+        vals = [v for v in vals if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
+        if len(best) < len(vals) <= n or (len(vals) == len(best) and len(vals) <= n):
+            best = vals  # a tie goes to the rounder set
+    if len(best) < 2:
+        best = _linear_ticks(10.0**lo, 10.0**hi, n, whole=False)
+    return best
+
+
+def _ticks(
+    lo: float, hi: float, log: bool, n: int = MAX_TICKS, whole: bool = False
+) -> tuple[list[float], list[str]]:
+    """At most ``n`` ticks at round values from ``lo`` to ``hi`` (exponents of 10 on a log axis),
+    each text the value at its position and no two texts alike."""
+    values = _log_ticks(lo, hi, n) if log else _linear_ticks(lo, hi, n, whole)
+    texts = _tick_text(values)
+    kept = {t: v for v, t in zip(values, texts, strict=True)}  # the last tick of a text wins
+    return [math.log10(v) if log else v for v in kept.values()], list(kept)
+
+
+# The parallel coordinates' card on optuna-dashboard's study page: about half of a 1280 px
+# window. A tick label sits left of its axis (7 px for the tick and its padding) and must end
+# short of the axis before (8 px), at about 6 px a character (10 px Open Sans, digits widest).
+CARD_WIDTH, TICK_PAD, CLEAR, CHAR_PX = 560, 7, 8, 6
+_MARGIN = dict(t=125, l=34, r=75, b=60)  # r: the last axis title, turned 45 degrees
+
+
+def _short_choices(choices: list[str], chars: int) -> list[str] | None:
+    """The shortest prefixes, 3 characters or more, that tell ``choices`` apart and fit in
+    ``chars`` (``arcface``, ``linear`` -> ``arc``, ``lin``); None where there are none."""
+    for n in range(3, chars + 1):
+        short = [c[:n] for c in choices]
+        if len(set(short)) == len(choices):
+            return short
+    return None
+
+
+def _dimension(name: str, trials: list[FrozenTrial], legend: list[str], chars: int = 16) -> dict:
+    """One axis; categorical texts longer than ``chars`` are shortened or numbered, and the
+    ``legend`` spells them out."""
     dist = next(t.distributions[name] for t in trials if name in t.distributions)
     label = short_name(name)
     if label != name:
@@ -84,17 +154,23 @@ def _dimension(name: str, trials: list[FrozenTrial], legend: list[str]) -> dict:
     if isinstance(dist, CategoricalDistribution):
         choices = [str(c) for c in dist.choices]
         text = choices
-        if any(len(c) > 16 for c in choices):  # prompt templates: numbered, spelled out below
-            text = [str(i + 1) for i in range(len(choices))]
-            legend += [f"{label} {i + 1} = {c}" for i, c in enumerate(choices)]
+        if any(len(c) > min(chars, 16) for c in choices):
+            # prompt templates: numbered; short words: a prefix; spelled out below the figure
+            short = _short_choices(choices, chars) if max(map(len, choices)) <= 16 else None
+            text = short or [str(i + 1) for i in range(len(choices))]
+            legend += [f"{label} {t} = {c}" for t, c in zip(text, choices, strict=True)]
         index = {c: i for i, c in enumerate(dist.choices)}
         values = [index.get(t.params.get(name), len(choices)) for t in trials]
         ticks = list(range(len(choices) + missing))
         text += ["n/a"] * missing
-        return dict(label=label, values=values, tickvals=ticks, ticktext=text)
+        # every choice on the axis, chosen or not (plotly would span only the values drawn)
+        return dict(
+            label=label, values=values, tickvals=ticks, ticktext=text, range=[0, max(ticks) or 1]
+        )
     log = bool(getattr(dist, "log", False))
     lo, hi = (math.log10(dist.low), math.log10(dist.high)) if log else (dist.low, dist.high)
-    ticks, text = _ticks(lo, hi, log)
+    whole = isinstance(dist, optuna.distributions.IntDistribution)
+    ticks, text = _ticks(lo, hi, log, n=MAX_TICKS - missing, whole=whole)  # and "n/a"
     na = lo - 0.15 * (hi - lo or 1)
     values = [
         (math.log10(t.params[name]) if log else t.params[name]) if name in t.params else na
@@ -118,21 +194,38 @@ def parallel_figure(study: optuna.Study) -> tuple[object | None, str | None, lis
     legend: list[str] = []
     values = [t.value for t in done]
     dims = [dict(label=TARGET, values=values)]
-    dims += [_dimension(n, done, legend) for n in names]
+    gap = (CARD_WIDTH - _MARGIN["l"] - _MARGIN["r"]) / max(1, len(names))  # between axes
+    chars = int((gap - TICK_PAD - CLEAR) // CHAR_PX)
+    dims += [_dimension(n, done, legend, chars) for n in names]
     fig = go.Figure(
         go.Parcoords(
             line=dict(
-                color=values, colorscale="Viridis", showscale=True, colorbar=dict(title=TARGET)
+                color=values,
+                colorscale="Viridis",
+                showscale=True,
+                # below the axes, not beside them: at the dashboard's half-width card every
+                # pixel of width goes to the gaps between axes
+                colorbar=dict(
+                    title=dict(text=TARGET, side="right"),
+                    orientation="h",
+                    thickness=8,
+                    len=0.5,
+                    x=0.5,
+                    y=-0.08,
+                    yanchor="top",
+                    tickfont=dict(size=10),
+                ),
             ),
             dimensions=dims,
-            labelangle=-25,
+            labelangle=-45,
             labelside="top",
             labelfont=dict(size=12),
             tickfont=dict(size=10),
             rangefont=dict(size=1, color="rgba(0,0,0,0)"),  # min/max labels only clutter
         )
     )
-    fig.update_layout(margin=dict(t=140, l=60, r=40, b=40))
+    # the title at the very top, above the turned axis titles
+    fig.update_layout(margin=_MARGIN, title=dict(y=0.985, yanchor="top"))
     return fig, None, legend
 
 

@@ -20,9 +20,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.dashboard import LOOPBACK, make_dashboard, serve, url
+    from hpo.dashboard import LOOPBACK, artifacts_elsewhere, make_dashboard, serve, url
 
     server = make_dashboard(args.storage, args.host, args.port, args.artifacts)
+    missing = artifacts_elsewhere(args.storage, args.artifacts)
+    if missing:
+        print(
+            f"warning: none of the {missing} artifacts the studies name is in {args.artifacts} "
+            "(images will show broken): start `hpo dashboard` in the folder where `hpo run` "
+            "ran, or pass --artifacts",
+            file=sys.stderr,
+        )
     if args.host not in LOOPBACK:
         print(
             f"warning: listening on {args.host}: anyone who can reach it can read and edit the studies",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
+import math
 import shutil
 import socket
 import subprocess
@@ -21,6 +24,7 @@ from hpo.artifacts import open_artifact_store, record_config, save_space
 from hpo.cli import main
 from hpo.dashboard import make_dashboard, url
 from hpo.figures import DASHBOARD_FIGURES, FIGURES
+from hpo.history import save_history
 from hpo.report import annotate_study, write_report
 from hpo.space import load_space
 from tests.hpo.test_report import fake_study
@@ -124,6 +128,32 @@ def dashboard(tmp_path):
             proc.wait()
 
 
+def test_dashboard_away_from_the_artifacts_says_so(tmp_path, dashboard):
+    """Started in another folder than the run, the dashboard would serve every artifact as an
+    error (each curves.png a broken image): it says so on start, and where to start it."""
+    from hpo.dashboard import artifacts_elsewhere
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    store_dir = tmp_path / "project" / "studies" / "artifacts"
+    study = optuna.create_study(study_name="away", storage=storage, direction="maximize")
+    trial = study.ask()
+    save_history(trial, open_artifact_store(store_dir), _history(trial.number, epochs=3))
+    study.tell(trial, 0.6)
+    (tmp_path / "studies" / "artifacts").mkdir(parents=True)
+    assert artifacts_elsewhere(storage, store_dir) == 0  # history.json and curves.png there
+    assert artifacts_elsewhere(storage, tmp_path / "studies" / "artifacts") == 2
+    optuna.create_study(study_name="bare", storage=f"sqlite:///{tmp_path}/bare.db")
+    assert artifacts_elsewhere(f"sqlite:///{tmp_path}/bare.db", tmp_path / "nothing") == 0
+
+    dashboard(storage)  # in tmp_path: studies/artifacts there is empty
+    log = (tmp_path / "dashboard.out").read_text()
+    assert (
+        "warning: none of the 2 artifacts the studies name is in studies/artifacts "
+        "(images will show broken): start `hpo dashboard` in the folder where `hpo run` ran, "
+        "or pass --artifacts\n"
+    ) in log
+
+
 def _browse(address: str, shot: Path, height: int = 2400) -> str:
     """DOM after the page's scripts ran, plus a screenshot, from one headless Chromium run."""
     cmd = [
@@ -157,11 +187,99 @@ _FACTS = """document.body === null ? "{}" : JSON.stringify({
       + (e.textContent || '').slice(0, 80))})"""
 
 
-def _page_facts(address: str, wait_for: str, width: int = 1280) -> dict:
+# Where plotly drew each parallel-coordinates axis (``x``, ``top``, ``bottom`` of its line), its
+# title and its tick labels, each label as the four corners of its box on the screen (the
+# titles are turned, so an upright box would overstate them), and the card's left and right.
+_PARCOORDS = """JSON.stringify([...document.querySelectorAll('.parcoords')].map(svg => {
+  const corners = e => { const b = e.getBBox(), m = e.getScreenCTM();
+    return [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height], [b.x, b.y + b.height]]
+      .map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]); };
+  const card = svg.closest('.js-plotly-plot').getBoundingClientRect();
+  return {left: card.left, right: card.right, axes: [...svg.querySelectorAll('.y-axis')].map(a => ({
+    x: a.getScreenCTM().e, top: a.getScreenCTM().f,
+    bottom: a.querySelector('.axis-extent-bottom').getScreenCTM().f,
+    title: [a.querySelector('.axis-title').textContent, corners(a.querySelector('.axis-title'))],
+    ticks: [...a.querySelectorAll('.tick text')].map(t => [t.textContent, corners(t)])}))};
+}))"""
+
+
+def _gap(a: list, b: list) -> float:
+    """Distance between two convex quadrilaterals along the best separating axis (their edge
+    normals): exact for boxes turned alike; <= 0 where they overlap."""
+    best = -math.inf
+    for quad in (a, b):
+        for (x0, y0), (x1, y1) in zip(quad, quad[1:] + quad[:1], strict=True):
+            nx, ny = y0 - y1, x1 - x0
+            norm = math.hypot(nx, ny) or 1.0
+            pa = [(x * nx + y * ny) / norm for x, y in a]
+            pb = [(x * nx + y * ny) / norm for x, y in b]
+            best = max(best, min(pb) - max(pa), min(pa) - max(pb))
+    return best
+
+
+LABEL_GAP = 4  # px between labels of different axes, at least
+LINE_GAP = 6  # px between a tick label and another axis's line, at least
+
+
+def _parcoords_problems(plot: dict) -> tuple[list[str], float, float]:
+    """What makes a parallel-coordinates figure unreadable: more than 6 ticks on an axis, a
+    tick off its axis, labels of two axes closer than ``LABEL_GAP``, a tick label within
+    ``LINE_GAP`` of another axis's line (it reads as that axis's), a label outside the card.
+    Also the smallest gap between labels of different axes, and between a tick label and
+    another axis's line."""
+    problems, smallest, nearest_line = [], math.inf, math.inf
+    axes = plot["axes"]
+    for i, ax in enumerate(axes):
+        name = ax["title"][0]
+        if len(ax["ticks"]) > 6:
+            problems.append(f"{name}: {len(ax['ticks'])} ticks")
+        for text, quad in ax["ticks"]:
+            mid = sum(y for _, y in quad) / 4
+            if not ax["top"] - 1 <= mid <= ax["bottom"] + 1:
+                problems.append(f"{name}: tick {text!r} off the axis")
+            xs = [x for x, _ in quad]
+            for other in axes[:i] + axes[i + 1 :]:
+                off = max(min(xs) - other["x"], other["x"] - max(xs), 0)
+                nearest_line = min(nearest_line, off)
+                if min(xs) - LINE_GAP < other["x"] < max(xs) + LINE_GAP:
+                    problems.append(f"{name}: tick {text!r} on the line of {other['title'][0]}")
+        for text, quad in [ax["title"], *ax["ticks"]]:
+            xs = [x for x, _ in quad]
+            if min(xs) < plot["left"] or max(xs) > plot["right"]:
+                problems.append(f"{name}: {text!r} outside the card")
+            for other in axes[i + 1 :]:
+                for other_text, other_quad in [other["title"], *other["ticks"]]:
+                    gap = _gap(quad, other_quad)
+                    smallest = min(smallest, gap)
+                    if gap < LABEL_GAP:
+                        problems.append(f"{text!r} ({name}) {gap:.1f} px from {other_text!r}")
+    return problems, smallest, nearest_line
+
+
+# The trial page's curves.png as the reader sees it: scrolled into view (the dashboard scrolls
+# inside a window-high box, so an image below it is never painted, not even in a screenshot
+# beyond the viewport) and decoded; its box in the window and its size as served.
+_CURVES = """(async () => {
+  const img = [...document.images].find(i => i.alt === 'curves.png');
+  if (!img) return JSON.stringify(null);
+  img.scrollIntoView({block: 'center'});
+  const decoded = await img.decode().then(() => true, () => false);
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const r = img.getBoundingClientRect();
+  return JSON.stringify({decoded, src: img.getAttribute('src'), width: img.naturalWidth,
+    height: img.naturalHeight, box: [r.left, r.top, r.right, r.bottom]});
+})()"""
+
+
+def _page_facts(
+    address: str, wait_for: str, width: int = 1280, extra: str = "", shot: Path | None = None
+) -> dict:
     """Page width (``scroll``), window width (``inner``) and the width left beside a vertical
     scrollbar (``client``), the visible text, plotly parcoords drawn and the elements sticking
     out (``wide``), once ``wait_for`` shows; from a headless Chromium driven over the DevTools
-    protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all."""
+    protocol (what kaleido uses). ``scroll <= client`` means no sideways scrolling at all.
+    ``extra``: one more expression giving JSON (or a promise of it), evaluated then, its
+    value under ``extra``; ``shot``: a PNG of the window after that."""
     from choreographer import Browser
 
     async def facts() -> dict:
@@ -181,7 +299,15 @@ def _page_facts(address: str, wait_for: str, width: int = 1280) -> dict:
                     reply = await tab.send_command(
                         "Runtime.evaluate", params={"expression": _FACTS, "returnByValue": True}
                     )
-                    return json.loads(reply["result"]["result"]["value"])
+                    got = json.loads(reply["result"]["result"]["value"])
+                    if extra:
+                        params = {"expression": extra, "returnByValue": True, "awaitPromise": True}
+                        reply = await tab.send_command("Runtime.evaluate", params=params)
+                        got["extra"] = json.loads(reply["result"]["result"]["value"])
+                    if shot:
+                        reply = await tab.send_command("Page.captureScreenshot")
+                        shot.write_bytes(base64.b64decode(reply["result"]["data"]))
+                    return got
                 await asyncio.sleep(0.3)
 
     got = asyncio.run(facts())
@@ -265,12 +391,44 @@ def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, ca
     assert page["scroll"] <= page["client"], page["wide"]  # the table and figures fit 1280 px
 
 
+def _history(number: int, epochs: int) -> dict:
+    """A one-run history document as the objective writes it, its loss falling."""
+    from types import SimpleNamespace
+
+    from hpo.history import history_document
+
+    def metrics(e: int) -> dict:
+        return {"mAP": 0.2 * e, "loss": 3 - e / 2, "id": 2 - e / 4, "supcon": e / 10}
+
+    records = [  # the fields of hpo.objective.EpochRecord that the history keeps
+        SimpleNamespace(run=0, fold=0, epoch=e, step=e, metrics=metrics(e))
+        for e in range(1, epochs + 1)
+    ]
+    return history_document(
+        number, "completed", [dict(run=0, fold=0, seed=0, epochs=epochs)], records
+    )
+
+
+def _more_trials(study: optuna.Study, space, baselines: int = 2, n: int = 5) -> None:
+    """The space's first ``baselines``, a trial without the ArcFace pair (an "n/a" tick) and
+    random ones, so every axis shows its whole range."""
+    study.sampler = optuna.samplers.RandomSampler(seed=0)
+    for config in space.baselines[:baselines]:
+        study.enqueue_trial({k: v for k, v in config.items() if k != "name"})
+    study.enqueue_trial({"classifier": "linear"})
+    for i in range(baselines + 1 + n):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.41 + 0.037 * i)
+
+
 @needs_chromium
 def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     """A trial as the objective records it (config as a YAML artifact and a short attribute)
     and a study with its space as an artifact: no horizontal scrolling at 1280 px."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    store = open_artifact_store(tmp_path / "studies" / "artifacts")  # what `hpo dashboard` serves
+    store_dir = tmp_path / "studies" / "artifacts"
+    store = open_artifact_store(store_dir)  # what `hpo dashboard` serves
     space = load_space("tiny-vit")
     study = optuna.create_study(study_name="fits", storage=storage, direction="maximize")
     save_space(study, store, space)
@@ -291,17 +449,57 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
         trial.set_user_attr(key, value)
     for epoch in range(1, 5):
         trial.report(0.2 * epoch, epoch)
+    save_history(trial, store, _history(trial.number, epochs=4))  # history.json, curves.png
     study.tell(trial, metrics["mAP"])
+    _more_trials(study, space, baselines=0)
     annotate_study(study)
+    for name in ("rn50", "vitb16"):  # the real spaces: 10 and 9 parameters
+        other = optuna.create_study(
+            study_name=f"fits-{name}", storage=storage, direction="maximize"
+        )
+        save_space(other, store, load_space(name))
+        _more_trials(other, load_space(name))
+        annotate_study(other)
 
     address = dashboard(storage)
-    trial_page = _page_facts(f"{address}/studies/1/trials", wait_for="config_sha256")
+    assert "warning" not in (tmp_path / "dashboard.out").read_text()  # the artifacts are here
+    shot = tmp_path / "trial.png"
+    trial_page = _page_facts(
+        f"{address}/studies/1/trials", wait_for="config_sha256", extra=_CURVES, shot=shot
+    )
     assert "config.yaml" in trial_page["text"]  # the full config is one click away
     # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
     assert trial_page["scroll"] <= trial_page["client"] + 1, trial_page["wide"]
-    study_page = _page_facts(f"{address}/studies/1", wait_for=FIGURES["value_se"][:30])
-    assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
-    assert study_page["scroll"] <= study_page["client"], study_page["wide"]
+    # curves.png: served as a PNG, byte for byte what the store holds, and painted
+    curves = trial_page["extra"]
+    assert curves is not None, "no curves.png image on the trial page"
+    assert curves["decoded"] and (curves["width"], curves["height"]) == (880, 646)
+    with urllib.request.urlopen(address.removesuffix("/dashboard") + curves["src"]) as resp:
+        assert resp.headers["Content-Type"] == "image/png"
+        served = resp.read()
+    assert served == (store_dir / curves["src"].rsplit("/", 1)[1]).read_bytes()
+    assert Image.open(io.BytesIO(served)).size == (880, 646)
+    left, top, right, bottom = (round(v) for v in curves["box"])
+    assert right - left >= 150 and 0 <= top < bottom <= 900  # a card's thumbnail, in view
+    thumb = Image.open(shot).convert("RGB").crop((left, top, right, bottom))
+    colours = thumb.getcolors(maxcolors=1 << 20)
+    blue = sum(n for n, (r, _, b) in colours if b > 150 and b - r > 60)  # run 0's line
+    assert blue >= 10, f"curves.png not drawn: {blue} blue pixels"  # 18 when drawn
+    # (the other studies' trials have no standard error, so no value +- SE figure)
+    shown = ((1, "tiny-vit", "value_se"), (2, "rn50", "parallel"), (3, "vitb16", "parallel"))
+    for number, name, last in shown:  # the parallel coordinates' card is half the page wide
+        study_page = _page_facts(
+            f"{address}/studies/{number}", wait_for=FIGURES[last][:30], extra=_PARCOORDS
+        )
+        assert study_page["parcoords"] == 1 and "space_params" in study_page["text"]
+        assert study_page["scroll"] <= study_page["client"], study_page["wide"]
+        (plot,) = study_page["extra"]
+        assert len(plot["axes"]) == 1 + len(load_space(name).names)  # val mAP + each parameter
+        assert plot["right"] - plot["left"] < 700
+        problems, smallest, line = _parcoords_problems(plot)
+        gaps = f"labels of different axes >= {smallest:.1f} px apart, tick to line >= {line:.1f}"
+        print(f"{name}: {len(plot['axes'])} axes, {gaps}")
+        assert not problems, (name, gaps, problems[:10])
     assert len(DASHBOARD_FIGURES) == 2
 
     html = write_report(study, tmp_path / "report", png=False).html

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hpo import optuna_internals, report
 from hpo.cli import main
 from hpo.figures import DASHBOARD_FIGURES, FIGURES, RELIABLE_IMPORTANCES, study_figures
 from hpo.report import NOTE_MARKER, OLD_FIGURE_IDS, annotate_study, write_report
+from hpo.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 TEMPLATES = [
@@ -123,11 +125,66 @@ def test_parallel_coordinates_readable_and_keep_trials_without_a_conditional_par
     assert margin.ticktext[0] == "n/a" and min(margin.values) == margin.tickvals[0]
     assert list(dims["prompt_tmpl"].ticktext) == ["1", "2"]  # spelled out in the legend
     assert list(dims["classifier"].ticktext) == ["linear", "arcface"]
-    assert trace.labelangle == -25
+    assert trace.labelangle == -45  # turned titles of neighbouring axes stay apart
     legend = figs.legends["parallel"]
     assert "prompt_tmpl = prompt_template" in legend
     assert f"prompt_tmpl 2 = {TEMPLATES[1]}" in legend
-    assert list(dims["lr"].ticktext) == ["1e-05", "0.0001", "0.001", "0.01"]  # log axis
+    assert list(dims["lr"].ticktext) == ["1e-5", "1e-4", "1e-3", "1e-2"]  # log axis, round
+    assert list(dims["lr"].tickvals) == [-5, -4, -3, -2]
+    # every choice on its axis, even one no trial took
+    assert list(dims["classifier"].range) == [0, 1] and list(dims["prompt_tmpl"].range) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "lo, hi, log, whole, texts",
+    [
+        (1e-4, 1e-2, True, False, ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"]),  # not 0.00046
+        (1e-6, 1e-3, True, False, ["1e-6", "1e-5", "1e-4", "1e-3"]),
+        (0.1, 10.0, True, False, ["0.1", "0.3", "1", "3", "10"]),
+        (0.25, 10.0, True, False, ["0.5", "1", "2", "5", "10"]),
+        (0.03, 0.3, True, False, ["0.03", "0.1", "0.3"]),
+        (0.02, 0.2, True, False, ["0.02", "0.05", "0.1", "0.2"]),
+        (1e-8, 1.0, True, False, ["1e-8", "1e-6", "1e-4", "1e-2", "1"]),
+        (0.03, 0.05, True, False, ["0.03", "0.035", "0.04", "0.045", "0.05"]),  # < a decade
+        (8.0, 64.0, False, False, ["10", "20", "30", "40", "50", "60"]),
+        (0.05, 0.5, False, False, ["0.1", "0.2", "0.3", "0.4", "0.5"]),
+        (1, 4, False, True, ["1", "2", "3", "4"]),
+        (1, 40, False, True, ["10", "20", "30", "40"]),
+    ],
+)
+def test_parallel_axis_ticks_are_few_round_and_true(lo, hi, log, whole, texts):
+    from hpo.figures import MAX_TICKS, _ticks
+
+    ends = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+    vals, got = _ticks(*ends, log, whole=whole)
+    assert got == texts and len(got) <= MAX_TICKS
+    for pos, text in zip(vals, got, strict=True):  # the text is the value at its position
+        value = 10**pos if log else pos
+        assert math.isclose(value, float(text), rel_tol=1e-9)
+        assert ends[0] - 1e-9 <= pos <= ends[1] + 1e-9
+
+
+def test_parallel_choices_shortened_where_the_card_is_crowded():
+    from hpo.figures import _short_choices
+
+    assert _short_choices(["arcface", "linear"], 5) == ["arc", "lin"]
+    assert _short_choices(["composed", "complete"], 5) == ["compo", "compl"]
+    assert _short_choices(["composed", "complete"], 4) is None  # numbered instead
+    space = load_space("rn50")  # 10 parameters: the classifier's words do not fit
+    study = optuna.create_study(direction="maximize")
+    for config in space.baselines:
+        study.enqueue_trial({k: v for k, v in config.items() if k != "name"})
+    study.enqueue_trial({"classifier": "linear"})
+    for i in range(3):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.5 + i / 10)
+    figs = study_figures(study, ["parallel"])
+    dims = {d.label: d for d in figs.figures["parallel"].data[0].dimensions}
+    assert list(dims["classifier"].ticktext) == ["arc", "lin"]
+    assert "classifier arc = arcface" in figs.legends["parallel"]
+    assert "classifier lin = linear" in figs.legends["parallel"]
+    assert list(dims["arcface_scale"].ticktext) == ["n/a", "20", "40", "60"]  # 6 with n/a
 
 
 def test_intermediate_values_whole_epochs_and_pruned_trials_marked():

@@ -296,11 +296,8 @@ def work(
     with quiet_trial_failures(quiet):
         while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
-                held.hold()
-                try:
+                with held:  # until the run is marked as this worker's
                     companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
-                finally:
-                    held.release()
             except Exception as exc:
                 if isinstance(exc.__context__, KeyboardInterrupt):  # see hpo.study.run_until
                     raise KeyboardInterrupt from None

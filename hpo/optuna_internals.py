@@ -38,9 +38,12 @@ RECORD_PREFIX = "hpo:"  # our long study records, see the module docstring
 
 def _backend(study_or_storage):
     """The storage that holds the rows: Optuna wraps RDBStorage in _CachedStorage."""
+    from optuna.storages._cached_storage import _CachedStorage
+
     is_study = isinstance(study_or_storage, optuna.Study)
     storage = study_or_storage._storage if is_study else study_or_storage
-    return getattr(storage, "_backend", storage)
+    # only the cache wrapper: a JournalStorage's own ``_backend`` is its log file
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
 
 
 def storage_of(study: optuna.Study):
@@ -55,10 +58,7 @@ def storage_identity(storage) -> str:
     in-memory storage's process and object. Artifact ownership records hold it."""
     import os
 
-    if isinstance(storage, optuna.Study):
-        storage = storage._storage
-    # a journal's own ``_backend`` is its log file: unwrap no further than the JournalStorage
-    backend = storage if isinstance(storage, optuna.storages.JournalStorage) else _backend(storage)
+    backend = _backend(storage)
     if isinstance(backend, optuna.storages.RDBStorage):
         from sqlalchemy.engine import make_url
 

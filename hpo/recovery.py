@@ -276,12 +276,13 @@ def release_unclaimed(
 class HeldSignals:
     """Interrupts held while a trial has no owner yet.
 
-    Optuna's ``ask`` creates the trial, then samples its parameters; a Ctrl-C or SIGTERM in
-    between used to leave a RUNNING trial that no worker had marked as its own, so nothing
-    could say whose it was. ``hold`` (before ``optimize``) catches SIGINT, SIGTERM and SIGUSR1
-    (where Python handles them) and remembers the first; ``release`` (once the objective has
-    marked the trial, and again after ``optimize``) restores the handlers and delivers it, so
-    the interrupt ends a trial that names its worker and says why. Main thread only.
+    Optuna's ``ask`` creates the trial, then calls the sampler's ``before_trial``; a Ctrl-C or
+    SIGTERM in between used to leave a RUNNING trial that no worker had marked as its own, so
+    nothing could say whose it was. ``hold`` catches SIGINT, SIGTERM and SIGUSR1 (where Python
+    handles them) and remembers the first; ``release`` (once the objective has marked the
+    trial) restores the handlers and delivers it, so the interrupt ends a trial that names its
+    worker and says why. As a context manager around ``optimize`` it holds on entry and
+    releases on exit (for a signal that came when no trial was made). Main thread only.
     """
 
     SIGNALS = tuple(
@@ -311,3 +312,10 @@ class HeldSignals:
         if self.pending is not None:
             (signum, frame), self.pending = self.pending, None
             old[signum](signum, frame)  # raises as the signal would have (KeyboardInterrupt...)
+
+    def __enter__(self) -> HeldSignals:
+        self.hold()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -325,11 +325,8 @@ def run_until(
                 time.sleep(poll)
                 continue
             try:
-                guarded.held.hold()  # until the objective marks the trial Optuna is about to make
-                try:
+                with guarded.held:  # until the objective marks the trial Optuna makes
                     study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
-                finally:
-                    guarded.held.release()
             except Exception as exc:
                 # Ctrl-C while Optuna records a trial's end surfaces as an error of its own
                 # bookkeeping raised while handling the interrupt: it is still the interrupt

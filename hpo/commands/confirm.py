@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         cf.fail_dead_runs(companion)
         cf.queue(study, companion, p)
     code = 0
+    store = open_artifact_store()  # each run's records, the models kept (hpo.checkpoints)
     mode = progress_mode(args)
     runs = companion.get_trials(deepcopy=False)
     done = sum(t.state == TrialState.COMPLETE for t in runs)
@@ -153,7 +154,6 @@ def run(args: argparse.Namespace) -> int:
         child += ["--heartbeat", str(args.heartbeat), "--lines", child_lines(mode)]
         code = run_workers(companion, child, args.workers, gpus, done + todo, progress)
     else:
-        store = open_artifact_store()
         objective = Objective(
             space,
             device=device,
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     if args.worker:
         return code
     summary = cf.summarize(study, companion, p, storage=args.storage)
-    kept = keep_decided(companion, summary, open_artifact_store())
+    kept = keep_decided(companion, summary, store)
     summary["models"] = sorted([n, run] for n, run in kept.items())  # [trial, companion trial]
     cf.store(study, summary)
     print(cf.format_summary(summary))

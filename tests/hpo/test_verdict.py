@@ -11,47 +11,28 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from handreid.stats import mean_se, t_interval
 from hpo import confirm as cf
 from hpo import verdict as vd
 
-# run noise as on the 11k sample (benchmarks/decisions_verdict.py says where each comes from)
-FOLD_SD, G_SD, E_SD = 0.03, 0.0082, 0.0164
+
+def _benchmark():
+    """benchmarks/decisions_verdict.py: its simulation (noise as on the 11k sample) and its
+    way of running simulated runs through the real ``decide``, shared with these tests."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "decisions_verdict.py"
+    spec = importlib.util.spec_from_file_location("decisions_verdict", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def simulate(rng, means, folds=3, seeds=3):
-    """(configs, seeds, folds) run values: fold effect for all, config x fold, seed noise."""
-    c = len(means)
-    f = rng.normal(0, FOLD_SD, size=(1, 1, folds))
-    g = rng.normal(0, G_SD, size=(c, 1, folds))
-    e = rng.normal(0, E_SD, size=(c, seeds, folds))
-    return np.asarray(means)[:, None, None] + f + g + e
-
-
-def decided(y):
-    """``cf.decide`` on run values ``y`` (configs, seeds, folds); config 0 is the baseline."""
-    c, m, k = y.shape
-    runs = {}
-    for n in range(c):
-        r = cf.Runs()
-        for s in range(m):
-            for i in range(k):
-                r.values.append(float(y[n, s, i]))
-                r.keys.append((s + 1, i))
-                r.identity_ap.append({})
-        runs[n] = r
-    info = {n: {"role": "baseline" if n == 0 else "candidate", "baseline": ""} for n in range(c)}
-    return cf.decide(runs, info, list(range(1, m + 1)), k, k, [0], 1)
+BENCH = _benchmark()
+simulate = BENCH.simulate_runs  # (configs, seeds, folds) run values; config 0 the baseline
+decided = BENCH.summary_of  # ``cf.decide`` on them; the baseline is config 0, the incumbent 1
 
 
 def old_says_better(y) -> bool:
     """The rule before: the largest mean, a t interval over K*M run differences."""
-    flat = y.reshape(len(y), -1)
-    winner = int(np.argmax(flat.mean(axis=1)))
-    if winner == 0:
-        return False
-    mean, se = mean_se(flat[winner] - flat[0])
-    return t_interval(mean, se, flat.shape[1] - 1)[0] > 0
+    return BENCH.old_rule(y)[0] == "better"
 
 
 @pytest.mark.parametrize(
@@ -139,11 +120,7 @@ def test_one_fold_uses_the_runs_as_units_and_adds_identity_noise():
 
 
 def test_the_benchmark_reports_every_figure():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "decisions_verdict.py"
-    spec = importlib.util.spec_from_file_location("decisions_verdict", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.simulate_verdicts(reps=40, seed=0)
+    result = BENCH.simulate_verdicts(reps=40, seed=0)
     for key in (
         "false_better_verdict_n5",
         "false_better_old_n5",

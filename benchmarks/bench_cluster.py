@@ -31,8 +31,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo.slurm import job_running
-from hpo.storage import open_storage
+from hpo.fleet.slurm import job_running
+from hpo.records.storage import open_storage
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
 

@@ -55,7 +55,7 @@ def run(data_root: str, flip: float, seed: int, epochs: int) -> dict:
     import torch
 
     from handreid.engine import fit, prepare_data, test_report
-    from hpo.space import load_space
+    from hpo.records.space import load_space
 
     space = load_space("tiny-vit")
     baseline = {k: v for k, v in space.baselines[0].items() if k != "name"}
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.getLogger("handreid").setLevel(logging.WARNING)
-    from hpo.study import synthetic_data
+    from hpo.search.study import synthetic_data
 
     datasets = {"synthetic": str(synthetic_data(REPO / "studies", **SYNTHETIC))}
     if (SAMPLE / "HandInfo.csv").is_file():

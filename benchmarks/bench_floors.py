@@ -33,7 +33,7 @@ SYNTHETIC = dict(ids=120, per_id=3, size=64, seed=0)  # as bench_generalisation.
 
 def settings(data_root: str, cache: str) -> dict:
     """name -> base config of each measured setting."""
-    from hpo.space import load_space
+    from hpo.records.space import load_space
 
     space = load_space("tiny-vit")
     general = dict(
@@ -92,7 +92,7 @@ def main() -> None:
 
     import torch
 
-    from hpo.study import synthetic_data
+    from hpo.search.study import synthetic_data
 
     roots = {}
     for name in args.datasets.split(","):

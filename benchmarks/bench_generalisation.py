@@ -50,7 +50,7 @@ FOLDS, TOP, CONFIRM_SEEDS = 3, 3, 2
 
 
 def base_space(data: str, opts: dict, folds: int):
-    from hpo.space import load_space
+    from hpo.records.space import load_space
 
     return load_space("tiny-vit").with_base(
         data_root=data,
@@ -69,7 +69,7 @@ class _TestObjective:
 
     def __init__(self, space):
         from handreid.engine import fit, test_report
-        from hpo.objective import Objective
+        from hpo.search.objective import Objective
 
         self.tests: list[float] = []
 
@@ -97,7 +97,7 @@ def tune(space, seed: int, budget: int, name: str):
     """Trials until ``budget`` epochs are spent; returns the study."""
     import optuna
 
-    from hpo.study import create_or_resume, make_pruner, make_sampler, run_until
+    from hpo.search.study import create_or_resume, make_pruner, make_sampler, run_until
 
     cfg = space.config({})
     study = create_or_resume(
@@ -116,8 +116,8 @@ def tune(space, seed: int, budget: int, name: str):
 
 def confirm(study, space) -> tuple[dict, int]:
     """``hpo confirm`` in process; returns its summary and the epochs it trained."""
-    from hpo import confirm as cf
-    from hpo.objective import Objective
+    from hpo.decide import confirm as cf
+    from hpo.search.objective import Objective
 
     p = cf.plan(study, TOP, CONFIRM_SEEDS)
     companion = cf.open_companion(study, study._storage)
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.studies, args.budget, args.epochs, args.fresh = 1, 60, 2, 2
-    from hpo.study import synthetic_data
+    from hpo.search.study import synthetic_data
 
     roots = {}
     for name in args.datasets.split(","):

@@ -55,9 +55,9 @@ def run_study(strategy: str, seed: int, opts: dict) -> dict:
     import optuna
     import torch
 
-    from hpo.objective import Objective
-    from hpo.space import SearchSpace, load_space
-    from hpo.study import create_or_resume, make_sampler, run_until
+    from hpo.records.space import SearchSpace, load_space
+    from hpo.search.objective import Objective
+    from hpo.search.study import create_or_resume, make_sampler, run_until
 
     torch.set_num_threads(opts["threads"])
     warnings.filterwarnings("ignore")
@@ -112,7 +112,7 @@ def build_pruner(spec: str, epochs: int, warmup_epochs: int):
     ``hyperband@K`` are the same pruners with their first pruning step set to K epochs."""
     import optuna
 
-    from hpo.study import make_pruner
+    from hpo.search.study import make_pruner
 
     name, _, first = spec.partition("@")
     if not first:
@@ -362,7 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_all(args: argparse.Namespace) -> list[dict]:
     if args.synthetic:
-        from hpo.study import synthetic_data
+        from hpo.search.study import synthetic_data
 
         args.data = str(synthetic_data(REPO / "studies", **SYNTHETIC))
     if not (Path(args.data) / "HandInfo.csv").is_file():

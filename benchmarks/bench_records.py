@@ -18,10 +18,10 @@ from pathlib import Path
 import optuna
 
 from handreid.data.synthetic import write_synthetic
-from hpo.artifacts import open_artifact_store
-from hpo.objective import DataPool, Objective
-from hpo.space import load_space
-from hpo.study import create_or_resume, make_pruner, run_until
+from hpo.records.artifacts import open_artifact_store
+from hpo.records.space import load_space
+from hpo.search.objective import DataPool, Objective
+from hpo.search.study import create_or_resume, make_pruner, run_until
 
 
 class TimedObjective(Objective):

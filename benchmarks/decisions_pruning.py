@@ -1,8 +1,8 @@
 """How often pruning stops a trial that is as good as the best, and how often a worse one.
 
-Runs the decision functions ``hpo.objective`` calls (``hpo.pruning.run_reference`` and
+Runs the decision functions ``hpo.search.objective`` calls (``hpo.search.pruning.run_reference`` and
 ``prune_reason``, which ``between_runs_prune`` composes; Optuna's ``MedianPruner`` as
-``hpo.study.make_pruner`` builds it) on simulated studies whose trials have known true means.
+``hpo.search.study.make_pruner`` builds it) on simulated studies whose trials have known true means.
 
 Between runs (``simulate_pruning``): a study has n complete trials (10 or 40) with K runs each
 (K = 3 or 5 folds); run value = true mean + fold effect (the fold's identities, shared by every
@@ -48,8 +48,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hpo.pruning import prune_reason, run_reference  # noqa: E402
-from hpo.study import make_pruner  # noqa: E402
+from hpo.search.pruning import prune_reason, run_reference  # noqa: E402
+from hpo.search.study import make_pruner  # noqa: E402
 
 RUN_SD = 0.03
 FOLD_SD = 0.06
@@ -81,7 +81,7 @@ def _trials(x: np.ndarray) -> list:
 
 
 def new_rule(values: np.ndarray, ref, runs: int) -> int | None:
-    """Run after which ``hpo.pruning`` stops the trial, or None."""
+    """Run after which ``hpo.search.pruning`` stops the trial, or None."""
     for m in range(1, runs):
         if prune_reason(list(values[:m]), ref, runs):
             return m

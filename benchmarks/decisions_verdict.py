@@ -7,8 +7,8 @@ as `hpo confirm --top 5 --seeds 3` on a `val_folds: 3` study. A run value is
 
 f: what fold k's identities do to every config; g: how config c fares on them in particular
 (shared by its seeds on fold k); e: training-seed noise. The runs go through
-`hpo.confirm.decide` (what `hpo confirm` calls to build its summary: rows, reference baseline,
-winner, simultaneous intervals) and `hpo.confirm.decision` (what its verdict line says).
+`hpo.decide.confirm.decide` (what `hpo confirm` calls to build its summary: rows, reference baseline,
+winner, simultaneous intervals) and `hpo.decide.confirm.decision` (what its verdict line says).
 
 Constants (11k sample, tiny-vit, `docs/benchmarks.md` "Generalisation" and the measured
 figures quoted with the change that calibrated the verdict):
@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from handreid.stats import mean_se, t_interval
-from hpo import confirm as cf
+from hpo.decide import confirm as cf
 
 N_CANDIDATES, FOLDS, SEEDS = 5, 3, 3
 TRUE_MEAN = 0.80

@@ -728,7 +728,7 @@ def study_in(
     def setup(tmp: Path, synthetic: Path) -> None:
         import optuna
 
-        from hpo.storage import open_storage
+        from hpo.records.storage import open_storage
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # stderr is the case's, not ours
         path = tmp / where
@@ -757,7 +757,7 @@ def broken_history(text: str) -> Setup:
         import optuna
         from optuna.artifacts import upload_artifact
 
-        from hpo.artifacts import open_artifact_store
+        from hpo.records.artifacts import open_artifact_store
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         (tmp / "studies").mkdir(exist_ok=True)
@@ -797,7 +797,7 @@ def link_to_folder(tmp: Path, synthetic: Path) -> None:
 
 
 def tiny_space(tmp: Path, synthetic: Path) -> dict:
-    from hpo.space import load_space
+    from hpo.records.space import load_space
 
     return load_space("tiny-vit").with_base(data_root=str(synthetic)).to_dict()
 

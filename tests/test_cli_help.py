@@ -51,7 +51,7 @@ def test_every_option_has_help_that_shows_its_default(name, parser):
 
 
 def test_fixed_sets_are_choices_and_free_paths_are_not():
-    from hpo.space import builtin_spaces
+    from hpo.records.space import builtin_spaces
 
     run = dict(commands(hpo_parser()))["run"]
     by_flag = {a.option_strings[-1]: a for a in run._actions if a.option_strings}

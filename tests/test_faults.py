@@ -20,15 +20,15 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
-from hpo.artifacts import open_artifact_store
-from hpo.checkpoints import (
+from hpo.records.artifacts import open_artifact_store
+from hpo.records.checkpoints import (
     CHECKPOINT_FILE,
     OWNER_SUFFIX,
     CheckpointKeeper,
     export_checkpoint,
     trial_checkpoint,
 )
-from hpo.storage import StorageError, open_storage
+from hpo.records.storage import StorageError, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -179,7 +179,7 @@ WORKER = """
 import signal, sys, time
 from pathlib import Path
 from hpo.cli import _sigterm
-from hpo.workers import watch_parent
+from hpo.fleet.workers import watch_parent
 
 signal.signal(signal.SIGTERM, _sigterm)
 watch_parent(pdeathsig={pdeathsig}, interval=0.2)
@@ -196,7 +196,7 @@ import os, subprocess, sys, time
 child = subprocess.Popen(
     [sys.executable, "-c", sys.argv[1], sys.argv[2]],
     env={**os.environ, "HPO_PARENT_PID": str(os.getpid())},
-    start_new_session=True,  # as hpo.workers starts them: no signal of ours reaches it
+    start_new_session=True,  # as hpo.fleet.workers starts them: no signal of ours reaches it
 )
 print(child.pid, flush=True)
 time.sleep(120)
@@ -241,7 +241,7 @@ def test_a_worker_whose_parent_is_killed_stops_cleanly(tmp_path, pdeathsig):
 
 # ---- a link's target folders are never created ------------------------------------------------
 def test_writing_through_a_dangling_link_creates_no_folder_anywhere(tmp_path):
-    from hpo.paths import atomic_write_text
+    from hpo.common.paths import atomic_write_text
 
     (tmp_path / "work").mkdir()
     link = tmp_path / "work" / "best.yaml"
@@ -256,7 +256,7 @@ def test_writing_through_a_dangling_link_creates_no_folder_anywhere(tmp_path):
 
 
 def test_an_exported_model_is_written_through_a_link_as_the_yaml_is(tmp_path):
-    from hpo.checkpoints import copy_checkpoint
+    from hpo.records.checkpoints import copy_checkpoint
 
     store = open_artifact_store(tmp_path / "artifacts")
     study = optuna.create_study(direction="maximize")
@@ -291,8 +291,8 @@ def test_a_bad_record_inside_a_journal_is_refused_with_a_repair_that_works(tmp_p
 
 # ---- dropped baselines are named, and can be queued again ------------------------------------
 def test_a_dropped_baseline_is_named_and_queued_again_on_request():
-    from hpo.baselines import dropped_lines, queue_dropped
-    from hpo.listing import show_text
+    from hpo.search.baselines import dropped_lines, queue_dropped
+    from hpo.views.listing import show_text
 
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": "hand-tuned"})

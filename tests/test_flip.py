@@ -16,7 +16,7 @@ import torch
 
 from handreid.config import TrainConfig
 from handreid.data.augment import BatchAugment, normalize
-from hpo.space import builtin_spaces, load_space
+from hpo.records.space import builtin_spaces, load_space
 
 
 def test_flip_is_on_by_default_in_the_trainer_and_every_shipped_space():

@@ -18,7 +18,7 @@ from handreid.floors import (
     format_floors,
     pixel_features,
 )
-from hpo.space import load_space
+from hpo.records.space import load_space
 
 
 def test_pixel_features_are_centred_and_unit_length():

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from handreid.config import ASPECTS, KEYS, TrainConfig, parse_overrides, parse_yaml
 from handreid.data.hands11k import COLUMNS, CSV_NAME, IMAGE_DIR, load_catalog, read_rows
 from handreid.errors import ConfigError, DataError, UserError
-from hpo.space import SearchSpace, SpaceError, parse_space
+from hpo.records.space import SearchSpace, SpaceError, parse_space
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_FILES = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -212,7 +212,7 @@ def test_parse_yaml_gives_data_or_a_config_error(text):
         one_line(exc)
 
 
-# ---- hpo.space.parse_space ---------------------------------------------------------------------
+# ---- hpo.records.space.parse_space ---------------------------------------------------------------------
 # Integers beyond float range (where math.isfinite and repr fail) must give a SpaceError too.
 HUGE = st.integers(min_value=2**1024, max_value=2**1100)  # (a 4,300-digit one: see the xfail)
 
@@ -378,7 +378,7 @@ def _journal_bytes() -> bytes:
     """A journal file with one study of three trials (params, values, attributes)."""
     import optuna
 
-    from hpo.storage import open_storage
+    from hpo.records.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
@@ -414,7 +414,7 @@ def test_a_damaged_journal_is_refused_untouched_or_opens_and_stays_readable(raw)
     opens again afterwards. Never a traceback."""
     import optuna
 
-    from hpo.storage import StorageError, check_journal, open_storage
+    from hpo.records.storage import StorageError, check_journal, open_storage
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "j.log"

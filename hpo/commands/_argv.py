@@ -8,7 +8,7 @@ import shlex
 
 def masked(argv: list[str]) -> list[str]:
     """The command line as it may be printed or stored: database passwords masked."""
-    from hpo.storage import shown
+    from hpo.records.storage import shown
 
     out = []
     for i, arg in enumerate(argv):

@@ -24,7 +24,7 @@ def add_command(sub, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def storage_arg(p: argparse.ArgumentParser, default_text: str | None = None) -> None:
-    from hpo.storage import DEFAULT_STORAGE
+    from hpo.records.storage import DEFAULT_STORAGE
 
     p.add_argument(
         "--storage",
@@ -55,9 +55,9 @@ def count(text: str) -> int:
 
 
 def progress_mode(args: argparse.Namespace) -> str:
-    """How this process shows progress (``hpo.progress``): a worker does what its parent
+    """How this process shows progress (``hpo.fleet.progress``): a worker does what its parent
     asked with the hidden --lines; otherwise the terminal and --quiet decide."""
-    from hpo.progress import output_mode
+    from hpo.fleet.progress import output_mode
 
     if args.worker:
         return args.lines or "trials"
@@ -65,7 +65,7 @@ def progress_mode(args: argparse.Namespace) -> str:
 
 
 def worker_prefix(args: argparse.Namespace) -> str:
-    from hpo.progress import worker_prefix as prefix
+    from hpo.fleet.progress import worker_prefix as prefix
 
     return prefix() if args.worker else ""
 
@@ -73,7 +73,7 @@ def worker_prefix(args: argparse.Namespace) -> str:
 def print_json(data) -> None:
     import json
 
-    from hpo.listing import json_ready
+    from hpo.views.listing import json_ready
 
     print(json.dumps(json_ready(data), indent=2, allow_nan=False))
 
@@ -81,6 +81,6 @@ def print_json(data) -> None:
 def watch_parent(args: argparse.Namespace) -> None:
     """A worker stops (as on SIGTERM) when the process that started it dies."""
     if args.worker:
-        from hpo.workers import watch_parent as watch
+        from hpo.fleet.workers import watch_parent as watch
 
         watch()

@@ -19,9 +19,9 @@ if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
 def check_run_target(args: argparse.Namespace) -> tuple[str, str, list[str]]:
     """Options, study name and storage of `hpo run`, checked before any data is read and
     without writing anything: (storage, study name, GPUs)."""
-    from hpo.paths import check_study_name
-    from hpo.storage import check_storage
-    from hpo.workers import check_gpus, parse_gpus
+    from hpo.common.paths import check_study_name
+    from hpo.fleet.workers import check_gpus, parse_gpus
+    from hpo.records.storage import check_storage
 
     _check_run_options(args)
     storage_url = _run_storage(args)
@@ -53,7 +53,7 @@ def _check_run_options(args: argparse.Namespace) -> None:
 
 
 def _run_storage(args: argparse.Namespace) -> str:
-    from hpo.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
+    from hpo.records.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
 
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
@@ -65,7 +65,7 @@ def _run_storage(args: argparse.Namespace) -> str:
 
 def refuse_sqlite_workers(storage: str, workers: int) -> None:
     """`hpo run` and `hpo confirm`: several workers need a journal file or a server."""
-    from hpo.storage import DEFAULT_JOURNAL
+    from hpo.records.storage import DEFAULT_JOURNAL
 
     if workers > 1 and storage.startswith("sqlite"):
         raise UserError(
@@ -77,7 +77,7 @@ def refuse_sqlite_workers(storage: str, workers: int) -> None:
 def _one_place(args: argparse.Namespace, storage_url: str, name: str) -> None:
     """Refuse to start a second study of the same name when the other default storage (SQLite
     database vs journal file) holds it: `show` and `export` would keep reading the first one."""
-    from hpo.storage import DEFAULT_STORAGE, open_storage, other_default, study_names
+    from hpo.records.storage import DEFAULT_STORAGE, open_storage, other_default, study_names
 
     elsewhere = None if args.worker else other_default(storage_url, name)
     if elsewhere is None:
@@ -100,7 +100,7 @@ def _one_place(args: argparse.Namespace, storage_url: str, name: str) -> None:
 
 def data_changes(args: argparse.Namespace, space) -> dict:
     """Fixed keys from the command line: epochs, data options and --set overrides."""
-    from hpo.study import synthetic_data
+    from hpo.search.study import synthetic_data
 
     changes = parse_overrides(args.set)
     for flag, key, value in (
@@ -149,9 +149,9 @@ class StorageFailures:
         return self
 
     def __exit__(self, kind, exc, tb) -> bool:
-        from hpo.recovery import release_own_trials
-        from hpo.storage import failure_reason, shown
-        from hpo.study import StorageFailure
+        from hpo.fleet.recovery import release_own_trials
+        from hpo.records.storage import failure_reason, shown
+        from hpo.search.study import StorageFailure
 
         if not isinstance(exc, Exception):
             return False

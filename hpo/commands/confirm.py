@@ -7,7 +7,6 @@ import argparse
 import sys
 
 from handreid.errors import UserError, interrupt_code
-from hpo import slurm
 from hpo.commands._argv import replaced
 from hpo.commands._common import (
     add_command,
@@ -19,6 +18,7 @@ from hpo.commands._common import (
     worker_prefix,
 )
 from hpo.commands._run_checks import refuse_sqlite_workers
+from hpo.fleet import slurm
 
 
 def add_parser(sub) -> None:
@@ -56,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from handreid.engine import resolve_device
-    from hpo import confirm as cf
-    from hpo.artifacts import open_artifact_store
-    from hpo.checkpoints import ConfirmKeeper, keep_decided
-    from hpo.export import study_space
-    from hpo.lines import confirm_label, fit, trial_line
-    from hpo.objective import DataPool, Objective
-    from hpo.progress import Progress
-    from hpo.study import load_study, open_storage
-    from hpo.workers import child_lines, parse_gpus, run_workers
+    from hpo.common.lines import confirm_label, fit, trial_line
+    from hpo.decide import confirm as cf
+    from hpo.fleet.progress import Progress
+    from hpo.fleet.workers import child_lines, parse_gpus, run_workers
+    from hpo.records.artifacts import open_artifact_store
+    from hpo.records.checkpoints import ConfirmKeeper, keep_decided
+    from hpo.records.configs import study_space
+    from hpo.search.objective import DataPool, Objective
+    from hpo.search.study import load_study, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     watch_parent(args)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         cf.fail_dead_runs(companion)
         cf.queue(study, companion, p)
     code = 0
-    store = open_artifact_store()  # each run's records, the models kept (hpo.checkpoints)
+    store = open_artifact_store()  # each run's records, the models kept (hpo.records.checkpoints)
     mode = progress_mode(args)
     runs = companion.get_trials(deepcopy=False)
     done = sum(t.state == TrialState.COMPLETE for t in runs)
@@ -176,11 +176,11 @@ def run(args: argparse.Namespace) -> int:
     summary["models"] = sorted([n, run] for n, run in kept.items())  # [trial, companion trial]
     cf.store(study, summary)
     print(cf.format_summary(summary))
-    from hpo.floors import floor_lines
+    from hpo.decide.floors import floor_lines
 
     for line in floor_lines(study):
         print(fit(line))
-    from hpo.report import annotate_after_confirm
+    from hpo.views.report import annotate_after_confirm
 
     annotate_after_confirm(study, companion)
     if code in (130, 143):

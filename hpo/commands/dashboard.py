@@ -9,7 +9,7 @@ from hpo.commands._common import add_command, storage_arg
 
 
 def add_parser(sub) -> None:
-    from hpo.artifacts import ARTIFACTS_DIR
+    from hpo.records.artifacts import ARTIFACTS_DIR
 
     p = add_command(sub, "dashboard", "serve optuna-dashboard on the storage (on 127.0.0.1)")
     storage_arg(p)
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.dashboard import LOOPBACK, artifacts_elsewhere, make_dashboard, serve, url
+    from hpo.views.dashboard import LOOPBACK, artifacts_elsewhere, make_dashboard, serve, url
 
     server = make_dashboard(args.storage, args.host, args.port, args.artifacts)
     missing = artifacts_elsewhere(args.storage, args.artifacts)

@@ -26,34 +26,34 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.export import check_export_targets, export_trial, pick_trial
-    from hpo.paths import study_dir
-    from hpo.study import load_study
+    from hpo.common.paths import study_dir
+    from hpo.search.study import load_study
+    from hpo.views.export import check_export_targets, export_trial, pick_trial
 
     study = load_study(args.storage, args.study)
     out = Path(args.out) if args.out else study_dir(study.study_name) / "best.yaml"
     check_export_targets(out, args.checkpoint)
     trial = pick_trial(study, args.trial)
     if args.checkpoint:  # an unreadable checkpoint entry fails before the YAML is written
-        from hpo.artifacts import existing_artifact_store
-        from hpo.checkpoints import checkpoint_source
+        from hpo.records.artifacts import existing_artifact_store
+        from hpo.records.checkpoints import checkpoint_source
 
         checkpoint_source(study, trial, existing_artifact_store())
     path, trial = export_trial(study, out, trial.number, storage=args.storage)
-    from hpo.export import value_text
-    from hpo.lines import fit
+    from hpo.common.lines import fit
+    from hpo.views.export import value_text
 
     print(fit(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})"))
-    from hpo.floors import check
+    from hpo.decide.floors import check
 
     if warning := check(study):
         print(fit(f"warning: {warning}"))
     if args.checkpoint:
-        from hpo.checkpoints import export_checkpoint
+        from hpo.records.checkpoints import export_checkpoint
 
         print(fit(export_checkpoint(study, trial, path)[1]))
-    from hpo.confirm import current
-    from hpo.headline import headline
+    from hpo.decide.confirm import current
+    from hpo.views.headline import headline
 
     if current(study) is not None or trial.number == study.best_trial.number:
         print(fit(headline(study)))  # the decision this export stands on

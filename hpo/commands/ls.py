@@ -16,15 +16,15 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.listing import printable
-    from hpo.storage import open_storage, shown
+    from hpo.records.storage import open_storage, shown
+    from hpo.views.listing import printable
 
     storage = open_storage(args.storage, create=False)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if not summaries:
         print(f"no studies in {shown(args.storage)}")
-    from hpo.confirm import SUFFIX, is_companion
-    from hpo.headline import short
+    from hpo.records.companion import SUFFIX, is_companion
+    from hpo.views.headline import short
 
     names = {s.study_name for s in summaries}
     # a companion study (``<study>.confirm``) is listed right under its parent

@@ -9,7 +9,7 @@ from hpo.commands._common import add_command, storage_arg, study_arg
 
 
 def add_parser(sub) -> None:
-    from hpo.artifacts import ARTIFACTS_DIR  # not via hpo.report: that pulls in scipy
+    from hpo.records.artifacts import ARTIFACTS_DIR  # not via hpo.views.report: that pulls in scipy
 
     p = add_command(sub, "report", "HTML report: figures, top trials; refreshes the note")
     study_arg(p)
@@ -23,9 +23,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.paths import study_dir
-    from hpo.report import open_artifact_store, save_artifacts, write_report
-    from hpo.study import load_study
+    from hpo.common.paths import study_dir
+    from hpo.search.study import load_study
+    from hpo.views.report import open_artifact_store, save_artifacts, write_report
 
     if args.top < 1:
         raise UserError(f"--top={args.top}: must be at least 1")

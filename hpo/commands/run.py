@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handreid.errors import interrupt_code
-from hpo import slurm
 from hpo.commands._argv import masked, replaced, worker_argv
 from hpo.commands._common import (
     add_command,
@@ -23,20 +22,21 @@ from hpo.commands._common import (
     worker_prefix,
 )
 from hpo.commands._run_checks import StorageFailures, check_run_target, data_changes
-from hpo.paths import MAX_NAME
+from hpo.common.paths import MAX_NAME
+from hpo.fleet import slurm
 
 if TYPE_CHECKING:  # imported lazily at run time: `hpo --help` stays fast
     import optuna
 
     from handreid.config import TrainConfig
-    from hpo.space import SearchSpace
+    from hpo.records.space import SearchSpace
 
 
 def add_parser(sub) -> None:
-    from hpo.checkpoints import DEFAULT_KEEP
-    from hpo.space import builtin_spaces
-    from hpo.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
-    from hpo.study import PRUNERS, SAMPLERS
+    from hpo.records.checkpoints import DEFAULT_KEEP
+    from hpo.records.space import builtin_spaces
+    from hpo.records.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
+    from hpo.search.study import PRUNERS, SAMPLERS
 
     p = add_command(sub, "run", "run (or resume) a study until it holds --trials finished trials")
     p.add_argument(
@@ -141,7 +141,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.space import load_space, space_file
+    from hpo.records.space import load_space, space_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines report progress
     watch_parent(args)
@@ -159,10 +159,11 @@ def run(args: argparse.Namespace) -> int:
     from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
-    from hpo.listing import summary_lines
-    from hpo.objective import DataPool
-    from hpo.storage import open_storage, shown
-    from hpo.study import create_or_resume, finished, make_pruner, make_sampler, process_seed
+    from hpo.fleet.progress import finished
+    from hpo.records.storage import open_storage, shown
+    from hpo.search.objective import DataPool
+    from hpo.search.study import create_or_resume, make_pruner, make_sampler, process_seed
+    from hpo.views.listing import summary_lines
 
     device = resolve_device(args.device) if args.workers == 1 else None
     runs = base_cfg.val_folds * base_cfg.val_repeats
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         study = create_or_resume(storage, name, space, sampler=None, pruner=pruner, context=context)
         guard.study = study
         if args.retry_baselines and not args.worker:
-            from hpo.baselines import queue_dropped
+            from hpo.search.baselines import queue_dropped
 
             for label in queue_dropped(study):
                 print(f"queued baseline {label} again", flush=True)
@@ -221,10 +222,12 @@ def run(args: argparse.Namespace) -> int:
             code = _run_here(args, study, space, device, pool, seed, mode)
         if args.worker:
             return code
-        from hpo.baselines import dropped_lines
+        from hpo.search.baselines import dropped_lines
 
         print("\n".join(summary_lines(study) + dropped_lines(study.get_trials(deepcopy=False))))
-        from hpo.report import annotate_after_run  # note + figures for the dashboard; never raises
+        from hpo.views.report import (
+            annotate_after_run,  # note + figures for the dashboard; never raises
+        )
 
         # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
         # the summary above already says so
@@ -243,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _floors_at_start(args: argparse.Namespace, study, cfg, pool) -> None:
     """The study's floors, computed once (a worker or a rerun finds them stored)."""
-    from hpo.floors import ensure_floors, floors_text
-    from hpo.storage import failure_reason
+    from hpo.decide.floors import ensure_floors, floors_text
+    from hpo.records.storage import failure_reason
 
     try:
         record, computed = ensure_floors(study, cfg, pool.get, args.device)
@@ -272,11 +275,11 @@ def _run_here(
 ) -> int:
     """One worker in this process; 130 after Ctrl-C (143 after SIGTERM), with no trial left
     RUNNING."""
-    from hpo.artifacts import open_artifact_store
-    from hpo.objective import Objective
-    from hpo.progress import Progress
-    from hpo.recovery import interrupt_reason, release_own_trials
-    from hpo.study import finished, run_until
+    from hpo.fleet.progress import Progress, finished
+    from hpo.fleet.recovery import interrupt_reason, release_own_trials
+    from hpo.records.artifacts import open_artifact_store
+    from hpo.search.objective import Objective
+    from hpo.search.study import run_until
 
     progress = Progress(args.trials, mode=mode, initial=finished(study), prefix=worker_prefix(args))
     objective = Objective(
@@ -315,9 +318,8 @@ def _run_workers(
     gpus: list[str],
     mode: str,
 ) -> int:
-    from hpo.progress import Progress
-    from hpo.study import finished
-    from hpo.workers import child_lines, run_workers
+    from hpo.fleet.progress import Progress, finished
+    from hpo.fleet.workers import child_lines, run_workers
 
     child = worker_argv(args, storage_url, name, cfg.data_root, cfg.dataset)
     child += ["--lines", child_lines(mode)]

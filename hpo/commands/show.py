@@ -10,7 +10,7 @@ from hpo.commands._common import add_command, print_json, storage_arg, study_arg
 
 
 def add_parser(sub) -> None:
-    from hpo.listing import TOP
+    from hpo.views.listing import TOP
 
     p = add_command(
         sub,
@@ -29,21 +29,21 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo import listing
-    from hpo.study import load_study
+    from hpo.search.study import load_study
+    from hpo.views import listing
 
     if args.top < 1:
         raise UserError(f"--top={args.top}: must be at least 1")
     study = load_study(args.storage, args.study)
     if args.trial is not None:
-        from hpo.artifacts import existing_artifact_store
+        from hpo.records.artifacts import existing_artifact_store
 
         trial = listing.find_trial(study, args.trial)
         rows = listing.epoch_rows(study, trial, existing_artifact_store())
         if args.json:
             print_json({"trial": listing.trial_record(trial), "epochs": rows})
         else:
-            from hpo.lines import trial_line
+            from hpo.common.lines import trial_line
 
             print(trial_line(trial))
             print(listing.epoch_table(rows))

@@ -8,7 +8,7 @@ from hpo.commands._common import add_command, print_json, storage_arg, study_arg
 
 
 def add_parser(sub) -> None:
-    from hpo.listing import STATES
+    from hpo.views.listing import STATES
 
     p = add_command(
         sub, "trials", "list a study's trials: state, value ± SE, time, epochs, why it ended"
@@ -27,9 +27,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo import listing
-    from hpo.lines import trial_line
-    from hpo.study import load_study
+    from hpo.common.lines import trial_line
+    from hpo.search.study import load_study
+    from hpo.views import listing
 
     study = load_study(args.storage, args.study)
     trials = listing.select(study, args.state)

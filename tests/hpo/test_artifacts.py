@@ -12,7 +12,7 @@ from optuna.artifacts import get_all_artifact_meta
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
-from hpo.artifacts import (
+from hpo.records.artifacts import (
     ARTIFACTS_DIR,
     artifact_metas,
     config_attrs,
@@ -23,8 +23,8 @@ from hpo.artifacts import (
     record_config,
     save_space,
 )
-from hpo.space import load_space
-from hpo.study import STUDIES_DIR, space_digest
+from hpo.records.space import load_space
+from hpo.search.study import STUDIES_DIR, space_digest
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 CFG = TrainConfig.from_dict(

@@ -13,8 +13,8 @@ import torch
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
-from hpo.artifacts import open_artifact_store
-from hpo.checkpoints import (
+from hpo.records.artifacts import open_artifact_store
+from hpo.records.checkpoints import (
     CHECKPOINT_FILE,
     CheckpointKeeper,
     could_enter,
@@ -101,7 +101,7 @@ def test_confirm_keeps_every_model_run_until_it_has_decided_then_the_two_it_name
     """Seed-1 runs keep a model, seed-2 runs none; a partial confirm removes nothing; a
     complete one keeps the winner's and the reference baseline's (the first of a twin run),
     and never removes a model that another storage owns."""
-    from hpo.checkpoints import ConfirmKeeper, keep_decided
+    from hpo.records.checkpoints import ConfirmKeeper, keep_decided
 
     spec = _storage(tmp_path, kind)
     companion = optuna.create_study(study_name="s.confirm", storage=_open(spec))
@@ -176,7 +176,7 @@ def test_keep_two_checkpoints_export_one_and_evaluate_it(
     best_two = sorted(complete, key=lambda t: -t.value)[:2]
     kept = [t for t in study.trials if trial_checkpoint(t, study._storage, store) is not None]
     assert {t.number for t in kept} == {t.number for t in best_two}
-    from hpo.history import load_history
+    from hpo.records.history import load_history
 
     for t in study.trials:  # every finished trial's history matches what the pruner saw
         assert {e["step"]: e["mAP"] for e in load_history(study, t, store)} == (

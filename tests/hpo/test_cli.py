@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from handreid.config import TrainConfig
 from hpo.cli import main
-from hpo.space import load_space
+from hpo.records.space import load_space
 
 
 def hpo(argv, capsys):
@@ -79,7 +79,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
         if key not in ("aspects", "image_size", "epochs"):  # --epochs 2 replaced the base's 8
             assert getattr(cfg, key) == value, key
     assert cfg.epochs == 2 and cfg.data_root.endswith("synthetic-64x16-64px-seed0")
-    from hpo.artifacts import config_attrs
+    from hpo.records.artifacts import config_attrs
 
     assert config_attrs(cfg).attrs["config_sha256"] == best.user_attrs["config_sha256"]
 

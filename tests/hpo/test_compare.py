@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from hpo.compare import compare_to_baseline
+from hpo.decide.compare import compare_to_baseline
 
 DISTS = {
     "lr": FloatDistribution(1e-5, 1e-1, log=True),

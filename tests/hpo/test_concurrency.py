@@ -12,15 +12,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.storage import open_storage
-from hpo.study import FINISHED, process_seed, run_until
+from hpo.records.storage import open_storage
+from hpo.search.study import FINISHED, process_seed, run_until
 from tests.hpo.test_workers import env, pg_url, run_args  # noqa: F401 - pg_url is a fixture
 
 
 def test_each_process_and_each_start_draws_its_own_seed():
     seeds = {process_seed(0) for _ in range(50)}
     assert len(seeds) == 50 and all(0 <= s < 2**32 for s in seeds)
-    code = "from hpo.study import process_seed; print(process_seed(0))"
+    code = "from hpo.search.study import process_seed; print(process_seed(0))"
     others = {
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env()

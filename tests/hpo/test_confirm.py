@@ -11,11 +11,11 @@ from optuna.trial import TrialState
 
 from handreid.engine import FitResult
 from handreid.errors import UserError
-from hpo import confirm as cf
-from hpo.export import export_trial, pick_trial
-from hpo.objective import Objective
-from hpo.space import parse_space
-from hpo.study import create_or_resume, run_until
+from hpo.decide import confirm as cf
+from hpo.records.space import parse_space
+from hpo.search.objective import Objective
+from hpo.search.study import create_or_resume, run_until
+from hpo.views.export import export_trial, pick_trial
 
 SPACE = {
     "base": {
@@ -310,7 +310,7 @@ def test_confirm_trains_the_median_best_epoch_and_measures_that_epoch():
 
 
 def export_header_lines(study):
-    from hpo.export import export_header
+    from hpo.views.export import export_header
 
     return export_header(study, pick_trial(study), "")
 
@@ -356,7 +356,7 @@ def test_confirm_races_every_baseline_of_the_space_even_a_failed_one():
 def test_a_baseline_without_a_trial_is_named_with_the_reason():
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 2)
-    from hpo.optuna_internals import set_study_record, study_record
+    from hpo.records.optuna_internals import set_study_record, study_record
 
     stored = study_record(study, "space")  # the space is a study record
     ghost = {"name": "ghost", "lr_modules": 0.05}
@@ -387,7 +387,7 @@ def test_a_partial_confirm_decides_on_the_finished_seeds_and_says_how_to_finish(
     line = cf.verdict(summary)
     assert line.startswith("partial: 1 of 3 seeds finished for every config; decided on those")
     assert "`hpo confirm --study s --top 2 --seeds 3` finishes the rest" in line
-    from hpo.listing import show_text
+    from hpo.views.listing import show_text
 
     assert "partial: 1 of 3 seeds" in show_text(study)
     path, _ = export_trial(study, tmp_path / "best.yaml")

@@ -17,8 +17,8 @@ import yaml
 from optuna.trial import TrialState
 
 from handreid.cli import main as handreid_main
-from hpo import confirm as cf
 from hpo.cli import main
+from hpo.decide import confirm as cf
 
 
 def hpo(argv, capsys):
@@ -141,7 +141,7 @@ def test_a_resumed_confirm_counts_the_runs_queued_before_as_to_do(
 ):
     """The runs an interrupted confirm queued but never ran are run by the next start: its
     first line counts them."""
-    from hpo import confirm
+    from hpo.decide import confirm
     from tests.test_bad_input import study_with_space
 
     monkeypatch.chdir(tmp_path)
@@ -166,9 +166,9 @@ def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
     printed overrides trains the same model again."""
     import torch
 
-    from hpo.artifacts import open_artifact_store
-    from hpo.checkpoints import trial_checkpoint
-    from hpo.optuna_internals import trial_record
+    from hpo.records.artifacts import open_artifact_store
+    from hpo.records.checkpoints import trial_checkpoint
+    from hpo.records.optuna_internals import trial_record
 
     monkeypatch.chdir(tmp_path)
     run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "2", "--pruner", "none"]

@@ -20,13 +20,13 @@ import optuna
 import pytest
 from PIL import Image
 
-from hpo.artifacts import open_artifact_store, record_config, save_space
 from hpo.cli import main
-from hpo.dashboard import make_dashboard, url
-from hpo.figures import DASHBOARD_FIGURES, FIGURES
-from hpo.history import save_history
-from hpo.report import annotate_study, write_report
-from hpo.space import load_space
+from hpo.records.artifacts import open_artifact_store, record_config, save_space
+from hpo.records.history import save_history
+from hpo.records.space import load_space
+from hpo.views.dashboard import make_dashboard, url
+from hpo.views.figures import DASHBOARD_FIGURES, FIGURES
+from hpo.views.report import annotate_study, write_report
 from tests.hpo.test_report import fake_study
 
 CHROMIUM = next(
@@ -131,7 +131,7 @@ def dashboard(tmp_path):
 def test_dashboard_away_from_the_artifacts_says_so(tmp_path, dashboard):
     """Started in another folder than the run, the dashboard would serve every artifact as an
     error (each curves.png a broken image): it says so on start, and where to start it."""
-    from hpo.dashboard import artifacts_elsewhere
+    from hpo.views.dashboard import artifacts_elsewhere
 
     storage = f"sqlite:///{tmp_path}/s.db"
     store_dir = tmp_path / "project" / "studies" / "artifacts"
@@ -395,12 +395,12 @@ def _history(number: int, epochs: int) -> dict:
     """A one-run history document as the objective writes it, its loss falling."""
     from types import SimpleNamespace
 
-    from hpo.history import history_document
+    from hpo.records.history import history_document
 
     def metrics(e: int) -> dict:
         return {"mAP": 0.2 * e, "loss": 3 - e / 2, "id": 2 - e / 4, "supcon": e / 10}
 
-    records = [  # the fields of hpo.objective.EpochRecord that the history keeps
+    records = [  # the fields of hpo.search.objective.EpochRecord that the history keeps
         SimpleNamespace(run=0, fold=0, epoch=e, step=e, metrics=metrics(e))
         for e in range(1, epochs + 1)
     ]

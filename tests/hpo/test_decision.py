@@ -14,9 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo import optuna_internals
-from hpo.confirm import companion_name, current
-from hpo.headline import decision, headline
+from hpo.decide.confirm import companion_name, current
+from hpo.records import optuna_internals
+from hpo.views.headline import decision, headline
 from tests.hpo.test_dashboard import (  # noqa: F401 - dashboard is a fixture
     _browse,
     _not_blank,
@@ -119,8 +119,8 @@ def test_show_trials_and_the_confirm_table_fit_80_columns(confirmed):
 
 def test_no_attribute_is_long_and_the_optuna_cli_stays_readable(confirmed):
     """The space, the identity lists and the confirm summary are study records (system
-    attributes, see hpo.optuna_internals), which workers read and ``optuna`` does not print."""
-    from hpo.optuna_internals import study_record
+    attributes, see hpo.records.optuna_internals), which workers read and ``optuna`` does not print."""
+    from hpo.records.optuna_internals import study_record
 
     storage = confirmed["storage"]
     for name in (NAME, companion_name(NAME)):

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 import handreid.floors
-from hpo import floors as hf
+from hpo.decide import floors as hf
 
 PIXEL_FLOOR = {
     "key": "abc123def456",
@@ -151,7 +151,7 @@ def test_no_floors_no_lines():
 
 # ---- where it shows -------------------------------------------------------------------------
 def test_show_text_and_json_carry_the_floors_and_the_warning():
-    from hpo.listing import show_text, study_summary
+    from hpo.views.listing import show_text, study_summary
 
     study = study_with([(0.70, 0.02), (0.79, 0.015)])
     text = " ".join(show_text(study).split())  # show wraps its lines to the terminal
@@ -168,7 +168,7 @@ def test_show_text_and_json_carry_the_floors_and_the_warning():
 
 
 def test_export_header_says_the_winner_is_below_the_floor(tmp_path):
-    from hpo.export import export_header
+    from hpo.views.export import export_header
 
     study = study_with([(0.70, 0.02), (0.79, 0.015)])
     header = export_header(study, study.best_trial, "")
@@ -179,7 +179,7 @@ def test_export_header_says_the_winner_is_below_the_floor(tmp_path):
 
 
 def test_the_note_has_a_floors_section_with_the_warning():
-    from hpo.report import study_note
+    from hpo.views.report import study_note
 
     note = study_note(study_with([(0.70, 0.02), (0.79, 0.015)]))
     section = note.split("### Floors", 1)[1]
@@ -188,7 +188,7 @@ def test_the_note_has_a_floors_section_with_the_warning():
 
 
 def test_value_figures_draw_a_line_at_each_val_floor():
-    from hpo.figures import study_figures
+    from hpo.views.figures import study_figures
 
     study = study_with([(0.70, 0.02), (0.79, 0.015)])
     figs = study_figures(study, ("value_se", "intermediate", "curves", "parallel"))

@@ -13,18 +13,18 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from handreid.engine import FitResult
-from hpo.artifacts import open_artifact_store
-from hpo.curves import curves_png
-from hpo.history import (
+from hpo.records.artifacts import open_artifact_store
+from hpo.records.curves import curves_png
+from hpo.records.history import (
     CURVES_FILE,
     HISTORY_FILE,
     intermediate_history,
     load_history,
     load_history_document,
 )
-from hpo.objective import Objective
-from hpo.space import parse_space
-from hpo.study import create_or_resume, run_until
+from hpo.records.space import parse_space
+from hpo.search.objective import Objective
+from hpo.search.study import create_or_resume, run_until
 from tests.hpo.test_objective import SPACE, PruneAtStep, StubPool, fake_fit, make_study
 
 BASE_KEYS = {"run", "fold", "epoch", "step", "mAP"}

@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.lines import (
+from hpo.common.lines import (
     confirm_label,
     duration,
     epoch_text,
@@ -158,7 +158,7 @@ def test_one_uncertainty_sign_in_hpo_and_handreid_lines(monkeypatch, encoding, s
     import sys
 
     from handreid.cli import _format_test
-    from hpo.lines import pm
+    from hpo.common.lines import pm
 
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=encoding))
     assert pm() == sign

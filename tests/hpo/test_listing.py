@@ -9,13 +9,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from hpo import confirm as cf
 from hpo.cli import main
-from hpo.listing import epoch_rows, epoch_table
-from hpo.progress import PROGRESS_ATTR
-from hpo.space import parse_space
-from hpo.storage import open_storage
-from hpo.study import create_or_resume, run_until
+from hpo.decide import confirm as cf
+from hpo.fleet.progress import PROGRESS_ATTR
+from hpo.records.space import parse_space
+from hpo.records.storage import open_storage
+from hpo.search.study import create_or_resume, run_until
+from hpo.views.listing import epoch_rows, epoch_table
 from tests.hpo.test_confirm import SPACE, objective, stub_fit
 
 
@@ -259,7 +259,7 @@ def test_epoch_rows_of_a_study_without_its_space_count_steps_as_epochs():
 
 
 def test_the_best_trials_parameters_read_with_four_significant_figures():
-    from hpo.listing import summary_lines
+    from hpo.views.listing import summary_lines
 
     study = optuna.create_study(direction="maximize")
     study.add_trial(

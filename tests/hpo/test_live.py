@@ -20,9 +20,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.space import load_space
-from hpo.storage import open_storage
-from hpo.study import create_or_resume
+from hpo.records.space import load_space
+from hpo.records.storage import open_storage
+from hpo.search.study import create_or_resume
 
 EPOCH = re.compile(
     r"^(\[w\d\] )?trial \d+( \(baseline \w+\))? · epoch (\d)/(\d) · val mAP \d\.\d{3} "

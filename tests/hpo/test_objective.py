@@ -10,9 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from handreid.engine import FitResult
-from hpo.objective import Objective
-from hpo.space import parse_space
-from hpo.study import counts, create_or_resume, run_until
+from hpo.fleet.progress import counts
+from hpo.records.space import parse_space
+from hpo.search.objective import Objective
+from hpo.search.study import create_or_resume, run_until
 
 SPACE = {
     "base": {
@@ -96,7 +97,7 @@ def test_baseline_first_and_user_attrs():
     assert trials[0].params == {"lr_modules": 1e-3, "max_norm": 1.0}
     assert trials[0].user_attrs["baseline"] == "hand-tuned"
     attrs = trials[0].user_attrs
-    from hpo.artifacts import config_attrs
+    from hpo.records.artifacts import config_attrs
 
     assert "config" not in attrs  # a long attribute made the dashboard's trial page overflow
     assert (
@@ -172,7 +173,7 @@ def test_resume_with_a_different_space_is_refused():
 
 
 def test_value_se_counts_repeats_of_a_fold_once():
-    from hpo.objective import RunResult, value_se
+    from hpo.search.objective import RunResult, value_se
 
     rng = np.random.default_rng(0)
     aps = [

@@ -1,4 +1,4 @@
-"""Pins the Optuna and optuna-dashboard behaviour that hpo/optuna_internals.py relies on.
+"""Pins the Optuna and optuna-dashboard behaviour that hpo/records/optuna_internals.py relies on.
 When one of these fails after an upgrade, fix that module (or drop it if Optuna now offers
 a public way)."""
 
@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upl
 from optuna_dashboard import save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
-from hpo import optuna_internals as oi
+from hpo.records import optuna_internals as oi
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -41,7 +41,7 @@ def test_artifact_entries_are_study_system_attrs_with_our_prefix(tmp_path):
 
 
 def test_optuna_still_fails_on_a_null_artifact_entry(tmp_path):
-    """Why hpo.artifacts.artifact_metas has a fallback: if this starts passing, it can go."""
+    """Why hpo.records.artifacts.artifact_metas has a fallback: if this starts passing, it can go."""
     study = _study(tmp_path, "sqlite")
     study._storage.set_study_system_attr(
         study._study_id, oi.ARTIFACT_PREFIX + "x", json.dumps(None)
@@ -99,10 +99,10 @@ def test_a_finished_trials_artifact_entry_is_deleted_where_the_storage_can(tmp_p
 
 
 def test_study_records_live_in_system_attributes_and_old_studies_still_read(tmp_path):
-    """What hpo.optuna_internals.study_record relies on: the storage's study system attributes
+    """What hpo.records.optuna_internals.study_record relies on: the storage's study system attributes
     round-trip JSON through a fresh load (another worker), and user attributes stay free of
     them; a study made before the move still reads its user attribute."""
-    from hpo.optuna_internals import set_study_record, study_record
+    from hpo.records.optuna_internals import set_study_record, study_record
 
     storage = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="r", storage=storage)

@@ -13,8 +13,8 @@ import pytest
 
 from handreid.errors import UserError
 from hpo.cli import main
-from hpo.paths import MAX_NAME, atomic_write_text, check_study_name, study_dir, study_folder
-from hpo.space import load_space
+from hpo.common.paths import MAX_NAME, atomic_write_text, check_study_name, study_dir, study_folder
+from hpo.records.space import load_space
 
 EVIL = ["../../evil", "/srv/x", "a/b", "x" * 300, "new\nline", "..", "C:\\temp\\x", "\x1b[2J"]
 

@@ -8,8 +8,8 @@ import io
 import optuna
 import pytest
 
-from hpo.objective import EpochRecord
-from hpo.progress import PROGRESS_ATTR, Progress, output_mode, running_status
+from hpo.fleet.progress import PROGRESS_ATTR, Progress, output_mode, running_status
+from hpo.search.objective import EpochRecord
 
 
 class Tty(io.StringIO):
@@ -156,7 +156,7 @@ def test_a_terminal_of_0_or_unknown_columns_gets_plain_lines(monkeypatch):
     and text is laid out for 80 columns."""
     import os
 
-    from hpo.lines import width
+    from hpo.common.lines import width
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.delenv("COLUMNS", raising=False)

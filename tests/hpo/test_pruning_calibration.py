@@ -10,10 +10,10 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats
 
 from handreid.engine import FitResult
-from hpo.objective import Objective
-from hpo.pruning import prune_reason, run_reference
-from hpo.space import parse_space
-from hpo.study import make_pruner
+from hpo.records.space import parse_space
+from hpo.search.objective import Objective
+from hpo.search.pruning import prune_reason, run_reference
+from hpo.search.study import make_pruner
 
 SD = 0.03  # run noise of the 11k sample (benchmarks/decisions_pruning.py)
 REPS = 800  # a rate of 0.05 has SD 0.008 here, one of 0.15 SD 0.013: 0.08 tells them apart
@@ -124,7 +124,7 @@ def stub_fit(cfg, *, callbacks=(), device=None, data=None):
 @pytest.mark.parametrize("label", [None, "hand-tuned"], ids=["plain trial", "baseline"])
 def test_a_baseline_is_never_pruned(per_epoch, label):
     """A poor trial queued after three good ones is pruned, unless it is a baseline (here a
-    retry of one, labelled as ``hpo.recovery`` labels it)."""
+    retry of one, labelled as ``hpo.fleet.recovery`` labels it)."""
     space = parse_space(SPACE)
     pruner = make_pruner("median", 3) if per_epoch else optuna.pruners.NopPruner()
     study = optuna.create_study(direction="maximize", pruner=pruner)

@@ -16,7 +16,7 @@ import sqlalchemy.exc
 from optuna.study import _optimize
 from optuna.trial import TrialState
 
-from hpo.recovery import (
+from hpo.fleet.recovery import (
     _local_pid_dead,
     recover_stale,
     release_own_trials,
@@ -24,7 +24,7 @@ from hpo.recovery import (
     worker_id,
     worker_process,
 )
-from hpo.study import OPTUNA_TRIAL_LOGGER, run_until
+from hpo.search.study import OPTUNA_TRIAL_LOGGER, run_until
 from tests.hpo.test_workers import env, hpo_cmd, wait_for
 
 
@@ -231,8 +231,8 @@ def _waiting(study):
 
 
 def test_a_baseline_that_crashes_is_queued_again_with_its_label_until_the_cap():
-    from hpo.objective import Objective
-    from hpo.storage import MAX_RETRIES
+    from hpo.records.storage import MAX_RETRIES
+    from hpo.search.objective import Objective
     from tests.hpo.test_objective import StubPool, fake_fit
 
     study, space = _baseline_study()
@@ -260,7 +260,7 @@ def test_a_baseline_that_crashes_is_queued_again_with_its_label_until_the_cap():
 
 
 def test_an_interrupted_baseline_is_queued_once_and_evaluated_by_the_next_run():
-    from hpo.objective import Objective
+    from hpo.search.objective import Objective
     from tests.hpo.test_objective import StubPool, fake_fit
 
     study, space = _baseline_study()
@@ -321,7 +321,7 @@ def test_ctrl_c_during_the_baseline_then_the_same_command_evaluates_it(synthetic
     assert trials[0].state == TrialState.FAIL
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("baseline")]
     assert len(done) == 1 and done[0].user_attrs["baseline"] == "default"
-    from hpo.space import load_space
+    from hpo.records.space import load_space
 
     baseline = {k: v for k, v in load_space("tiny-vit").baselines[0].items() if k != "name"}
     assert done[0].user_attrs["retry_of"] == 0 and done[0].params == baseline
@@ -330,8 +330,8 @@ def test_ctrl_c_during_the_baseline_then_the_same_command_evaluates_it(synthetic
 def test_a_heartbeat_retry_keeps_the_baseline_label_but_not_the_dead_trys_artifacts(tmp_path):
     from optuna.artifacts import get_all_artifact_meta, upload_artifact
 
-    from hpo.artifacts import open_artifact_store
-    from hpo.storage import _Retry
+    from hpo.records.artifacts import open_artifact_store
+    from hpo.records.storage import _Retry
 
     study, _ = _baseline_study()
     trial = study.ask()
@@ -357,7 +357,7 @@ def test_an_interrupted_trial_says_which_signal_ended_it(signum, reason):
     """Optuna fails an interrupted trial with no word of its own; ours records the signal
     (SIGTERM as ``hpo.cli`` handles it) and ``hpo trials`` prints it."""
     from hpo.cli import _sigterm
-    from hpo.lines import trial_line
+    from hpo.common.lines import trial_line
 
     old = signal.signal(signal.SIGTERM, _sigterm)
     study = optuna.create_study(direction="maximize")
@@ -400,8 +400,8 @@ class _InterruptingSampler(optuna.samplers.RandomSampler):
 )
 @pytest.mark.parametrize("loop", ["run", "confirm"])
 def test_an_interrupt_inside_optunas_ask_ends_a_trial_that_names_its_worker(signum, reason, loop):
-    from hpo import confirm
     from hpo.cli import _sigterm
+    from hpo.decide import confirm
 
     old = signal.signal(signal.SIGTERM, _sigterm)
     study = optuna.create_study(direction="maximize", sampler=_InterruptingSampler(signum))
@@ -446,7 +446,7 @@ def test_a_trial_no_worker_marked_is_failed_once_the_workers_are_gone():
     parent fails it (and queues a baseline again) once its workers have exited."""
     from datetime import datetime, timedelta
 
-    from hpo.recovery import release_unclaimed
+    from hpo.fleet.recovery import release_unclaimed
 
     study = optuna.create_study(direction="maximize")
     old = study.ask()  # started before the workers: not theirs to judge

@@ -15,11 +15,12 @@ from optuna.trial import TrialState
 from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
-from hpo import optuna_internals, report
 from hpo.cli import main
-from hpo.figures import DASHBOARD_FIGURES, FIGURES, RELIABLE_IMPORTANCES, study_figures
-from hpo.report import NOTE_MARKER, OLD_FIGURE_IDS, annotate_study, write_report
-from hpo.space import load_space
+from hpo.records import optuna_internals
+from hpo.records.space import load_space
+from hpo.views import report
+from hpo.views.figures import DASHBOARD_FIGURES, FIGURES, RELIABLE_IMPORTANCES, study_figures
+from hpo.views.report import NOTE_MARKER, OLD_FIGURE_IDS, annotate_study, write_report
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 TEMPLATES = [
@@ -153,7 +154,7 @@ def test_parallel_coordinates_readable_and_keep_trials_without_a_conditional_par
     ],
 )
 def test_parallel_axis_ticks_are_few_round_and_true(lo, hi, log, whole, texts):
-    from hpo.figures import MAX_TICKS, _ticks
+    from hpo.views.figures import MAX_TICKS, _ticks
 
     ends = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
     vals, got = _ticks(*ends, log, whole=whole)
@@ -165,7 +166,7 @@ def test_parallel_axis_ticks_are_few_round_and_true(lo, hi, log, whole, texts):
 
 
 def test_parallel_choices_shortened_where_the_card_is_crowded():
-    from hpo.figures import _short_choices
+    from hpo.views.figures import _short_choices
 
     assert _short_choices(["arcface", "linear"], 5) == ["arc", "lin"]
     assert _short_choices(["composed", "complete"], 5) == ["compo", "compl"]
@@ -438,7 +439,7 @@ def _with_failed_baseline(study: optuna.Study) -> optuna.Study:
 
 
 def test_note_and_report_compare_the_best_trial_with_the_baseline(tmp_path):
-    from hpo.compare import compare_to_baseline
+    from hpo.decide.compare import compare_to_baseline
 
     study = _with_failed_baseline(fake_study(se=True, pruned_every=0))
     cmp = compare_to_baseline(study)
@@ -474,10 +475,10 @@ def test_no_baseline_no_section_and_a_baseline_not_done_yet_is_said():
 
 
 def test_curves_panel_uses_the_histories_and_falls_back_to_intermediate_values(tmp_path):
-    from hpo.artifacts import open_artifact_store
-    from hpo.figures import curves_figure
-    from hpo.objective import Objective
-    from hpo.study import run_until
+    from hpo.records.artifacts import open_artifact_store
+    from hpo.search.objective import Objective
+    from hpo.search.study import run_until
+    from hpo.views.figures import curves_figure
     from tests.hpo.test_objective import StubPool, fake_fit, make_study
 
     study, space = make_study()

@@ -17,10 +17,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo import slurm
-from hpo.recovery import recover_stale
-from hpo.storage import MAX_RETRIES, open_storage
-from hpo.study import FINISHED, run_until
+from hpo.fleet import scheduler, slurm
+from hpo.fleet.recovery import recover_stale
+from hpo.records.storage import MAX_RETRIES, open_storage
+from hpo.search.study import FINISHED, run_until
 
 
 def fake_bin(folder: Path, name: str, script: str) -> None:
@@ -36,7 +36,7 @@ def squeue(tmp_path, monkeypatch):
     exits with ``code``, writing ``err`` to stderr."""
     folder = tmp_path / "bin"
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(slurm, "_cache", {"at": -1e9, "jobs": frozenset(), "states": None})
+    monkeypatch.setattr(scheduler, "_cache", {"at": -1e9, "jobs": frozenset(), "states": None})
 
     def make(out: str = "", code: int = 0, err: str = "") -> Path:
         args = tmp_path / "squeue.args"
@@ -45,7 +45,7 @@ def squeue(tmp_path, monkeypatch):
             "squeue",
             f'echo "$@" > {args}\nprintf "%s" "{out}"\nprintf "%s" "{err}" >&2\nexit {code}\n',
         )
-        slurm._cache["at"] = -1e9
+        scheduler._cache["at"] = -1e9
         return args
 
     return make
@@ -68,7 +68,7 @@ def test_dead_tasks_reads_each_job_state_from_squeue(squeue, monkeypatch):
         trial(6, "99", "9"),
         trial(7, None),
     ]
-    dead = slurm.dead_tasks(trials)
+    dead = scheduler.dead_tasks(trials)
     assert dead == {
         1: "Slurm task 10_1 on node n1: cancelled",
         3: "Slurm task 10_3 on node n1: time limit",
@@ -81,28 +81,30 @@ def test_dead_tasks_reads_each_job_state_from_squeue(squeue, monkeypatch):
 
 def test_dead_tasks_invalid_job_id_is_gone_but_no_answer_is_unknown(squeue):
     squeue(code=1, err="slurm_load_jobs error: Invalid job id specified")
-    assert slurm.dead_tasks([trial(1, "11")]) == {1: "Slurm task 10_0 on node n1: " + slurm.GONE}
+    assert scheduler.dead_tasks([trial(1, "11")]) == {
+        1: "Slurm task 10_0 on node n1: " + scheduler.GONE
+    }
     squeue(code=1, err="slurm_load_jobs error: Unable to contact slurm controller")
-    assert slurm.dead_tasks([trial(1, "11")]) == {}
+    assert scheduler.dead_tasks([trial(1, "11")]) == {}
 
 
 def test_no_squeue_means_nothing_is_dead(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(slurm, "_cache", {"at": -1e9, "jobs": frozenset(), "states": None})
-    assert slurm.dead_tasks([trial(1, "11")]) == {}
+    monkeypatch.setattr(scheduler, "_cache", {"at": -1e9, "jobs": frozenset(), "states": None})
+    assert scheduler.dead_tasks([trial(1, "11")]) == {}
 
 
 def test_trial_attrs_name_the_task(monkeypatch):
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME"):
         monkeypatch.delenv(key, raising=False)
-    assert slurm.trial_attrs() == {}
+    assert scheduler.trial_attrs() == {}
     monkeypatch.setenv("SLURM_JOB_ID", "17")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "15")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     monkeypatch.setenv("SLURMD_NODENAME", "gpu03")
-    attrs = slurm.trial_attrs()
+    attrs = scheduler.trial_attrs()
     assert attrs == {"slurm_job": "17", "slurm_array_job": "15", "slurm_task": "2", "node": "gpu03"}
-    assert slurm.task_name(attrs) == "15_2 on node gpu03"
+    assert scheduler.task_name(attrs) == "15_2 on node gpu03"
 
 
 def _journal_study(tmp_path, name="s"):
@@ -333,7 +335,7 @@ def test_slurm_confirm_runs_on_two_tasks(slurm_study):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     job = _job_id(proc.stdout)
-    from hpo.confirm import companion_name, current
+    from hpo.decide.confirm import companion_name, current
 
     summary = current(_load(cwd, "arr"))  # the confirmation summary is stored on the study
     assert summary and summary["seeds"]
@@ -419,7 +421,7 @@ def test_a_task_at_its_time_limit_leaves_nothing_running(synthetic_root, tmp_pat
 
 
 def _watch(study, monkeypatch, capsys, squeue_out: str, squeue):
-    from hpo.progress import Progress
+    from hpo.fleet.progress import Progress
 
     squeue(squeue_out)
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from handreid.config import TrainConfig
-from hpo.space import SPACES_DIR, SpaceError, builtin_spaces, load_space, parse_space
+from hpo.records.space import SPACES_DIR, SpaceError, builtin_spaces, load_space, parse_space
 
 BASE = {"model": "tiny-vit", "pretrained": "none", "image_size": [64, 64], "batch_size": 16}
 

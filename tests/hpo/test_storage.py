@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hpo.cli import main
-from hpo.storage import (
+from hpo.records.storage import (
     DEFAULT_JOURNAL,
     DEFAULT_STORAGE,
     StorageError,
@@ -255,7 +255,7 @@ def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
 
 def test_processes_opening_a_new_database_together_all_succeed(tmp_path):
     """They race to create Optuna's tables and version row (plain RDBStorage loses some)."""
-    code = "import sys; from hpo.storage import open_storage; open_storage(sys.argv[1])"
+    code = "import sys; from hpo.records.storage import open_storage; open_storage(sys.argv[1])"
     url = f"sqlite:///{tmp_path}/new.db"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hpo import confirm as cf
-from hpo import verdict as vd
+from hpo.decide import confirm as cf
+from hpo.decide import verdict as vd
 
 
 def _benchmark():

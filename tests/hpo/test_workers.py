@@ -17,9 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.recovery import recover_stale
-from hpo.storage import StorageError, open_storage
-from hpo.study import FINISHED, SurplusTrial, _Guarded, run_until
+from hpo.fleet.recovery import recover_stale
+from hpo.records.storage import StorageError, open_storage
+from hpo.search.study import FINISHED, SurplusTrial, _Guarded, run_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -303,8 +303,8 @@ def rss_mb() -> float:
 
 @pytest.mark.slow
 def test_many_trials_in_one_process_do_not_grow_memory(tiny_cfg):
-    from hpo.objective import DataPool, Objective
-    from hpo.space import parse_space
+    from hpo.records.space import parse_space
+    from hpo.search.objective import DataPool, Objective
 
     base = {k: v for k, v in tiny_cfg.to_dict().items() if k not in ("lr_modules", "max_norm")}
     space = parse_space(

@@ -26,7 +26,7 @@ import torch
 from handreid.config import TrainConfig
 from handreid.engine import PreparedData, data_key, fit, prepare_data, resolve_device
 from handreid.stats import bootstrap_se, mean_se
-from hpo.pruning import PruningCallback, between_runs_prune, is_baseline
+from hpo.search.pruning import PruningCallback, between_runs_prune, is_baseline
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
 log = logging.getLogger("hpo")
@@ -187,8 +187,8 @@ class Objective:
 
     With a store, every trial that validated at least one epoch (complete, pruned, failed or
     interrupted) also gets its epoch history as the artifacts ``history.json`` and
-    ``curves.png`` (``hpo.history``), and with ``keep_checkpoints`` K > 0 the best K complete
-    trials keep a model as ``checkpoint.pt`` (``hpo.checkpoints``).
+    ``curves.png`` (``hpo.records.history``), and with ``keep_checkpoints`` K > 0 the best K complete
+    trials keep a model as ``checkpoint.pt`` (``hpo.records.checkpoints``).
     """
 
     def __init__(
@@ -214,13 +214,15 @@ class Objective:
         self.store = store  # artifact store for each trial's config.yaml (None: digest only)
         self.on_epoch = on_epoch  # called after every validated epoch (progress lines)
         self.epochs: list[EpochRecord] = []  # the current trial's history, every run
-        self.keeper = keeper  # which models to keep (hpo.checkpoints); default: the top K
+        self.keeper = keeper  # which models to keep (hpo.records.checkpoints); default: the top K
         if keeper is None and store is not None and keep_checkpoints > 0:
-            from hpo.checkpoints import CheckpointKeeper
+            from hpo.records.checkpoints import CheckpointKeeper
 
             self.keeper = CheckpointKeeper(store, keep_checkpoints)
         self._plan: list[dict] = []  # the current trial's runs: run, fold, seed, epochs
-        self._snapshot = None  # run 0's model, waiting for the trial's value (hpo.checkpoints)
+        self._snapshot = (
+            None  # run 0's model, waiting for the trial's value (hpo.records.checkpoints)
+        )
 
     def __call__(self, trial: optuna.Trial) -> float:
         start = time.perf_counter()
@@ -304,7 +306,7 @@ class Objective:
     def _record_config(self, trial: optuna.Trial, cfg: TrainConfig) -> None:
         """A short digest attribute (a 1.5 kB config attribute made the dashboard's trial page
         several windows wide) and, with a store, the config as the trial artifact config.yaml."""
-        from hpo.artifacts import config_attrs, record_config
+        from hpo.records.artifacts import config_attrs, record_config
 
         if self.store is not None:
             record_config(trial, cfg, self.store)
@@ -349,9 +351,9 @@ class Objective:
             result.model = result.data = None
 
     def _snapshot_model(self, cfg: TrainConfig, result, trial: optuna.Trial, runs: int) -> None:
-        """Save run 0's model when the trial can still enter the top K (``hpo.checkpoints``);
+        """Save run 0's model when the trial can still enter the top K (``hpo.records.checkpoints``);
         a failure to save is a warning, never the trial's end."""
-        from hpo.checkpoints import upper_bound
+        from hpo.records.checkpoints import upper_bound
 
         if not self.keeper.wants(trial, upper_bound(float(result.best_map), runs)):
             return
@@ -378,7 +380,7 @@ class Objective:
             log.warning("warning: could not remove checkpoints outside the top K: %s", exc)
 
     def _discard_snapshot(self) -> None:
-        from hpo.checkpoints import discard
+        from hpo.records.checkpoints import discard
 
         discard(self._snapshot)
         self._snapshot = None
@@ -387,7 +389,7 @@ class Objective:
         """history.json and curves.png for a trial that validated at least one epoch."""
         if self.store is None or not self.epochs:
             return
-        from hpo.history import history_document, save_history
+        from hpo.records.history import history_document, save_history
 
         save_history(
             trial, self.store, history_document(trial.number, status, self._plan, self.epochs)
@@ -400,7 +402,7 @@ class Objective:
         statuses = {r.status for r in runs}
         status = "completed" if statuses == {"completed"} else ",".join(sorted(statuses))
         if self.keep_identity_ap:  # kilobytes: a trial record, not a user attribute
-            from hpo.optuna_internals import set_trial_record
+            from hpo.records.optuna_internals import set_trial_record
 
             set_trial_record(
                 trial,
@@ -460,7 +462,7 @@ class Objective:
 
 def _remember_identities(trial: optuna.Trial, runs: list[RunResult]) -> None:
     """Store each split's identity lists once per study, under its digest."""
-    from hpo.optuna_internals import set_study_record, study_record
+    from hpo.records.optuna_internals import set_study_record, study_record
 
     known = study_record(trial.study, "identities") or {}
     new = {

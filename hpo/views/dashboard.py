@@ -10,8 +10,8 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from handreid.errors import UserError
-from hpo.artifacts import ARTIFACTS_DIR, open_artifact_store
-from hpo.study import open_storage
+from hpo.records.artifacts import ARTIFACTS_DIR, open_artifact_store
+from hpo.search.study import open_storage
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -67,7 +67,7 @@ def artifacts_elsewhere(storage: str, root: str | Path) -> int:
     sign of the wrong folder."""
     import optuna
 
-    from hpo.artifacts import artifact_metas
+    from hpo.records.artifacts import artifact_metas
 
     st = open_storage(storage, create=False)
     root, named = Path(root), 0

@@ -16,7 +16,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.lines import trial_label
+from hpo.common.lines import trial_label
 
 TARGET = "val mAP"
 FIGURES = {  # name -> title, in page order
@@ -324,7 +324,7 @@ def curves_figure(study: optuna.Study, store=None, n: int = CURVE_TRIALS):
     from plotly.subplots import make_subplots
 
     from handreid.errors import UserError
-    from hpo.history import intermediate_history, load_history
+    from hpo.records.history import intermediate_history, load_history
 
     top = sorted(completed(study), key=lambda t: t.value, reverse=True)[:n]
     top = [t for t in top if t.intermediate_values]
@@ -392,7 +392,7 @@ def importances_figure(study: optuna.Study) -> tuple[object | None, str | None, 
 
 def _averaged_over(study: optuna.Study) -> str:
     """`` (1 split)``, `` (3 folds)``, `` (3 folds x 2 seeds)``: what the study's values average."""
-    from hpo.lines import runs_text
+    from hpo.common.lines import runs_text
 
     done = completed(study)
     kinds = sorted({runs_text(t.user_attrs) for t in done})
@@ -405,8 +405,8 @@ _FLOOR_COLOURS = {"pixels": "#2ca02c", "backbone": "#8c564b"}
 
 
 def add_floors(fig, study: optuna.Study, **where) -> None:
-    """A dotted line at each validation floor (``hpo.floors``), labelled with its value."""
-    from hpo.floors import stored
+    """A dotted line at each validation floor (``hpo.decide.floors``), labelled with its value."""
+    from hpo.decide.floors import stored
 
     record = stored(study)
     if record is None:

@@ -13,9 +13,8 @@ from datetime import datetime
 
 import optuna
 
-from hpo.progress import Progress
-from hpo.recovery import DEAD_WORKER, recover_stale, release_unclaimed
-from hpo.study import counts
+from hpo.fleet.progress import Progress, counts
+from hpo.fleet.recovery import DEAD_WORKER, recover_stale, release_unclaimed
 
 
 def parse_gpus(text: str | None) -> list[str]:

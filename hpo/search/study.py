@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -20,9 +19,9 @@ import optuna
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
-from hpo.optuna_internals import set_study_record, study_record
-from hpo.paths import STUDIES_DIR
-from hpo.recovery import (
+from hpo.common.paths import STUDIES_DIR
+from hpo.fleet.progress import counts
+from hpo.fleet.recovery import (
     HeldSignals,
     mark_interrupted,
     recover_stale,
@@ -30,9 +29,11 @@ from hpo.recovery import (
     worker_id,
     worker_process,
 )
-from hpo.slurm import SlurmStop, retry_stopped, trial_attrs
-from hpo.space import SearchSpace
-from hpo.storage import (
+from hpo.fleet.scheduler import trial_attrs
+from hpo.fleet.slurm import SlurmStop, retry_stopped
+from hpo.records.optuna_internals import set_study_record, study_record
+from hpo.records.space import SearchSpace, space_digest
+from hpo.records.storage import (
     StorageError,
     failure_reason,
     open_storage,
@@ -75,14 +76,12 @@ def make_pruner(name: str, epochs: int, warmup_epochs: int = 0, runs: int = 1):
         return optuna.pruners.HyperbandPruner(
             min_resource=first, max_resource=max(total, first + 1), reduction_factor=3
         )
-    if name in ("runs", "none"):  # runs: only the between-run rule (hpo.objective), no epochs
+    if name in (
+        "runs",
+        "none",
+    ):  # runs: only the between-run rule (hpo.search.objective), no epochs
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner {name!r}; choose one of {list(PRUNERS)}")
-
-
-def space_digest(space: SearchSpace) -> str:
-    text = json.dumps(space.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_study(storage: str, name: str | None) -> optuna.Study:
@@ -165,18 +164,6 @@ def process_seed(seed: int | None) -> int:
     """
     text = f"{seed}:{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")  # numpy takes 32 bits
-
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    out = {s.name.lower(): 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name.lower()] += 1
-    return out
-
-
-def finished(study: optuna.Study) -> int:
-    c = counts(study)
-    return c["complete"] + c["pruned"]
 
 
 class SurplusTrial(Exception):

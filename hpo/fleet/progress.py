@@ -30,7 +30,7 @@ from typing import IO, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.lines import duration, epoch_text, trial_label, trial_line
+from hpo.common.lines import duration, epoch_text, trial_label, trial_line
 
 PROGRESS_ATTR = "progress"
 ENDED = "ended"  # the progress attribute of a trial that is no longer running
@@ -105,13 +105,27 @@ def worker_prefix() -> str:
 
 
 def _worker_index() -> int | None:
-    """This worker's number among the parent's (``hpo.workers.worker_env``), if it is one."""
+    """This worker's number among the parent's (``hpo.fleet.workers.worker_env``), if it is one."""
     index = os.environ.get("HPO_WORKER_INDEX", "")
     return int(index) if index.isdigit() else None
 
 
 def finished_count(trials: Iterable[FrozenTrial]) -> int:
     return sum(t.state in FINISHED for t in trials)
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state, lower-case state names: ``{"complete": 3, "pruned": 1, ...}``."""
+    out = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name.lower()] += 1
+    return out
+
+
+def finished(study: optuna.Study) -> int:
+    """Finished trials (complete or pruned): what ``--trials`` counts."""
+    c = counts(study)
+    return c["complete"] + c["pruned"]
 
 
 def shown_trial(trial: FrozenTrial) -> bool:

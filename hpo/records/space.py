@@ -15,6 +15,8 @@ Every problem in a file is collected and reported together, before any study exi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -126,6 +128,13 @@ class SearchSpace:
             "space": space,
             "baselines": [dict(b) for b in self.baselines],
         }
+
+
+def space_digest(space: SearchSpace) -> str:
+    """The space's short SHA-256 (its base, params and baselines), kept by the study so a
+    later run or a stored ``space.yaml`` can be checked against it."""
+    text = json.dumps(space.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def builtin_spaces() -> list[str]:

@@ -19,10 +19,10 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from handreid.errors import UserError
-from hpo.slurm import SLURM_ATTRS
 
 DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
 DEFAULT_JOURNAL = "studies/handreid.log"
+SLURM_ATTRS = ("slurm_job", "slurm_array_job", "slurm_task", "node")  # per run, not per params
 WORKER_ATTRS = ("worker", "worker_process", "sampler_seed", "error", *SLURM_ATTRS)  # per run
 MAX_RETRIES = 3  # retries of one trial whose worker died, so a trial that kills it cannot loop
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
@@ -144,7 +144,7 @@ class _Retry:
         self.inner = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from hpo.optuna_internals import ARTIFACT_PREFIX
+        from hpo.records.optuna_internals import ARTIFACT_PREFIX
 
         clean = copy.copy(trial)
         clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in WORKER_ATTRS}

@@ -28,11 +28,11 @@ from optuna.trial import FrozenTrial
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
-from hpo import optuna_internals
-from hpo.space import SearchSpace, parse_space
+from hpo.common.paths import STUDIES_DIR
+from hpo.records import optuna_internals
+from hpo.records.space import SearchSpace, parse_space, space_digest
 
-# hpo.study.STUDIES_DIR / "artifacts", spelled out because hpo.study may import this module
-ARTIFACTS_DIR = Path("studies") / "artifacts"
+ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
 SPACE_FILE = "space.yaml"
 CONFIG_FILE = "config.yaml"
 
@@ -168,7 +168,7 @@ def load_space_dict(study: optuna.Study, store=None) -> dict[str, Any] | None:
     """The study's search space as saved at creation: the ``space`` attribute of studies made
     before the space became an artifact, else the ``space.yaml`` artifact (checked against the
     study's ``space_digest``); None if the study has neither, or the store is not given."""
-    from hpo.optuna_internals import study_record
+    from hpo.records.optuna_internals import study_record
 
     old = study_record(study, "space")
     if isinstance(old, dict):
@@ -183,8 +183,7 @@ def load_space_dict(study: optuna.Study, store=None) -> dict[str, Any] | None:
         data = yaml.safe_load(read_artifact(store, metas[0], owner))
     except yaml.YAMLError:
         raise UserError(f"{owner}: {SPACE_FILE} in the artifact store is not valid YAML") from None
-    from hpo.optuna_internals import study_record
-    from hpo.study import space_digest  # hpo.study may import this module
+    from hpo.records.optuna_internals import study_record
 
     digest = study_record(study, "space_digest")
     source = f"study {study.study_name} {SPACE_FILE}"

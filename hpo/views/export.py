@@ -8,11 +8,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from handreid.config import TrainConfig
 from handreid.errors import UserError
-from hpo.artifacts import config_attrs
-from hpo.paths import atomic_write_text, check_target
-from hpo.space import SearchSpace, parse_space
+from hpo.common.paths import atomic_write_text, check_target
+from hpo.records.configs import study_space, trial_config
 
 
 def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
@@ -23,7 +21,7 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
             raise UserError(
                 f"study {study.study_name!r} has no completed trial yet; nothing to export"
             )
-        from hpo.confirm import current
+        from hpo.decide.confirm import current
 
         winner = (current(study) or {}).get("winner")
         if winner in complete:  # raced on fresh seeds: a better pick than the noisy maximum
@@ -42,50 +40,20 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
     return trial
 
 
-def study_space(study: optuna.Study) -> SearchSpace | None:
-    """The search space (with its fixed keys) the study was created with, if it stored one."""
-    from hpo.optuna_internals import study_record
-
-    space_dict = study_record(study, "space")
-    if space_dict is None:
-        return None
-    return parse_space(space_dict, source=f"study {study.study_name}")
-
-
-def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainConfig:
-    """The study's fixed keys + the trial's params, checked against the config it trained."""
-    space = study_space(study)
-    if space is None:
-        if "config" not in trial.user_attrs:
-            raise UserError(
-                f"study {study.study_name!r} stored neither its search space nor trial "
-                f"{trial.number}'s config; it cannot be exported"
-            )
-        return TrainConfig.from_dict(trial.user_attrs["config"], source=f"trial {trial.number}")
-    cfg = space.config(trial.params)
-    recorded = trial.user_attrs.get("config")  # studies before the digest kept the whole config
-    digest = trial.user_attrs.get("config_sha256")
-    if (recorded is not None and TrainConfig.from_dict(recorded) != cfg) or (
-        digest is not None and config_attrs(cfg).attrs["config_sha256"] != digest
-    ):
-        raise UserError(f"trial {trial.number}: its recorded config differs from base + params")
-    return cfg
-
-
 def value_text(trial: optuna.trial.FrozenTrial) -> str:
     """``0.6123 ± 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
     se = trial.user_attrs.get("value_se")
     if se is None:
         return f"{trial.value:.4f}"
-    from hpo.lines import pm, runs_text
+    from hpo.common.lines import pm, runs_text
 
     return f"{trial.value:.4f} {pm()} {se:.4f} (SE, {runs_text(trial.user_attrs)})"
 
 
 def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
-    from hpo.confirm import current, verdict
-    from hpo.floors import floor_lines
+    from hpo.decide.confirm import current, verdict
+    from hpo.decide.floors import floor_lines
 
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
     label = (
@@ -128,7 +96,7 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
     )
     why = "the epochs its confirm runs trained and were measured at"
     if epochs is None and trial.user_attrs.get("best_epochs"):
-        from hpo.confirm import fixed_epochs
+        from hpo.decide.confirm import fixed_epochs
 
         epochs = fixed_epochs(trial, study_space(study))
         why = "the trial's median best epoch, what `hpo confirm` would train"

@@ -1,7 +1,7 @@
 """The study's dashboard note and figures, and a standalone HTML report.
 
 Into the study go a markdown note and only the figures optuna-dashboard lacks
-(``hpo.figures.DASHBOARD_FIGURES``); the HTML file has those plus intermediate values and
+(``hpo.views.figures.DASHBOARD_FIGURES``); the HTML file has those plus intermediate values and
 importances, and a table of the top trials that fits the page.
 """
 
@@ -20,8 +20,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
-from hpo import confirm_report, optuna_internals
-from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from here
+from hpo.common.paths import study_dir
+from hpo.decide.compare import compare_to_baseline
+from hpo.decide.confirm import current
+from hpo.decide.floors import floor_lines
+from hpo.fleet.progress import counts
+from hpo.records import optuna_internals
+from hpo.records.artifacts import (  # noqa: F401 - hpo.cli imports these names from here
     ARTIFACTS_DIR,
     existing_artifact_store,
     open_artifact_store,
@@ -29,10 +34,9 @@ from hpo.artifacts import (  # noqa: F401 - hpo.cli imports these names from her
     repair_artifact_entries,
     save_space,
 )
-from hpo.compare import compare_to_baseline
-from hpo.confirm import current
-from hpo.export import value_text
-from hpo.figures import (
+from hpo.views import confirm_report
+from hpo.views.export import value_text
+from hpo.views.figures import (
     DASHBOARD_FIGURES,
     FIGURES,
     TARGET,
@@ -41,10 +45,7 @@ from hpo.figures import (
     short_name,
     study_figures,
 )
-from hpo.floors import floor_lines
-from hpo.headline import headline
-from hpo.paths import study_dir
-from hpo.study import counts
+from hpo.views.headline import headline
 
 log = logging.getLogger("hpo")
 
@@ -197,7 +198,7 @@ def annotate_study(study: optuna.Study) -> Figures:
     """Save the summary note and the figures the dashboard lacks into the study.
 
     Figures that earlier versions saved and the dashboard draws itself are removed where the
-    storage can delete them (databases); on a journal file they stay (see ``hpo.optuna_internals``).
+    storage can delete them (databases); on a journal file they stay (see ``hpo.records.optuna_internals``).
     """
     from optuna_dashboard import save_note, save_plotly_graph_object
 
@@ -293,7 +294,7 @@ def annotate_after_run(study: optuna.Study) -> None:
 
 def top_trials(study: optuna.Study, n: int = 10) -> list[FrozenTrial]:
     """The ``n`` best complete trials (studies here maximise val mAP)."""
-    from hpo.listing import top_trials as best_of
+    from hpo.views.listing import top_trials as best_of
 
     return best_of(completed(study), n)
 
@@ -534,8 +535,8 @@ def write_report(
 def save_artifacts(study: optuna.Study, store, paths: list[Path]) -> list[str]:
     """Upload files as study artifacts (a file already there under the same name is replaced in
     place); also store the search space as ``space.yaml`` if the study has it only as its old
-    attribute, and delete the null entries older versions left (see ``hpo.artifacts``)."""
-    from hpo.artifacts import SPACE_FILE, artifact_metas
+    attribute, and delete the null entries older versions left (see ``hpo.records.artifacts``)."""
+    from hpo.records.artifacts import SPACE_FILE, artifact_metas
 
     repair_artifact_entries(study)
     old_space = optuna_internals.study_record(study, "space")

@@ -12,8 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
-from hpo.floors import floor_lines
-from hpo.lines import (
+from hpo.common.lines import (
     _packed,
     _param_items,
     fit,
@@ -25,6 +24,7 @@ from hpo.lines import (
     value_text,
     width,
 )
+from hpo.decide.floors import floor_lines
 
 STATES = ("complete", "pruned", "fail", "running", "waiting")
 TOP = 5
@@ -97,9 +97,9 @@ def top_trials(trials: Sequence[FrozenTrial], n: int = TOP) -> list[FrozenTrial]
 
 
 def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
-    """The best trial against the baseline (``hpo.compare``) as plain data."""
-    from hpo.compare import compare_to_baseline
-    from hpo.confirm import current
+    """The best trial against the baseline (``hpo.decide.compare``) as plain data."""
+    from hpo.decide.compare import compare_to_baseline
+    from hpo.decide.confirm import current
 
     c = compare_to_baseline(study)
     if c is None:
@@ -127,16 +127,16 @@ def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def _absent(value: Any) -> Any:
-    from hpo.compare import _ABSENT
+    from hpo.decide.compare import _ABSENT
 
     return None if value is _ABSENT else value
 
 
 def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
     """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
-    from hpo.confirm import current, verdict
-    from hpo.floors import floors_summary
-    from hpo.headline import headline
+    from hpo.decide.confirm import current, verdict
+    from hpo.decide.floors import floors_summary
+    from hpo.views.headline import headline
 
     trials = study.get_trials(deepcopy=False)
     best = top_trials(trials, 1)
@@ -162,8 +162,8 @@ def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
 def summary_lines(study: optuna.Study) -> list[str]:
     """Counts and the best trial with its parameters, as ``hpo run`` ends and ``hpo show``
     starts."""
-    from hpo.confirm import current
-    from hpo.export import value_text as se_text
+    from hpo.decide.confirm import current
+    from hpo.views.export import value_text as se_text
 
     trials = study.get_trials(deepcopy=False)
     c = counts_of(trials)
@@ -219,12 +219,12 @@ def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, columns: int | None =
 
 
 def comparison_lines(study: optuna.Study) -> list[str]:
-    from hpo.compare import compare_to_baseline
+    from hpo.decide.compare import compare_to_baseline
 
     c = compare_to_baseline(study)
     if c is None:
         return []
-    from hpo.confirm import current
+    from hpo.decide.confirm import current
 
     lines = [c.value_line(confirmed=current(study) is not None)]
     if not c.same_trial:
@@ -236,11 +236,11 @@ def comparison_lines(study: optuna.Study) -> list[str]:
 
 def show_text(study: optuna.Study, top: int = TOP) -> str:
     """``hpo show``: summary, top trials, best vs baseline, and the confirm table if any."""
-    from hpo.confirm import current, format_summary
-    from hpo.headline import headline
+    from hpo.decide.confirm import current, format_summary
+    from hpo.views.headline import headline
 
     trials = study.get_trials(deepcopy=False)
-    from hpo.baselines import dropped_lines
+    from hpo.search.baselines import dropped_lines
 
     lines = [headline(study), *summary_lines(study), *dropped_lines(trials)]
     lines += top_lines(trials, top) + comparison_lines(study)
@@ -267,10 +267,10 @@ def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
 
 
 def epoch_rows(study: optuna.Study, trial: FrozenTrial, store=None) -> list[dict[str, Any]]:
-    """Per-epoch rows of a trial (``hpo.history.load_history``): its ``history.json`` artifact
+    """Per-epoch rows of a trial (``hpo.records.history.load_history``): its ``history.json`` artifact
     when ``store`` holds one (loss terms, learning rates, Rank-1/5/10, seconds too), else its
     intermediate values as run, fold, epoch, step, mAP."""
-    from hpo.history import load_history
+    from hpo.records.history import load_history
 
     return load_history(study, trial, store)
 

@@ -1,5 +1,6 @@
 """A study's workers as a Slurm job array: the batch script, submitting it, following it, and
-asking the scheduler which trials' tasks are gone.
+the signals that end a task's trial (asking the scheduler which tasks are gone is
+``hpo.fleet.scheduler``).
 
 ``hpo run --slurm N`` (and ``hpo confirm --slurm N``) write ``studies/<study>/slurm/<job>.sbatch``,
 a job array of N tasks, each one ordinary ``hpo run --worker`` process on the study's shared
@@ -17,128 +18,23 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from handreid.errors import Terminated, UserError
+from hpo.fleet.scheduler import (
+    REASONS,
+    in_slurm,
+    task_name,
+    trial_attrs,
+)
 
-SLURM_ATTRS = ("slurm_job", "slurm_array_job", "slurm_task", "node")  # per run, not per params
 WARNING_SECONDS = 120  # the early signal before the time limit: time to end a trial cleanly
-ALIVE = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING"}
-REASONS = {
-    "CANCELLED": "cancelled",
-    "TIMEOUT": "time limit",
-    "NODE_FAIL": "node failure",
-    "PREEMPTED": "pre-empted",
-    "OUT_OF_MEMORY": "out of memory",
-    "BOOT_FAIL": "node boot failure",
-    "DEADLINE": "deadline",
-    "FAILED": "failed",
-    "COMPLETED": "ended",
-    "PENDING": "requeued",
-    "REQUEUED": "requeued",
-}
-GONE = "no longer known to Slurm"
-_CACHE_SECONDS = 5.0  # workers look at the study every second; squeue is asked less often
-
-
-def in_slurm() -> bool:
-    return bool(os.environ.get("SLURM_JOB_ID"))
-
-
-def trial_attrs() -> dict[str, str]:
-    """The Slurm task this process runs in, as user attributes of its trials (none outside)."""
-    env = os.environ
-    if not env.get("SLURM_JOB_ID"):
-        return {}
-    attrs = {"slurm_job": env["SLURM_JOB_ID"]}
-    if env.get("SLURM_ARRAY_JOB_ID"):
-        attrs["slurm_array_job"] = env["SLURM_ARRAY_JOB_ID"]
-        attrs["slurm_task"] = env.get("SLURM_ARRAY_TASK_ID", "")
-    attrs["node"] = env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-    return attrs
-
-
-def task_name(attrs: dict[str, Any]) -> str:
-    """``12_1 on node gpu03``: the task as ``squeue`` and the logs name it."""
-    job = attrs.get("slurm_job", "?")
-    if attrs.get("slurm_array_job"):
-        job = f"{attrs['slurm_array_job']}_{attrs.get('slurm_task', '?')}"
-    return f"{job} on node {attrs['node']}" if attrs.get("node") else str(job)
-
-
-# ---- asking the scheduler ------------------------------------------------------------------
-def job_states(jobs: Iterable[str]) -> dict[str, str] | None:
-    """``{job id: state}`` from ``squeue`` for the jobs it still knows (accounting may be off:
-    a job it has forgotten is absent, not an error); None when Slurm cannot be asked."""
-    jobs = sorted(set(jobs))
-    if not jobs:
-        return {}
-    if shutil.which("squeue") is None:
-        return None
-    cmd = [
-        "squeue",
-        "--noheader",
-        "--all",
-        "--states=all",
-        "--format=%A|%T",
-        f"--jobs={','.join(jobs)}",
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        if "invalid job id" in done.stderr.lower():
-            return {}  # every one of them is gone
-        return None  # the controller does not answer: nothing is known
-    states = {}
-    for line in done.stdout.splitlines():
-        job, _, state = line.strip().partition("|")
-        if job and state:
-            states[job] = state.split()[0].rstrip("+")
-    return states
-
-
-_cache: dict[str, Any] = {"at": -1e9, "jobs": frozenset(), "states": None}
-
-
-def _states_cached(jobs: set[str]) -> dict[str, str] | None:
-    now = time.monotonic()
-    if _cache["jobs"] != frozenset(jobs) or now - _cache["at"] > _CACHE_SECONDS:
-        _cache.update(at=now, jobs=frozenset(jobs), states=job_states(jobs))
-    return _cache["states"]
-
-
-def dead_tasks(trials: Iterable[Any]) -> dict[int, str]:
-    """``{trial number: why}`` for the given RUNNING trials whose Slurm task no longer runs:
-    ``Slurm task 12_1 on node gpu03: cancelled`` (time limit, node failure, ...). Trials of
-    this very task, and all trials when Slurm cannot be asked, are left alone."""
-    own = os.environ.get("SLURM_JOB_ID")
-    mine = {
-        t.number: t.user_attrs
-        for t in trials
-        if t.user_attrs.get("slurm_job") and str(t.user_attrs["slurm_job"]) != own
-    }
-    if not mine:
-        return {}
-    states = _states_cached({str(a["slurm_job"]) for a in mine.values()})
-    if states is None:
-        return {}
-    dead = {}
-    for number, attrs in mine.items():
-        state = states.get(str(attrs["slurm_job"]))
-        if state in ALIVE:
-            continue
-        why = REASONS.get(state, state.lower()) if state else GONE
-        dead[number] = f"Slurm task {task_name(attrs)}: {why}"
-    return dead
 
 
 def _seconds(text: str) -> int | None:
@@ -216,8 +112,8 @@ def retry_stopped(study, trial, stop: SlurmStop) -> str:
     """Record why ``trial`` (still RUNNING) was stopped and queue its parameters again, as for
     a dead worker's trial (at most ``MAX_RETRIES`` times along one chain); returns the reason.
     Optuna marks the trial FAIL as the interrupt leaves the objective."""
-    from hpo.recovery import _params, _retries, _retry_attrs
-    from hpo.storage import MAX_RETRIES
+    from hpo.fleet.recovery import _params, _retries, _retry_attrs
+    from hpo.records.storage import MAX_RETRIES
 
     reason = f"interrupted: {stop.reason()}"
     study._storage.set_trial_user_attr(trial._trial_id, "error", reason)
@@ -232,7 +128,7 @@ def retry_stopped(study, trial, stop: SlurmStop) -> str:
 # ---- the batch script ----------------------------------------------------------------------
 def default_storage(study_name: str) -> str:
     """With --slurm: a journal file in the study's folder (which must be on a shared filesystem)."""
-    from hpo.paths import study_dir
+    from hpo.common.paths import study_dir
 
     return str(study_dir(study_name) / "journal.log")
 
@@ -342,7 +238,7 @@ class Job:
 
 def write_script(job: Job) -> Path:
     """``studies/<study>/slurm/<stamp>.sbatch`` (renamed to ``<job id>.sbatch`` once submitted)."""
-    from hpo.paths import study_dir
+    from hpo.common.paths import study_dir
 
     folder = study_dir(job.study) / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
@@ -443,7 +339,7 @@ def watch(
     running task (live), or a line per finished trial. Dead tasks' trials are failed and
     retried on the way. 0 when the total is reached; 1 when the job ended short of it; 130
     after Ctrl-C, which stops the watching only."""
-    from hpo.progress import shown_trial
+    from hpo.fleet.progress import shown_trial
 
     progress.seen(study)
     seen = set(progress._seen)
@@ -550,7 +446,7 @@ def check_args(args, command: Callable[[str, str], str]) -> None:
         instead = f"--storage {default}, where `hpo run --slurm` keeps the study"
     check_storage(args.storage, instead)
     if not args.slurm_dry_run:  # the options and resources, before any data is read
-        from hpo.paths import study_dir
+        from hpo.common.paths import study_dir
 
         check_submit(
             Job(name, ["--help"], args.slurm, args.slurm_gpus, args.slurm_opts).script(
@@ -573,7 +469,7 @@ def prepare(args, study: str, argv: list[str], what: str) -> Job | None:
 
 def follow(args, job: Job, study, total: int, mode: str, **watch_args) -> int:
     """Submit the checked script; with --wait, watch the study (``watch``)."""
-    from hpo.progress import Progress
+    from hpo.fleet.progress import Progress
 
     storage = args.storage
     if (warning := local_storage_warning(storage)) is not None:
@@ -594,7 +490,7 @@ def follow(args, job: Job, study, total: int, mode: str, **watch_args) -> int:
     )
     recover = watch_args.pop("recover", None)
     if recover is None:
-        from hpo.recovery import recover_stale
+        from hpo.fleet.recovery import recover_stale
 
         def recover():
             recover_stale(study, progress.note)

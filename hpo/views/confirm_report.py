@@ -10,8 +10,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.confirm import current, load_companion
-from hpo.headline import versus_baseline
+from hpo.decide.confirm import current
+from hpo.records.companion import load_companion
+from hpo.views.headline import versus_baseline
 
 FIGURE_ID = "fig-confirm"
 
@@ -80,7 +81,7 @@ def section(study: optuna.Study) -> list[str]:
     """HTML of the confirmation section; empty before a confirmation."""
     import plotly.io as pio
 
-    from hpo.headline import headline
+    from hpo.views.headline import headline
 
     summary = current(study)
     if not summary or not summary.get("rows"):

@@ -112,7 +112,7 @@ def compare_to_baseline(study: optuna.Study) -> BaselineComparison | None:
 
 def _fold_means(trial: FrozenTrial) -> list[float] | None:
     """The trial's run values averaged per fold (run i validates on fold i mod K, as
-    ``hpo.objective.run_configs`` orders them): the fold is the unit of replication, since
+    ``hpo.search.objective.run_configs`` orders them): the fold is the unit of replication, since
     the repeats of a fold share its validation identities. None for a one-split trial."""
     runs = trial.user_attrs.get("fold_values")
     if not runs:

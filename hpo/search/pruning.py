@@ -5,7 +5,7 @@ the trial's runs, so run k of every trial is compared at the same steps) and ask
 pruner, except during the run's LR warm-up, where low-LR trials only look worse.
 
 Baselines are never pruned, by either pruner: a trial carrying the ``baseline`` user attribute
-(every enqueued baseline and every retry of one, ``hpo.recovery``) reports its values but is
+(every enqueued baseline and every retry of one, ``hpo.fleet.recovery``) reports its values but is
 not asked, so it always completes and ``hpo confirm`` can race it.
 
 Between runs a trial is compared with the best complete trial. The best is the maximum of n

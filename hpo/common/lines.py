@@ -233,7 +233,7 @@ def trial_line(
 
 def epoch_text(label: str | None, progress: Mapping[str, Any]) -> str:
     """``trial 3 · fold 2/3 · epoch 4/8 · val mAP 0.412 · loss 2.31 · 3.1 s/epoch`` from a
-    progress record (``hpo.progress.progress_record``); ``label`` None leaves out the trial."""
+    progress record (``hpo.fleet.progress.progress_record``); ``label`` None leaves out the trial."""
     parts = [label] if label else []
     if progress.get("where"):
         parts.append(str(progress["where"]))

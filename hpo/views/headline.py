@@ -3,7 +3,7 @@ and difference to the baseline in words, or that the best trial is not confirmed
 
 ``hpo show`` starts with it, ``hpo ls`` ends each row with its short form, and the dashboard
 note, the report and ``hpo export`` lead with it, so that every place names the same winner.
-The confirm summary is read through ``hpo.confirm.current`` only.
+The confirm summary is read through ``hpo.decide.confirm.current`` only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ WORDS = ("better than", "not distinguishable from", "worse than")
 
 
 def _pm() -> str:
-    from hpo.lines import pm
+    from hpo.common.lines import pm
 
     return pm()
 
@@ -34,7 +34,7 @@ def versus_baseline(row: dict[str, Any]) -> str | None:
 
 def decision(study: optuna.Study) -> dict[str, Any]:
     """The parts of the headline as data (``hpo show --json`` and tests read them)."""
-    from hpo.confirm import current
+    from hpo.decide.confirm import current
 
     summary = current(study)
     rows = {r["trial"]: r for r in (summary or {}).get("rows", [])}
@@ -75,7 +75,7 @@ def headline(study: optuna.Study) -> str:
         if d["best"] is None:
             return "no completed trial yet"
         best = next(t for t in study.get_trials(deepcopy=False) if t.number == d["best"])
-        from hpo.lines import runs_text, value_text
+        from hpo.common.lines import runs_text, value_text
 
         se = best.user_attrs.get("value_se")
         return (

@@ -1,5 +1,5 @@
 """Baselines that a study gave up on: every try failed or was interrupted until the retry cap
-(``hpo.recovery``), so nothing queues them again. ``hpo run`` and ``hpo show`` say so, and
+(``hpo.fleet.recovery``), so nothing queues them again. ``hpo run`` and ``hpo show`` say so, and
 ``hpo run --retry-baselines`` queues each one again, with a fresh retry count."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def dropped_lines(trials: list[FrozenTrial]) -> list[str]:
 
 def queue_dropped(study: optuna.Study) -> list[str]:
     """Queue each dropped baseline again (a new chain of tries); returns their labels."""
-    from hpo.recovery import _params
+    from hpo.fleet.recovery import _params
 
     queued = []
     for name, tries in dropped_baselines(study.get_trials(deepcopy=False)).items():

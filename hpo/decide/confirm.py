@@ -10,7 +10,7 @@ study included) on ``seeds`` new training seeds with the study's own split (same
 - each config against the reference baseline (the best confirmed baseline) with simultaneous
   95 % intervals and adjusted p-values, and against the incumbent (the study's best trial) with
   one unadjusted interval each; both use the fold as the unit of replication
-  (``hpo.verdict`` says how and why, and what the verdict's error rate is).
+  (``hpo.decide.verdict`` says how and why, and what the verdict's error rate is).
 
 Each config trains a fixed number of epochs, its study trial's median best epoch (at least one
 more than the warm-up), without early stopping, and is measured at that last epoch: the value
@@ -40,29 +40,27 @@ from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
-from hpo import verdict as vd
-from hpo.optuna_internals import trial_record
-from hpo.recovery import (
+from hpo.decide import verdict as vd
+from hpo.fleet.recovery import (
     HeldSignals,
     _local_pid_dead,
     mark_interrupted,
     worker_id,
     worker_process,
 )
-from hpo.slurm import dead_tasks, trial_attrs
-from hpo.study import _QuietFailures, quiet_trial_failures
+from hpo.fleet.scheduler import dead_tasks, trial_attrs
+from hpo.records.companion import (
+    companion_name,
+    is_companion,
+    load_companion,
+    open_companion,
+)
+from hpo.records.configs import study_space
+from hpo.records.optuna_internals import trial_record
+from hpo.search.study import _QuietFailures, quiet_trial_failures
 
-SUFFIX = ".confirm"
 SEED_STRIDE = 1000  # confirm seed s trains with seed + 1000 * s: never a study trial's seed
 LEVEL = 0.95
-
-
-def companion_name(study_name: str) -> str:
-    return study_name + SUFFIX
-
-
-def is_companion(name: str) -> bool:
-    return name.endswith(SUFFIX)
 
 
 @dataclass
@@ -97,7 +95,6 @@ def check_plan_args(top: int, seeds: int) -> None:
 
 def plan(study: optuna.Study, top: int, seeds: int) -> Plan:
     check_plan_args(top, seeds)
-    from hpo.export import study_space
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -167,30 +164,6 @@ def fixed_epochs(trial: FrozenTrial, space, params: dict[str, Any] | None = None
     if cfg is not None:
         n = min(max(n, cfg.warmup_epochs + 1), cfg.epochs)
     return max(int(n), 1)
-
-
-def open_companion(study: optuna.Study, storage) -> optuna.Study:
-    """The companion study of confirm runs in ``storage`` (created on first use)."""
-    return optuna.create_study(
-        study_name=companion_name(study.study_name),
-        storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.RandomSampler(),  # every run is queued with fixed params
-        pruner=optuna.pruners.NopPruner(),
-        load_if_exists=True,
-    )
-
-
-def load_companion(study: optuna.Study) -> optuna.Study | None:
-    """The companion study of ``study``'s confirm runs, or None when it has none yet."""
-    from hpo.optuna_internals import storage_of
-
-    try:
-        return optuna.load_study(
-            study_name=companion_name(study.study_name), storage=storage_of(study)
-        )
-    except KeyError:
-        return None
 
 
 def _key(t: FrozenTrial) -> tuple[int, int] | None:
@@ -299,7 +272,7 @@ def work(
                 with held:  # until the run is marked as this worker's
                     companion.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
             except Exception as exc:
-                if isinstance(exc.__context__, KeyboardInterrupt):  # see hpo.study.run_until
+                if isinstance(exc.__context__, KeyboardInterrupt):  # see hpo.search.study.run_until
                     raise KeyboardInterrupt from None
                 raise
             ran += 1
@@ -389,7 +362,7 @@ def decide(
     level: float = LEVEL,
 ) -> dict[str, Any]:
     """Rows, reference baseline and winner from the runs of the seeds that every config
-    finished (complete pairs only); the statistics are ``hpo.verdict``'s.
+    finished (complete pairs only); the statistics are ``hpo.decide.verdict``'s.
 
     runs: per trial number its confirm runs, keyed (seed, run index); info: per trial number
     the row's fixed fields (role, baseline, objective, ...). Pure: ``benchmarks/
@@ -582,7 +555,7 @@ def _against_baseline(row: dict[str, Any], ref: int) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """A table of the confirmed configs (a row and its differences on up to three lines, so
     that it fits 80 columns) and the verdict line, wrapped to the terminal."""
-    from hpo.lines import fit, pm
+    from hpo.common.lines import fit, pm
 
     rows = summary.get("rows", [])
     unit = "fold" if summary["folds"] > 1 else "run"
@@ -631,14 +604,14 @@ def _diff(d: dict | None) -> str:
 
 def current(study: optuna.Study) -> dict[str, Any] | None:
     """The stored confirm summary, if any."""
-    from hpo.optuna_internals import study_record
+    from hpo.records.optuna_internals import study_record
 
     return study_record(study, "confirm")
 
 
 def store(study: optuna.Study, summary: dict[str, Any]) -> None:
-    """Keep the confirm summary with the study (a study record: see hpo.optuna_internals)."""
-    from hpo.optuna_internals import set_study_record
+    """Keep the confirm summary with the study (a study record: see hpo.records.optuna_internals)."""
+    from hpo.records.optuna_internals import set_study_record
 
     set_study_record(study, "confirm", summary)
 

@@ -62,7 +62,7 @@ def winner_interval(study: optuna.Study) -> dict[str, Any] | None:
 
     ``source`` is ``confirmed`` (the confirm winner's 95 % CI) or ``best trial`` (the study's
     best value ± 2 SE; a value without SE is its own interval)."""
-    from hpo.confirm import current  # the confirm summary is a study record
+    from hpo.decide.confirm import current  # the confirm summary is a study record
 
     summary = current(study) or {}
     winner = summary.get("winner")

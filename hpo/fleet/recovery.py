@@ -19,8 +19,8 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
-from hpo.slurm import dead_tasks
-from hpo.storage import MAX_RETRIES
+from hpo.fleet.scheduler import dead_tasks
+from hpo.records.storage import MAX_RETRIES
 
 DEAD_WORKER = "dead worker"  # the error of a trial whose worker process is gone
 

@@ -50,9 +50,11 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
-from hpo import optuna_internals
-from hpo.artifacts import artifact_metas, check_artifact_id
-from hpo.optuna_internals import storage_identity
+from hpo.records import optuna_internals
+from hpo.records.artifacts import artifact_metas, check_artifact_id
+from hpo.records.companion import load_companion
+from hpo.records.configs import trial_config
+from hpo.records.optuna_internals import storage_identity
 
 log = logging.getLogger("hpo")
 
@@ -152,7 +154,7 @@ def copy_checkpoint(trial: FrozenTrial, storage, store, target: str | Path) -> P
     meta = trial_checkpoint(trial, storage, store)
     if meta is None:
         return None
-    from hpo.paths import atomic_write
+    from hpo.common.paths import atomic_write
 
     reader = store.open_reader(meta.artifact_id)
     try:
@@ -323,8 +325,6 @@ def keep_decided(companion: optuna.Study, summary: dict, store) -> dict[int, int
 def confirm_model(study: optuna.Study, number: int, store) -> tuple[FrozenTrial, object] | None:
     """(companion trial, its storage) whose artifact holds trial ``number``'s confirm model,
     or None."""
-    from hpo.confirm import load_companion
-
     companion = load_companion(study)
     if companion is None:
         return None
@@ -361,7 +361,7 @@ def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | 
     """For ``hpo export --checkpoint``: copy the trial's model next to its exported YAML
     (``best.yaml`` -> ``best.pt``): the one its confirm kept when there is one, else its study
     checkpoint. Returns (path or None, the lines to print)."""
-    from hpo.artifacts import existing_artifact_store
+    from hpo.records.artifacts import existing_artifact_store
 
     yaml_path = Path(yaml_path)
     if store is None:
@@ -380,8 +380,6 @@ def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | 
             f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s first run, which "
             f"handreid train reproduces): handreid evaluate --checkpoint {path}"
         )
-    from hpo.export import trial_config
-
     run = source[0]
     seed = trial_config(study, trial).seed + int(run.user_attrs.get("seed_offset", 0))
     epochs = run.user_attrs.get("train_epochs")

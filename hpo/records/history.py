@@ -33,8 +33,8 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import FrozenTrial
 
 from handreid.errors import UserError
-from hpo import optuna_internals
-from hpo.artifacts import artifact_metas, load_trial_config, read_artifact
+from hpo.records import optuna_internals
+from hpo.records.artifacts import artifact_metas, load_trial_config, read_artifact
 
 log = logging.getLogger("hpo")
 
@@ -55,7 +55,7 @@ def _number(value: Any) -> float | None:
 
 
 def epoch_entry(record) -> dict[str, Any]:
-    """One ``hpo.objective.EpochRecord`` as a history entry (the keys ``hpo show`` prints)."""
+    """One ``hpo.search.objective.EpochRecord`` as a history entry (the keys ``hpo show`` prints)."""
     m = record.metrics
     entry: dict[str, Any] = {
         "run": record.run,
@@ -98,7 +98,7 @@ def _upload(trial: optuna.Trial, store, name: str, data: bytes) -> str:
 def save_history(trial: optuna.Trial, store, document: dict[str, Any]) -> None:
     """Upload ``history.json`` and ``curves.png`` for a running trial (a finished trial takes
     no artifacts). A failure is a warning: the history never costs a trial its result."""
-    from hpo.curves import curves_png
+    from hpo.records.curves import curves_png
 
     try:
         text = json.dumps(document, allow_nan=False, separators=(",", ":"))
@@ -159,7 +159,7 @@ def load_history(study_or_storage, trial: FrozenTrial | int, store=None) -> list
 
     ``study_or_storage``: the study (then ``trial`` may be a number) or its storage (an
     Optuna storage or URL, with the FrozenTrial); ``store``: the artifact store
-    (``hpo.artifacts.open_artifact_store``), None to use intermediate values only.
+    (``hpo.records.artifacts.open_artifact_store``), None to use intermediate values only.
     A history artifact that cannot be read is a one-line UserError.
     """
     storage, frozen = _storage_and_trial(study_or_storage, trial)
@@ -197,8 +197,8 @@ def _run_shape(study, storage, trial: FrozenTrial, store) -> tuple[int | None, i
         return config["epochs"], config.get("val_folds")
     if study is None:
         return None, None
-    from hpo.artifacts import load_space_dict
-    from hpo.space import parse_space
+    from hpo.records.artifacts import load_space_dict
+    from hpo.records.space import parse_space
 
     try:
         data = load_space_dict(study, store)

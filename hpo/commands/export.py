@@ -27,34 +27,35 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpo.common.paths import study_dir
+    from hpo.records.artifacts import existing_artifact_store
     from hpo.search.study import load_study
     from hpo.views.export import check_export_targets, export_trial, pick_trial
+    from hpo.views.model import load_view
 
     study = load_study(args.storage, args.study)
     out = Path(args.out) if args.out else study_dir(study.study_name) / "best.yaml"
     check_export_targets(out, args.checkpoint)
-    trial = pick_trial(study, args.trial)
+    view = load_view(study, existing_artifact_store())
+    trial = pick_trial(view, args.trial)
     if args.checkpoint:  # an unreadable checkpoint entry fails before the YAML is written
-        from hpo.records.artifacts import existing_artifact_store
         from hpo.records.checkpoints import checkpoint_source
 
-        checkpoint_source(study, trial, existing_artifact_store())
-    path, trial = export_trial(study, out, trial.number, storage=args.storage)
+        checkpoint_source(view.study, trial, view.store)
+    path, trial = export_trial(view, out, trial.number, storage=args.storage)
     from hpo.common.lines import fit
     from hpo.views.export import value_text
 
     print(fit(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})"))
     from hpo.decide.floors import check
 
-    if warning := check(study):
+    if warning := check(view.study):
         print(fit(f"warning: {warning}"))
     if args.checkpoint:
         from hpo.records.checkpoints import export_checkpoint
 
-        print(fit(export_checkpoint(study, trial, path)[1]))
-    from hpo.decide.confirm import current
+        print(fit(export_checkpoint(view.study, trial, path, view.store)[1]))
     from hpo.views.headline import headline
 
-    if current(study) is not None or trial.number == study.best_trial.number:
-        print(fit(headline(study)))  # the decision this export stands on
+    if view.confirm is not None or trial.number == view.study.best_trial.number:
+        print(fit(headline(view)))  # the decision this export stands on
     return 0

@@ -24,13 +24,19 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpo.common.paths import study_dir
+    from hpo.records.artifacts import existing_artifact_store
     from hpo.search.study import load_study
+    from hpo.views.model import load_view
     from hpo.views.report import open_artifact_store, save_artifacts, write_report
 
     if args.top < 1:
         raise UserError(f"--top={args.top}: must be at least 1")
     study = load_study(args.storage, args.study)
-    report = write_report(study, args.out, top=args.top, png=not args.no_png)
+    store = existing_artifact_store()
+    view = load_view(study, store)
+    report = write_report(
+        study, args.out, top=args.top, png=not args.no_png, store=store, view=view
+    )
     size = report.html.stat().st_size / 1e6
     pngs = f" and {len(report.pngs)} PNGs" if report.pngs else ""
     print(f"wrote {report.html} ({size:.1f} MB){pngs}")

@@ -223,16 +223,18 @@ def run(args: argparse.Namespace) -> int:
         if args.worker:
             return code
         from hpo.search.baselines import dropped_lines
-
-        print("\n".join(summary_lines(study) + dropped_lines(study.get_trials(deepcopy=False))))
+        from hpo.views.model import load_view
         from hpo.views.report import (
             annotate_after_run,  # note + figures for the dashboard; never raises
         )
 
+        view = load_view(study)  # one read of the finished study for the summary and the note
+        print("\n".join(summary_lines(view) + dropped_lines(list(view.trials))))
+
         # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
         # the summary above already says so
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        annotate_after_run(study)
+        annotate_after_run(study, view)
     if code in (130, 143):
         print(
             f"{'terminated' if code == 143 else 'interrupted'}: the running trials were stopped "

@@ -29,17 +29,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.records.artifacts import existing_artifact_store
     from hpo.search.study import load_study
     from hpo.views import listing
+    from hpo.views.model import load_view
 
     if args.top < 1:
         raise UserError(f"--top={args.top}: must be at least 1")
-    study = load_study(args.storage, args.study)
+    view = load_view(load_study(args.storage, args.study), existing_artifact_store())
     if args.trial is not None:
-        from hpo.records.artifacts import existing_artifact_store
-
-        trial = listing.find_trial(study, args.trial)
-        rows = listing.epoch_rows(study, trial, existing_artifact_store())
+        trial = listing.find_trial(view, args.trial)
+        rows = listing.epoch_rows(view, trial)
         if args.json:
             print_json({"trial": listing.trial_record(trial), "epochs": rows})
         else:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             print(listing.epoch_table(rows))
         return 0
     if args.json:
-        print_json(listing.study_summary(study, top=args.top))
+        print_json(listing.study_summary(view, top=args.top))
     else:
-        print(listing.show_text(study, top=args.top))
+        print(listing.show_text(view, top=args.top))
     return 0

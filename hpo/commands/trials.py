@@ -30,16 +30,17 @@ def run(args: argparse.Namespace) -> int:
     from hpo.common.lines import trial_line
     from hpo.search.study import load_study
     from hpo.views import listing
+    from hpo.views.model import load_view
 
-    study = load_study(args.storage, args.study)
-    trials = listing.select(study, args.state)
+    view = load_view(load_study(args.storage, args.study))
+    trials = listing.select(view, args.state)
     if args.json:
         records = [listing.trial_record(t) for t in trials]
-        print_json({"study": study.study_name, "trials": records})
+        print_json({"study": view.name, "trials": records})
         return 0
     if not trials:
         which = f" in state {', '.join(args.state)}" if args.state else ""
-        print(f"study {listing.printable(study.study_name)} has no trials{which}")
+        print(f"study {listing.printable(view.name)} has no trials{which}")
     for t in trials:
         print(trial_line(t))
     return 0

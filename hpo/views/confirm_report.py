@@ -10,21 +10,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.decide.confirm import current
-from hpo.records.companion import load_companion
 from hpo.views.headline import versus_baseline
+from hpo.views.model import StudyView, as_view
 
 FIGURE_ID = "fig-confirm"
 
 
-def run_values(study: optuna.Study) -> dict[int, list[float]]:
+def run_values(study: StudyView | optuna.Study) -> dict[int, list[float]]:
     """Each raced trial's finished confirm run values, by seed order."""
-    companion = load_companion(study)
-    if companion is None:
-        return {}
     runs: dict[int, list[tuple[int, float]]] = {}
-    for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "candidate" in t.user_attrs:
+    for t in as_view(study).companion_trials:
+        if t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
             seed = int(t.user_attrs.get("confirm_seed", 0))
             runs.setdefault(int(t.user_attrs["candidate"]), []).append((seed, t.value))
     return {n: [v for _, v in sorted(r)] for n, r in runs.items()}
@@ -77,16 +73,17 @@ def figure(summary: dict[str, Any]):
     return fig
 
 
-def section(study: optuna.Study) -> list[str]:
+def section(study: StudyView | optuna.Study) -> list[str]:
     """HTML of the confirmation section; empty before a confirmation."""
     import plotly.io as pio
 
     from hpo.views.headline import headline
 
-    summary = current(study)
+    view = as_view(study)
+    summary = view.confirm
     if not summary or not summary.get("rows"):
         return []
-    values = run_values(study)
+    values = run_values(view)
     head = (
         "<tr><th>trial</th><th>role</th><th>runs (val mAP by seed)</th>"
         "<th>confirmed mean [95% CI]</th><th>vs baseline</th><th></th></tr>"
@@ -112,7 +109,7 @@ def section(study: optuna.Study) -> list[str]:
     seeds = ", ".join(map(str, summary.get("seeds", [])))
     return [
         "<h2>Confirmation</h2>",
-        f"<p><b>{html.escape(headline(study))}</b></p>",
+        f"<p><b>{html.escape(headline(view))}</b></p>",
         f"<p>Re-trained on fresh seeds {seeds} x {summary.get('folds', 1)} fold(s); "
         "differences paired by seed and fold.</p>",
         f"<table class='cmp'>{head}{''.join(body)}</table>",

@@ -1,4 +1,5 @@
-"""Best (or chosen) trial -> one complete trainer YAML that ``handreid train`` runs unchanged."""
+"""Best (or chosen) trial -> one complete trainer YAML that ``handreid train`` runs unchanged,
+read from the study's read model (``hpo.views.model``)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ from optuna.trial import TrialState
 
 from handreid.errors import UserError
 from hpo.common.paths import atomic_write_text, check_target
-from hpo.records.configs import study_space, trial_config
+from hpo.records.configs import trial_config
+from hpo.views.model import StudyView, as_view
 
 
-def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
+def pick_trial(
+    study: StudyView | optuna.Study, number: int | None = None
+) -> optuna.trial.FrozenTrial:
+    view = as_view(study)
+    study, trials = view.study, list(view.trials)
     if number is None:
         complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
         if not complete:
             raise UserError(
                 f"study {study.study_name!r} has no completed trial yet; nothing to export"
             )
-        from hpo.decide.confirm import current
-
-        winner = (current(study) or {}).get("winner")
+        winner = (view.confirm or {}).get("winner")
         if winner in complete:  # raced on fresh seeds: a better pick than the noisy maximum
             return complete[winner]
         return study.best_trial
@@ -50,10 +53,15 @@ def value_text(trial: optuna.trial.FrozenTrial) -> str:
     return f"{trial.value:.4f} {pm()} {se:.4f} (SE, {runs_text(trial.user_attrs)})"
 
 
-def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage: str) -> list[str]:
+def export_header(
+    study: StudyView | optuna.Study, trial: optuna.trial.FrozenTrial, storage: str
+) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
-    from hpo.decide.confirm import current, verdict
+    from hpo.decide.confirm import verdict
     from hpo.decide.floors import floor_lines
+
+    view = as_view(study)
+    study = view.study  # the read model's copy
 
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
     label = (
@@ -65,7 +73,7 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
         f"trial {trial.number}{label}: objective (best-epoch validation mAP) {value_text(trial)}",
         f"tuned: {params}",
     ]
-    summary = current(study) or {}
+    summary = view.confirm or {}
     rows = {r["trial"]: r for r in summary.get("rows", [])}
     epochs = None
     if trial.number in rows:
@@ -98,7 +106,7 @@ def export_header(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage:
     if epochs is None and trial.user_attrs.get("best_epochs"):
         from hpo.decide.confirm import fixed_epochs
 
-        epochs = fixed_epochs(trial, study_space(study))
+        epochs = fixed_epochs(trial, view.space)
         why = "the trial's median best epoch, what `hpo confirm` would train"
     if epochs:
         lines.append(
@@ -124,11 +132,12 @@ def check_export_targets(out: str | Path, checkpoint: bool) -> None:
 
 
 def export_trial(
-    study: optuna.Study, out: str | Path, number: int | None = None, storage: str = ""
+    study: StudyView | optuna.Study, out: str | Path, number: int | None = None, storage: str = ""
 ) -> tuple[Path, optuna.trial.FrozenTrial]:
     """Write base + params as YAML with a header, atomically (see ``atomic_write_text``)."""
-    trial = pick_trial(study, number)
-    cfg = trial_config(study, trial)
-    header = "\n".join(export_header(study, trial, storage))
+    view = as_view(study)
+    trial = pick_trial(view, number)
+    cfg = trial_config(view.study, trial)
+    header = "\n".join(export_header(view, trial, storage))
     path = atomic_write_text(out, cfg.to_yaml(header))
     return path, trial

@@ -17,6 +17,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.common.lines import trial_label
+from hpo.views.model import StudyView, as_view
 
 TARGET = "val mAP"
 FIGURES = {  # name -> title, in page order
@@ -318,15 +319,16 @@ def _runs_apart(entries: list[dict], key: str) -> tuple[list, list]:
     return xs, ys
 
 
-def curves_figure(study: optuna.Study, store=None, n: int = CURVE_TRIALS):
+def curves_figure(study: StudyView | optuna.Study, store=None, n: int = CURVE_TRIALS):
     """val mAP and train loss per epoch of the ``n`` best complete trials, from their history
     artifacts when ``store`` has them, else val mAP from their intermediate values."""
     from plotly.subplots import make_subplots
 
     from handreid.errors import UserError
-    from hpo.records.history import intermediate_history, load_history
+    from hpo.records.history import intermediate_history
 
-    top = sorted(completed(study), key=lambda t: t.value, reverse=True)[:n]
+    view = as_view(study, store)
+    top = sorted(view.completed(), key=lambda t: t.value, reverse=True)[:n]
     top = [t for t in top if t.intermediate_values]
     if not top:
         return None, "no completed trial has reported a per-epoch value yet"
@@ -334,7 +336,7 @@ def curves_figure(study: optuna.Study, store=None, n: int = CURVE_TRIALS):
     has_loss, several_runs = False, False
     for i, t in enumerate(top):
         try:
-            entries = load_history(study, t, store)
+            entries = view.history(t, store)
         except UserError:  # an unreadable artifact: the intermediate values still tell
             entries = intermediate_history(t)
         base = t.user_attrs.get("baseline")
@@ -426,9 +428,11 @@ def add_floors(fig, study: optuna.Study, **where) -> None:
         )
 
 
-def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figures:
+def study_figures(study: StudyView | optuna.Study, names=tuple(FIGURES), store=None) -> Figures:
     """The figures in ``names`` that can be drawn now; the others in ``skipped`` with a reason.
     ``store``: the artifact store holding the trials' epoch histories (for ``curves``)."""
+    view = as_view(study, store)
+    study = view.study  # the read model's copy: nothing below reads the storage
     out = Figures({})
     for name in names:
         title = FIGURES[name]
@@ -441,7 +445,7 @@ def study_figures(study: optuna.Study, names=tuple(FIGURES), store=None) -> Figu
                 fig, why = value_se_figure(study)
                 title += _averaged_over(study)
             elif name == "curves":
-                fig, why = curves_figure(study, store)
+                fig, why = curves_figure(view, store)
             elif name == "intermediate":
                 fig, why = intermediate_figure(study)
             else:

@@ -3,7 +3,7 @@ and difference to the baseline in words, or that the best trial is not confirmed
 
 ``hpo show`` starts with it, ``hpo ls`` ends each row with its short form, and the dashboard
 note, the report and ``hpo export`` lead with it, so that every place names the same winner.
-The confirm summary is read through ``hpo.decide.confirm.current`` only.
+Each function takes the study's read model (``hpo.views.model``) or a study to read.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+
+from hpo.views.model import StudyView, as_view
 
 WORDS = ("better than", "not distinguishable from", "worse than")
 
@@ -32,15 +33,14 @@ def versus_baseline(row: dict[str, Any]) -> str | None:
     return WORDS[0] if lo > 0 else WORDS[2] if hi < 0 else WORDS[1]
 
 
-def decision(study: optuna.Study) -> dict[str, Any]:
+def decision(study: StudyView | optuna.Study) -> dict[str, Any]:
     """The parts of the headline as data (``hpo show --json`` and tests read them)."""
-    from hpo.decide.confirm import current
-
-    summary = current(study)
+    view = as_view(study)
+    summary = view.confirm
     rows = {r["trial"]: r for r in (summary or {}).get("rows", [])}
     winner = (summary or {}).get("winner")
     if winner is None or winner not in rows:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        done = view.completed()
         best = max(done, key=lambda t: t.value) if done else None
         return {"confirmed": False, "best": best.number if best else None}
     row, ref = rows[winner], summary.get("reference_baseline")
@@ -67,14 +67,15 @@ def decision(study: optuna.Study) -> dict[str, Any]:
     return out
 
 
-def headline(study: optuna.Study) -> str:
+def headline(study: StudyView | optuna.Study) -> str:
     """``confirmed winner: trial 5, val mAP 0.671 [0.650, 0.692] (3 runs); better than the
     baseline (trial 0) by +0.021 [+0.004, +0.038]``, or what is known before a confirmation."""
-    d = decision(study)
+    view = as_view(study)
+    d = decision(view)
     if not d["confirmed"]:
         if d["best"] is None:
             return "no completed trial yet"
-        best = next(t for t in study.get_trials(deepcopy=False) if t.number == d["best"])
+        best = view.trial(d["best"])
         from hpo.common.lines import runs_text, value_text
 
         se = best.user_attrs.get("value_se")
@@ -106,7 +107,7 @@ def headline(study: optuna.Study) -> str:
     return text
 
 
-def short(study: optuna.Study) -> str:
+def short(study: StudyView | optuna.Study) -> str:
     """The ``hpo ls`` form: ``confirmed trial 0 0.665 ±0.4`` or ``not confirmed``."""
     d = decision(study)
     if not d["confirmed"]:

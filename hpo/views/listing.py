@@ -1,5 +1,6 @@
 """What ``hpo show`` and ``hpo trials`` print: a study's summary, its trials and a trial's epochs,
-as text for people and as JSON-ready dicts for programs (the same content in both)."""
+as text for people and as JSON-ready dicts for programs (the same content in both). Each takes
+the study's read model (``hpo.views.model``) or a study to read."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from hpo.common.lines import (
     width,
 )
 from hpo.decide.floors import floor_lines
+from hpo.views.model import StudyView, as_view
 
 STATES = ("complete", "pruned", "fail", "running", "waiting")
 TOP = 5
@@ -78,10 +80,15 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     return json_ready(record)
 
 
-def select(study: optuna.Study, states: Iterable[str] | None = None) -> list[FrozenTrial]:
+def select(
+    study: StudyView | optuna.Study, states: Iterable[str] | None = None
+) -> list[FrozenTrial]:
     """The study's trials in the given states (``STATES``; all when None), by number."""
-    wanted = tuple(TrialState[s.upper()] for s in states) if states else None
-    return study.get_trials(deepcopy=False, states=wanted)
+    trials = as_view(study).trials
+    if not states:
+        return list(trials)
+    wanted = {TrialState[s.upper()] for s in states}
+    return [t for t in trials if t.state in wanted]
 
 
 def counts_of(trials: Sequence[FrozenTrial]) -> dict[str, int]:
@@ -96,12 +103,12 @@ def top_trials(trials: Sequence[FrozenTrial], n: int = TOP) -> list[FrozenTrial]
     return sorted(done, key=lambda t: t.value, reverse=True)[:n]
 
 
-def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
+def comparison_record(study: StudyView | optuna.Study) -> dict[str, Any] | None:
     """The best trial against the baseline (``hpo.decide.compare``) as plain data."""
     from hpo.decide.compare import compare_to_baseline
-    from hpo.decide.confirm import current
 
-    c = compare_to_baseline(study)
+    view = as_view(study)
+    c = compare_to_baseline(view.study)
     if c is None:
         return None
     finite = math.isfinite(c.diff_se)
@@ -121,7 +128,7 @@ def comparison_record(study: optuna.Study) -> dict[str, Any] | None:
                 {"name": ch.name, "baseline": _absent(ch.baseline), "best": _absent(ch.best)}
                 for ch in c.changes
             ],
-            "text": c.value_line(confirmed=current(study) is not None),
+            "text": c.value_line(confirmed=view.confirm is not None),
         }
     )
 
@@ -132,43 +139,44 @@ def _absent(value: Any) -> Any:
     return None if value is _ABSENT else value
 
 
-def study_summary(study: optuna.Study, top: int = TOP) -> dict[str, Any]:
+def study_summary(study: StudyView | optuna.Study, top: int = TOP) -> dict[str, Any]:
     """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
-    from hpo.decide.confirm import current, verdict
+    from hpo.decide.confirm import verdict
     from hpo.decide.floors import floors_summary
     from hpo.views.headline import headline
 
-    trials = study.get_trials(deepcopy=False)
+    view = as_view(study)
+    trials = view.trials
     best = top_trials(trials, 1)
-    confirm = current(study)
+    confirm = view.confirm
     return json_ready(
         {
-            "study": study.study_name,
-            "direction": study.direction.name.lower(),
+            "study": view.name,
+            "direction": view.study.direction.name.lower(),
             "counts": {**counts_of(trials), "total": len(trials)},
             "best": trial_record(best[0]) if best else None,
             "top": [trial_record(t) for t in top_trials(trials, top)],
             "baselines": [t.number for t in trials if t.user_attrs.get("baseline")],
-            "baseline_comparison": comparison_record(study),
+            "baseline_comparison": comparison_record(view),
             "confirm": confirm,
             "confirm_verdict": verdict(confirm) if confirm else None,
-            "headline": headline(study),
-            "floors": floors_summary(study),
+            "headline": headline(view),
+            "floors": floors_summary(view.study),
         }
     )
 
 
 # ---- text
-def summary_lines(study: optuna.Study) -> list[str]:
+def summary_lines(study: StudyView | optuna.Study) -> list[str]:
     """Counts and the best trial with its parameters, as ``hpo run`` ends and ``hpo show``
     starts."""
-    from hpo.decide.confirm import current
     from hpo.views.export import value_text as se_text
 
-    trials = study.get_trials(deepcopy=False)
+    view = as_view(study)
+    trials = view.trials
     c = counts_of(trials)
     lines = [
-        f"study {printable(study.study_name)}: {c['complete']} complete, {c['pruned']} pruned, "
+        f"study {printable(view.name)}: {c['complete']} complete, {c['pruned']} pruned, "
         f"{c['fail']} failed, {c['running']} running"
     ]
     best = top_trials(trials, 1)
@@ -181,8 +189,8 @@ def summary_lines(study: optuna.Study) -> list[str]:
     width = max((len(k) for k in b.params), default=10)
     # 4 significant figures to read; `hpo export` and `show --json` keep every digit
     lines += [f"  {k:<{width}}  {number(v, 4)}" for k, v in b.params.items()]
-    lines += floor_lines(study)
-    if current(study) is None:
+    lines += floor_lines(view.study)
+    if view.confirm is None:
         lines.append(
             "the best value is the maximum of noisy estimates: `hpo confirm` re-trains the top "
             "trials and the baseline on fresh seeds before you export"
@@ -218,15 +226,14 @@ def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, columns: int | None =
     return lines
 
 
-def comparison_lines(study: optuna.Study) -> list[str]:
+def comparison_lines(study: StudyView | optuna.Study) -> list[str]:
     from hpo.decide.compare import compare_to_baseline
 
-    c = compare_to_baseline(study)
+    view = as_view(study)
+    c = compare_to_baseline(view.study)
     if c is None:
         return []
-    from hpo.decide.confirm import current
-
-    lines = [c.value_line(confirmed=current(study) is not None)]
+    lines = [c.value_line(confirmed=view.confirm is not None)]
     if not c.same_trial:
         changes = c.change_lines()
         lines.append("  parameters changed from the baseline:" if changes else "  same parameters")
@@ -234,17 +241,17 @@ def comparison_lines(study: optuna.Study) -> list[str]:
     return lines
 
 
-def show_text(study: optuna.Study, top: int = TOP) -> str:
+def show_text(study: StudyView | optuna.Study, top: int = TOP) -> str:
     """``hpo show``: summary, top trials, best vs baseline, and the confirm table if any."""
-    from hpo.decide.confirm import current, format_summary
+    from hpo.decide.confirm import format_summary
+    from hpo.search.baselines import dropped_lines
     from hpo.views.headline import headline
 
-    trials = study.get_trials(deepcopy=False)
-    from hpo.search.baselines import dropped_lines
-
-    lines = [headline(study), *summary_lines(study), *dropped_lines(trials)]
-    lines += top_lines(trials, top) + comparison_lines(study)
-    confirm = current(study)
+    view = as_view(study)
+    trials = list(view.trials)
+    lines = [headline(view), *summary_lines(view), *dropped_lines(trials)]
+    lines += top_lines(trials, top) + comparison_lines(view)
+    confirm = view.confirm
     if confirm:
         lines.append(format_summary(confirm))
     return fit("\n".join(lines))
@@ -257,22 +264,23 @@ def printable(name: str) -> str:
 
 
 # ---- one trial's epochs
-def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    for t in trials:
-        if t.number == number:
-            return t
-    span = f"trials 0..{len(trials) - 1}" if trials else "no trials yet"
-    raise UserError(f"study {study.study_name!r} has no trial {number} ({span})")
+def find_trial(study: StudyView | optuna.Study, number: int) -> FrozenTrial:
+    view = as_view(study)
+    found = view.trial(number)
+    if found is not None:
+        return found
+    n = len(view.trials)
+    span = f"trials 0..{n - 1}" if n else "no trials yet"
+    raise UserError(f"study {view.name!r} has no trial {number} ({span})")
 
 
-def epoch_rows(study: optuna.Study, trial: FrozenTrial, store=None) -> list[dict[str, Any]]:
-    """Per-epoch rows of a trial (``hpo.records.history.load_history``): its ``history.json`` artifact
-    when ``store`` holds one (loss terms, learning rates, Rank-1/5/10, seconds too), else its
-    intermediate values as run, fold, epoch, step, mAP."""
-    from hpo.records.history import load_history
-
-    return load_history(study, trial, store)
+def epoch_rows(
+    study: StudyView | optuna.Study, trial: FrozenTrial, store=None
+) -> list[dict[str, Any]]:
+    """Per-epoch rows of a trial (``hpo.records.history.load_history``): its ``history.json``
+    artifact when the view's store (or ``store``) holds one (loss terms, learning rates,
+    Rank-1/5/10, seconds too), else its intermediate values as run, fold, epoch, step, mAP."""
+    return as_view(study, store).history(trial, store)
 
 
 # (key, header, format) of the columns a row may have, in table order

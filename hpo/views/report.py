@@ -46,6 +46,7 @@ from hpo.views.figures import (
     study_figures,
 )
 from hpo.views.headline import headline
+from hpo.views.model import StudyView, as_view, load_view
 
 log = logging.getLogger("hpo")
 
@@ -79,9 +80,10 @@ def metric_text(key: str, value) -> str:
     return _text(value)
 
 
-def study_note(study: optuna.Study, legend: Sequence[str] = ()) -> str:
+def study_note(study: StudyView | optuna.Study, legend: Sequence[str] = ()) -> str:
     """Markdown summary: how the study was made, counts, best trial with its params and metrics,
     and the abbreviations the saved figures use (``legend``)."""
+    study = as_view(study).study  # the read model's copy
     attrs, c = study.user_attrs, counts(study)
     lines = [f"## {study.study_name}", "", f"**{_cell(headline(study))}**", ""]
     attrs = {**attrs, "command": optuna_internals.study_record(study, "command")}
@@ -194,8 +196,9 @@ def _kept_user_notes(study: optuna.Study) -> str:
     return old
 
 
-def annotate_study(study: optuna.Study) -> Figures:
-    """Save the summary note and the figures the dashboard lacks into the study.
+def annotate_study(study: optuna.Study, view: StudyView | None = None) -> Figures:
+    """Save the summary note and the figures the dashboard lacks into the study, drawn from
+    its read model ``view`` (read now when not given).
 
     Figures that earlier versions saved and the dashboard draws itself are removed where the
     storage can delete them (databases); on a journal file they stay (see ``hpo.records.optuna_internals``).
@@ -206,9 +209,10 @@ def annotate_study(study: optuna.Study) -> Figures:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.set_metric_names([TARGET])
-    figs = study_figures(study, DASHBOARD_FIGURES)
+    view = view if view is not None else load_view(study)
+    figs = study_figures(view, DASHBOARD_FIGURES)
     legend = [item for items in figs.legends.values() for item in items]
-    save_note(study, study_note(study, legend) + _kept_user_notes(study))
+    save_note(study, study_note(view, legend) + _kept_user_notes(study))
     for name, fig in figs.figures.items():
         # a fixed id per figure: a refresh overwrites it instead of adding another
         save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID.format(name))
@@ -245,7 +249,9 @@ def _notice(text: str):
     return fig
 
 
-def companion_note(study: optuna.Study, companion: optuna.Study) -> str:
+def companion_note(
+    study: optuna.Study, companion: optuna.Study, view: StudyView | None = None
+) -> str:
     """The confirm study's dashboard note: what it is, a link back to its parent, the result."""
     parent = optuna_internals.study_id(study)
     return "\n".join(
@@ -258,7 +264,7 @@ def companion_note(study: optuna.Study, companion: optuna.Study) -> str:
             "`confirm_seed` the seed. Its values are not a search; the comparison is in "
             f"{study.study_name}'s note and in `hpo show --study {study.study_name}`.",
             "",
-            f"**{_cell(headline(study))}**",
+            f"**{_cell(headline(view if view is not None else study))}**",
             "",
         ]
     )
@@ -272,16 +278,17 @@ def annotate_after_confirm(study: optuna.Study, companion: optuna.Study) -> None
     try:
         companion.set_user_attr("confirm_of", study.study_name)
         companion.set_user_attr("purpose", "confirm runs (hpo confirm); see the parent's note")
-        save_note(companion, companion_note(study, companion))
-        annotate_study(study)
+        view = load_view(study)
+        save_note(companion, companion_note(study, companion, view))
+        annotate_study(study, view)
     except Exception as exc:  # noqa: BLE001 - the runs and the summary are stored
         log.warning("warning: could not refresh the dashboard notes: %s", exc)
 
 
-def annotate_after_run(study: optuna.Study) -> None:
+def annotate_after_run(study: optuna.Study, view: StudyView | None = None) -> None:
     """``annotate_study`` for the end of ``hpo run``: a drawing problem never fails a finished study."""
     try:
-        figs = annotate_study(study)
+        figs = annotate_study(study, view)
     except Exception as exc:  # noqa: BLE001 - the trials are stored; the note is a convenience
         log.warning("warning: could not save the dashboard note and figures: %s", exc)
         return
@@ -399,11 +406,13 @@ table.cmp{width:auto;max-width:100%;margin-top:.5em}table.cmp td{overflow-wrap:a
 
 
 def render_html(
-    study: optuna.Study, figs: Figures, *, top: int = 10, notes: Sequence[str] = ()
+    study: StudyView | optuna.Study, figs: Figures, *, top: int = 10, notes: Sequence[str] = ()
 ) -> str:
     """One self-contained page: plotly.js inlined once in <head>, every figure a div that uses it."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
+
+    study = as_view(study).study  # the read model's copy
 
     attrs, c = study.user_attrs, counts(study)
     attrs = {**attrs, "command": optuna_internals.study_record(study, "command")}
@@ -501,12 +510,16 @@ def write_report(
     top: int = 10,
     png: bool = True,
     store=None,
+    view: StudyView | None = None,
 ) -> Report:
     """report.html (+ one PNG per figure when possible) in ``out_dir``; also refreshes the study
     note. ``store`` holds the trials' epoch histories for the curves panel (default: the
     artifact folder ``studies/artifacts`` when it exists; without one, val mAP curves come from
-    the intermediate values)."""
-    c = counts(study)
+    the intermediate values). ``view``: the study's read model, read now when not given."""
+    if store is None:
+        store = existing_artifact_store()
+    view = view if view is not None else load_view(study, store)
+    c = counts(view.study)
     if c["complete"] + c["pruned"] == 0:
         raise UserError(f"study {study.study_name!r} has no finished trials yet; nothing to report")
     out = Path(out_dir) if out_dir else study_dir(study.study_name) / "report"
@@ -514,10 +527,8 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create report folder {out}: {exc.strerror or exc}") from None
-    saved = annotate_study(study)
-    if store is None:
-        store = existing_artifact_store()
-    rest = study_figures(study, [n for n in FIGURES if n not in DASHBOARD_FIGURES], store)
+    saved = annotate_study(study, view)
+    rest = study_figures(view, [n for n in FIGURES if n not in DASHBOARD_FIGURES], store)
     drawn = {**saved.figures, **rest.figures}
     figs = Figures(
         {n: drawn[n] for n in FIGURES if n in drawn},
@@ -527,7 +538,7 @@ def write_report(
     pngs, png_note = export_pngs(figs, out) if png else ([], None)
     notes = [png_note] if png_note else []
     path = out / "report.html"
-    _atomic_write(path, render_html(study, figs, top=top, notes=notes))
+    _atomic_write(path, render_html(view, figs, top=top, notes=notes))
     notes = [f"{FIGURES[k]}: skipped, {why}" for k, why in figs.skipped.items()] + notes
     return Report(path, pngs, notes)
 

@@ -31,6 +31,24 @@ def synthetic_root(tmp_path_factory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("synthetic"), ids=40, per_id=10, size=64, seed=0)
 
 
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The demo set ``hpo run --data synthetic`` generates (``synthetic_data``), made once."""
+    from hpo.search.study import synthetic_data
+
+    return synthetic_data(tmp_path_factory.mktemp("demo-data"))
+
+
+@pytest.fixture
+def studies_with_demo_data(tmp_path, demo_data) -> Path:
+    """``tmp_path/studies`` holding the demo set where ``hpo run --data synthetic`` leaves it,
+    so a run in ``tmp_path`` finds it instead of generating it again (about 7 s a run)."""
+    studies = tmp_path / "studies"
+    studies.mkdir(exist_ok=True)
+    (studies / demo_data.name).symlink_to(demo_data, target_is_directory=True)
+    return studies
+
+
 # tiny-vit on the synthetic set (with data_root, cache_dir): 21 training, 7 validation, 12 test ids
 TINY = dict(
     model="tiny-vit",

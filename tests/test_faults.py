@@ -134,6 +134,7 @@ def _concurrent_trial(url: str, root: str, tmp: str, value: float, barrier) -> N
     keeper.after_trial(study)
 
 
+@pytest.mark.integration  # several processes
 def test_keep_checkpoints_holds_after_concurrent_processes_on_sqlite(tmp_path):
     root = tmp_path / "artifacts"
     store = open_artifact_store(root)

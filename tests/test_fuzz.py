@@ -24,6 +24,8 @@ from handreid.data.hands11k import COLUMNS, CSV_NAME, IMAGE_DIR, load_catalog, r
 from handreid.errors import ConfigError, DataError, UserError
 from hpo.records.space import SearchSpace, SpaceError, parse_space
 
+pytestmark = pytest.mark.integration  # fuzzing: hundreds of examples per parser
+
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_FILES = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

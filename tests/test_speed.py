@@ -251,7 +251,7 @@ def test_compile_flag_compiles_the_model(tiny_cfg, data, monkeypatch):
     assert len(compiled) == 1 and type(compiled[0]).__name__ == "PromptSG"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(
     os.environ.get("HANDREID_TEST_COMPILE", "0") in ("", "0"),
     reason="compiling tiny-vit takes ~3 min on a 2-core CPU; set HANDREID_TEST_COMPILE=1",

@@ -154,7 +154,7 @@ def test_ranking_and_the_bound_of_a_trial_with_runs_still_to_go():
     assert could_enter(study, 2, upper_bound(0.5, 3), 3)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_keep_two_checkpoints_export_one_and_evaluate_it(
     synthetic_root, tmp_path, monkeypatch, capsys
 ):

@@ -26,7 +26,7 @@ def load(storage: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     run = ["run", "--backbone", "tiny-vit", "--data", "synthetic", "--epochs", "2", "--quiet"]
@@ -94,7 +94,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     )
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_study_on_the_real_11k_sample(sample_11k, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, err = hpo(

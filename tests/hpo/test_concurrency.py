@@ -106,13 +106,13 @@ def assert_six_distinct(results, storage: str, name: str) -> None:
     assert len(set(seeds.values())) == len(seeds), "one seed per process, recorded per trial"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_three_processes_on_one_sqlite_study(synthetic_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     assert_six_distinct(three_at_once(synthetic_root, storage, "c", tmp_path), storage, "c")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_three_processes_on_one_journal_file(synthetic_root, tmp_path):
     storage = str(tmp_path / "s.log")
     assert_six_distinct(three_at_once(synthetic_root, storage, "c", tmp_path), storage, "c")
@@ -141,7 +141,7 @@ def fresh_pg_database(pg_url):  # noqa: F811
         admin.dispose()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_three_processes_on_one_postgres_study(synthetic_root, tmp_path, fresh_pg_database):
     url = fresh_pg_database
     assert_six_distinct(three_at_once(synthetic_root, url, "c", tmp_path), url, "c")

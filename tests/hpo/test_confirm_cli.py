@@ -36,8 +36,10 @@ STORAGE = "sqlite:///studies/handreid.db"
 NAME = "handreid-tiny-vit"
 
 
-@pytest.mark.slow
-def test_folds_confirm_export_and_the_export_trains(tmp_path, monkeypatch, capsys):
+@pytest.mark.integration
+def test_folds_confirm_export_and_the_export_trains(
+    tmp_path, studies_with_demo_data, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     # No pruning, so that --top 2 always races a searched trial against the baseline
     # (fold pruning itself is covered in test_confirm.py).
@@ -87,8 +89,10 @@ def confirm_cmd(*extra: str) -> list[str]:
     return [sys.executable, "-m", "hpo.cli", "confirm", "--study", NAME, *extra]
 
 
-@pytest.mark.slow
-def test_a_killed_confirm_resumes_without_repeating_finished_runs(tmp_path, capsys, monkeypatch):
+@pytest.mark.integration
+def test_a_killed_confirm_resumes_without_repeating_finished_runs(
+    tmp_path, studies_with_demo_data, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "1", "--quiet"]
     code, _, err = hpo([*run, "--data", "synthetic", "--pruner", "none"], capsys)
@@ -156,7 +160,7 @@ def test_a_resumed_confirm_counts_the_runs_queued_before_as_to_do(
     assert ": 2 runs, 2 to do" in " ".join(out.split()), out
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
     tmp_path, monkeypatch, capsys, synthetic_root
 ):

@@ -32,9 +32,14 @@ from tests.hpo.test_report import fake_study
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
-needs_chromium = pytest.mark.skipif(
+_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (CI installs Debian's)"
 )
+
+
+def needs_chromium(test):
+    """A test in a real browser: the integration tier, skipped without Chromium."""
+    return pytest.mark.integration(_chromium(test))
 
 
 def _get_json(address: str) -> dict:
@@ -320,40 +325,24 @@ def _not_blank(png: Path) -> None:
     assert colours is None or len(colours) > 50
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @needs_chromium
-def test_real_study_in_dashboard_and_report_in_browser(tmp_path, monkeypatch, capsys, dashboard):
-    from handreid.data.synthetic import write_synthetic
-
+def test_real_study_in_dashboard_and_report_in_browser(
+    tmp_path, monkeypatch, capsys, dashboard, confirmed
+):
+    """The session's confirmed study (``hpo run`` + ``confirm`` + ``report``), copied here with
+    its artifact folder, as ``hpo dashboard`` started in the folder ``hpo run`` used serves it."""
     monkeypatch.chdir(tmp_path)
-    write_synthetic(tmp_path / "hands", ids=32, per_id=8, size=64, seed=0)
+    shutil.copy(confirmed["root"] / "s.db", tmp_path / "s.db")
+    shutil.copytree(confirmed["root"] / "studies", tmp_path / "studies")
     storage = f"sqlite:///{tmp_path}/s.db"
-    code, out, err = _cli(
-        [
-            "run",
-            "--backbone",
-            "tiny-vit",
-            "--trials",
-            "2",
-            "--epochs",
-            "1",
-            "--data",
-            str(tmp_path / "hands"),
-            "--storage",
-            storage,
-            "--study",
-            "hands-demo",
-            "--quiet",
-        ],
-        capsys,
-    )
-    assert code == 0, err
-    assert "saved the summary note and 2 figures to the study" in out  # parallel, value +- SE
+    # parallel coordinates and value +- SE
+    assert "saved the summary note and 2 figures to the study" in confirmed["run_out"]
 
     address = dashboard(storage)
     base = address.removesuffix("/dashboard")
     summaries = _get_json(f"{base}/api/studies")["study_summaries"]
-    assert [s["study_name"] for s in summaries] == ["hands-demo"]
+    assert [s["study_name"] for s in summaries] == ["hands-demo", "hands-demo.confirm"]
     study_id = summaries[0]["study_id"]
     detail = _get_json(f"{base}/api/studies/{study_id}")
     assert detail["note"]["body"].startswith("## hands-demo\n")

@@ -17,6 +17,8 @@ import pytest
 from hpo.decide.confirm import companion_name, current
 from hpo.records import optuna_internals
 from hpo.views.headline import decision, headline
+from tests.hpo.conftest import DEMO
+from tests.hpo.conftest import hpo_process as hpo
 from tests.hpo.test_dashboard import (  # noqa: F401 - dashboard is a fixture
     _browse,
     _not_blank,
@@ -25,38 +27,8 @@ from tests.hpo.test_dashboard import (  # noqa: F401 - dashboard is a fixture
     needs_chromium,
 )
 
-pytestmark = pytest.mark.slow
-NAME = "hands-demo"
-
-
-def hpo(cwd: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run(
-        [sys.executable, "-m", "hpo.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def confirmed(tmp_path_factory) -> dict:
-    """A 3-trial tiny-vit study on synthetic hands, confirmed on 2 seeds, with its report."""
-    from handreid.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("decision")
-    write_synthetic(root / "hands", ids=32, per_id=8, size=64, seed=0)
-    storage = f"sqlite:///{root}/s.db"
-    base = ["--storage", storage]
-    run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "1", "--quiet"]
-    hpo(root, *run, "--data", str(root / "hands"), "--study", NAME, *base)
-    confirm = hpo(root, "confirm", "--study", NAME, "--top", "2", "--seeds", "2", "--quiet", *base)
-    hpo(root, "report", "--study", NAME, *base)
-    return {"root": root, "storage": storage, "confirm_out": confirm.stdout}
+pytestmark = pytest.mark.integration
+NAME = DEMO
 
 
 def _study(confirmed, name: str = NAME) -> optuna.Study:

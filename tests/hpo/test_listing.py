@@ -6,17 +6,10 @@ import json
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo.cli import main
-from hpo.decide import confirm as cf
-from hpo.fleet.progress import PROGRESS_ATTR
-from hpo.records.space import parse_space
-from hpo.records.storage import open_storage
-from hpo.search.study import create_or_resume, run_until
 from hpo.views.listing import epoch_rows, epoch_table
-from tests.hpo.test_confirm import SPACE, objective, stub_fit
 
 
 def hpo(argv, capsys):
@@ -24,61 +17,6 @@ def hpo(argv, capsys):
         main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return exc.value.code, out, err
-
-
-def higher_lr_is_better(cfg) -> float:
-    return 0.5 + 3 * cfg.lr_modules
-
-
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """A 3-fold study in SQLite: the baseline, four tuned trials, a confirmation, and one
-    trial in each other state (pruned, failed, running with progress, waiting)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('listing')}/s.db"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = parse_space(SPACE)
-    study = create_or_resume(
-        open_storage(url),
-        "s",
-        space,
-        sampler=optuna.samplers.RandomSampler(seed=0),
-        pruner=optuna.pruners.NopPruner(),
-        context={"command": "test"},
-    )
-    fit = stub_fit(higher_lr_is_better)
-    run_until(study, objective(space, fit, prune_between_runs=False), 5)
-    p = cf.plan(study, 2, 2)
-    companion = cf.open_companion(study, study._storage)
-    cf.queue(study, companion, p)
-    cf.work(companion, objective(space, fit, prune_between_runs=False, keep_identity_ap=True))
-    study.set_user_attr("confirm", cf.summarize(study, companion, p))
-    lr = {"lr_modules": FloatDistribution(1e-4, 1e-1, log=True)}
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.PRUNED,
-            params={"lr_modules": 0.05},
-            distributions=lr,
-            intermediate_values={1: 0.2, 2: 0.25},
-            user_attrs={
-                "pruned_at": "fold 1/3, epoch 2",
-                "prune_reason": "pruned at fold 1/3, epoch 2 (mAP 0.2500)",
-                "epochs_run": 2,
-                "seconds": 8.0,
-            },
-        )
-    )
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.FAIL,
-            params={"lr_modules": 0.02},
-            distributions=lr,
-            user_attrs={"error": "RuntimeError: CUDA error: device-side assert", "seconds": 3.0},
-        )
-    )
-    running = study.ask({"lr_modules": lr["lr_modules"]})
-    running.set_user_attr(PROGRESS_ATTR, {"where": "fold 2/3", "epoch": 1, "epochs": 3, "mAP": 0.5})
-    study.enqueue_trial({"lr_modules": 0.001}, user_attrs={"retry_of": 1})
-    return url, study
 
 
 def test_show_lists_value_se_baselines_the_change_from_the_baseline_and_the_confirmation(

@@ -54,8 +54,8 @@ def run_to_log(tmp_path: Path, *args: str) -> tuple[int, str]:
     return code, log.read_bytes().decode()
 
 
-@pytest.mark.slow
-def test_a_log_file_gets_a_plain_line_per_epoch_and_per_trial(tmp_path):
+@pytest.mark.integration
+def test_a_log_file_gets_a_plain_line_per_epoch_and_per_trial(tmp_path, studies_with_demo_data):
     code, text = run_to_log(tmp_path, "--trials", "2", "--epochs", "2")
     assert code == 0, text[-3000:]
     assert "\r" not in text and "\x1b" not in text, "bar frames in the log"
@@ -71,8 +71,8 @@ def test_a_log_file_gets_a_plain_line_per_epoch_and_per_trial(tmp_path):
     assert all(len(line) <= 160 for line in lines if line.startswith("    "))
 
 
-@pytest.mark.slow
-def test_quiet_logs_only_trial_lines(tmp_path):
+@pytest.mark.integration
+def test_quiet_logs_only_trial_lines(tmp_path, studies_with_demo_data):
     code, text = run_to_log(tmp_path, "--trials", "1", "--epochs", "1", "--quiet")
     assert code == 0, text[-3000:]
     lines = text.splitlines()
@@ -80,8 +80,8 @@ def test_quiet_logs_only_trial_lines(tmp_path):
     assert sum(bool(TRIAL.match(line)) for line in lines) == 1 and "\r" not in text
 
 
-@pytest.mark.slow
-def test_two_workers_log_their_epochs_with_a_worker_prefix(tmp_path):
+@pytest.mark.integration
+def test_two_workers_log_their_epochs_with_a_worker_prefix(tmp_path, studies_with_demo_data):
     code, text = run_to_log(
         tmp_path, "--trials", "2", "--epochs", "1", "--workers", "2", "--pruner", "none"
     )
@@ -111,8 +111,10 @@ def read_pty(fd: int, proc: subprocess.Popen, timeout: float) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-@pytest.mark.slow
-def test_a_terminal_shows_a_live_status_line_for_the_running_trial(tmp_path):
+@pytest.mark.integration
+def test_a_terminal_shows_a_live_status_line_for_the_running_trial(
+    tmp_path, studies_with_demo_data
+):
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     proc = subprocess.Popen(
@@ -141,7 +143,7 @@ def test_a_terminal_shows_a_live_status_line_for_the_running_trial(tmp_path):
     assert not re.search(r"(^|\n)trial 0 \(baseline default\) · epoch 1/2", screen)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_during_confirm_is_exit_130_with_our_one_line(synthetic_root, tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     space = load_space("tiny-vit").with_base(data_root=str(synthetic_root), epochs=6)

@@ -116,7 +116,7 @@ def running_trial(tmp_path: Path, with_epoch: bool):
     return check
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_killed_sqlite_run_is_retried_at_once_on_the_next_start(synthetic_root, tmp_path):
     command = run_cmd(synthetic_root, 1, 3)
     first = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL)
@@ -164,7 +164,7 @@ def interrupt_when(proc: subprocess.Popen, ready, what: str, sig=signal.SIGINT):
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_during_a_trial_is_exit_130_with_our_line_only(synthetic_root, tmp_path):
     proc = subprocess.Popen(
         run_cmd(synthetic_root, 3, 4),
@@ -184,7 +184,7 @@ def test_ctrl_c_during_a_trial_is_exit_130_with_our_line_only(synthetic_root, tm
     assert next(t for t in trials if t.number == victim.number).state == TrialState.FAIL
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_during_a_trial_is_exit_143_and_leaves_no_running_trial(synthetic_root, tmp_path):
     proc = subprocess.Popen(
         run_cmd(synthetic_root, 3, 4),
@@ -305,7 +305,7 @@ def test_released_and_dead_workers_baselines_keep_their_label_and_sampled_trials
     assert queued.system_attrs["fixed_params"] == {"lr_modules": 1e-3, "max_norm": 1.0}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_during_the_baseline_then_the_same_command_evaluates_it(synthetic_root, tmp_path):
     command = run_cmd(synthetic_root, 2, 1)
     proc = subprocess.Popen(

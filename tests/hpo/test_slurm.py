@@ -306,7 +306,7 @@ def slurm_study(synthetic_root, tmp_path_factory):
     return cwd, _load(cwd, "arr"), proc
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_slurm_array_runs_the_study_to_its_exact_total(slurm_study):
     cwd, study, proc = slurm_study
     job = _job_id(proc.stdout)
@@ -325,7 +325,7 @@ def test_slurm_array_runs_the_study_to_its_exact_total(slurm_study):
     assert "6 complete" in proc.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_slurm_confirm_runs_on_two_tasks(slurm_study):
     cwd, study, _ = slurm_study
     storage = str(cwd / "studies" / "arr" / "journal.log")
@@ -353,7 +353,7 @@ def test_slurm_confirm_runs_on_two_tasks(slurm_study):
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_scancel_of_a_task_mid_trial_fails_its_trial_with_the_reason_and_retries_it(
     synthetic_root, tmp_path
 ):
@@ -394,7 +394,7 @@ def test_scancel_of_a_task_mid_trial_fails_its_trial_with_the_reason_and_retries
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_task_at_its_time_limit_leaves_nothing_running(synthetic_root, tmp_path):
     _slurm_or_skip()
     # two minutes, warned 70 s before (Slurm may warn up to a minute early): the warning comes
@@ -428,10 +428,11 @@ def _watch(study, monkeypatch, capsys, squeue_out: str, squeue):
     polls = []
 
     def interrupted(seconds):
-        # Ctrl-C at the third wait: a squeue call that fails once (watch polls again, as it
-        # does on a busy cluster) must not read as the user's interrupt
+        # Ctrl-C at the tenth wait: squeue calls that fail now and then (watch polls again, as
+        # it does on a busy cluster; a loaded test machine can fail a few fake ones in a row)
+        # must not read as the user's interrupt
         polls.append(seconds)
-        if len(polls) >= 3:
+        if len(polls) >= 10:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(slurm.time, "sleep", interrupted)

@@ -253,6 +253,7 @@ def test_a_full_disk_under_a_journal_during_a_trial_is_one_line(
     assert os.listdir("studies") == ["artifacts"]
 
 
+@pytest.mark.integration  # several processes
 def test_processes_opening_a_new_database_together_all_succeed(tmp_path):
     """They race to create Optuna's tables and version row (plain RDBStorage loses some)."""
     code = "import sys; from hpo.records.storage import open_storage; open_storage(sys.argv[1])"

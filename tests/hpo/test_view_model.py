@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hpo.views import confirm_report, export, figures, headline, listing, model, report
-from tests.hpo.test_listing import hpo, stored  # noqa: F401 - the study every test here reads
+from tests.hpo.test_listing import hpo
 
 
 class _Gone:
@@ -39,7 +39,7 @@ def _render(view) -> dict[str, object]:
 
 
 def test_every_view_renders_from_the_read_model_with_the_storage_gone(
-    stored,  # noqa: F811
+    stored,
     tmp_path,
 ):
     url, _ = stored
@@ -57,7 +57,7 @@ def test_every_view_renders_from_the_read_model_with_the_storage_gone(
     assert {t.user_attrs.get("candidate") for t in view.companion_trials} >= {0}
 
 
-def test_the_read_model_is_one_moment_of_the_study(stored):  # noqa: F811
+def test_the_read_model_is_one_moment_of_the_study(stored):
     url, _ = stored
     study = optuna.load_study(study_name="s", storage=url)
     view = model.load_view(study)
@@ -81,7 +81,7 @@ def test_the_read_model_is_one_moment_of_the_study(stored):  # noqa: F811
     ],
 )
 def test_each_command_reads_the_study_once(
-    stored,  # noqa: F811
+    stored,
     argv,
     tmp_path,
     capsys,

@@ -70,7 +70,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_two_local_workers_on_a_journal_file(synthetic_root, tmp_path):
     storage = str(tmp_path / "study.log")
     proc = subprocess.run(
@@ -129,7 +129,7 @@ def pg_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_postgres_workers_recover_a_killed_worker(synthetic_root, tmp_path, pg_url):
     name = f"pg-{os.getpid()}-{int(time.time())}"
     args = run_args(synthetic_root, pg_url, name, 6, 3, 3, "--heartbeat", "1")
@@ -183,7 +183,7 @@ def test_postgres_workers_recover_a_killed_worker(synthetic_root, tmp_path, pg_u
     assert retries[0].params == victim.params
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigint_to_the_parent_leaves_no_running_trial(synthetic_root, tmp_path):
     storage = str(tmp_path / "study.log")
     parent = subprocess.Popen(
@@ -220,7 +220,7 @@ def test_sigint_to_the_parent_leaves_no_running_trial(synthetic_root, tmp_path):
     assert sum(t.state in FINISHED for t in trials) < 30
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_workers_of_a_sigkilled_parent_stop_and_leave_no_running_trial(synthetic_root, tmp_path):
     storage = str(tmp_path / "study.log")
     parent = subprocess.Popen(
@@ -301,7 +301,7 @@ def rss_mb() -> float:
     pytest.skip("no /proc/self/status")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_many_trials_in_one_process_do_not_grow_memory(tiny_cfg):
     from hpo.records.space import parse_space
     from hpo.search.objective import DataPool, Objective

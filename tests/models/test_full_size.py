@@ -7,7 +7,9 @@ from handreid.config import TrainConfig
 from handreid.models import ImageEncoder, build_model, load_clip
 from handreid.models.backbone import resize_image_tower
 
-pytestmark = pytest.mark.slow  # full-size random-weight towers: several seconds each on a CPU
+pytestmark = (
+    pytest.mark.integration
+)  # full-size random-weight towers: several seconds each on a CPU
 
 
 @pytest.mark.parametrize(

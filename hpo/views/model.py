@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from handreid.errors import UserError
 from hpo.decide.confirm import current
 from hpo.decide.floors import stored
 from hpo.records.companion import load_companion
@@ -91,6 +92,15 @@ def _copy(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.S
     return copy
 
 
+def _space(study: optuna.Study) -> SearchSpace | None:
+    """The stored space, or None when there is none or it no longer parses: views that only
+    show the study still work; ``hpo export`` reads it again strictly (``trial_config``)."""
+    try:
+        return study_space(study)
+    except UserError:
+        return None
+
+
 def load_view(study: optuna.Study, store=None) -> StudyView:
     """Read ``study`` (and its confirm companion) once; ``store`` is the artifact store that
     holds the trials' histories (None: histories come from intermediate values)."""
@@ -102,7 +112,7 @@ def load_view(study: optuna.Study, store=None) -> StudyView:
         study=copy,
         source=study,
         trials=tuple(copy.get_trials(deepcopy=False)),
-        space=study_space(copy),
+        space=_space(copy),
         identities=study_record(copy, "identities"),
         confirm=current(copy),
         floors=stored(copy),

@@ -5,9 +5,10 @@ call order, for ``hpo export --checkpoint`` on a confirmed study.
 
 Builds a 3-trial tiny-vit study on synthetic hands in a temporary folder (``hpo run`` +
 ``hpo confirm``), then runs ``hpo export --checkpoint`` in-process under ``sys.setprofile``
-and records every call into an ``hpo`` function. Consecutive calls in one module are one stay;
-the line gives the stays, the modules (rooms), the stays in a module already left (returns)
-and the most-entered modules. ``--code DIR`` runs another checkout's ``hpo`` (e.g. an older
+and records every call into an ``hpo`` function (module bodies run by imports left out).
+Consecutive calls in one module are one stay; the line gives the stays, the modules (rooms),
+the stays in a module already left (returns), the most-entered modules, and the calls into
+the study's storage (Optuna storage methods called from outside the storage). ``--code DIR`` runs another checkout's ``hpo`` (e.g. an older
 commit in a worktree) on the same recipe, for a before/after.
 """
 
@@ -27,12 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 TRACE = r"""
 import collections, json, sys
 from hpo.cli import main
-calls = []
+calls, reads = [], collections.Counter()
 def profile(frame, event, arg):
-    if event == "call":
-        name = frame.f_globals.get("__name__", "")
-        if name == "hpo" or name.startswith("hpo."):
-            calls.append(name)
+    if event != "call" or frame.f_code.co_name == "<module>":  # imports are not the path
+        return
+    name = frame.f_globals.get("__name__", "")
+    if name == "hpo" or name.startswith("hpo."):
+        calls.append(name)
+    elif name.startswith("optuna.storages") and not frame.f_code.co_name.startswith("_"):
+        caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back else ""
+        in_memory = type(frame.f_locals.get("self")).__name__ == "InMemoryStorage"
+        if not caller.startswith("optuna.storages") and not in_memory:  # a call into it
+            reads[frame.f_code.co_name] += 1
 sys.setprofile(profile)
 try:
     main(sys.argv[1:])
@@ -41,7 +48,7 @@ except SystemExit as exc:
 finally:
     sys.setprofile(None)
 stays = [m for i, m in enumerate(calls) if i == 0 or calls[i - 1] != m]
-print("TRACE " + json.dumps({"code": code, "stays": stays}))
+print("TRACE " + json.dumps({"code": code, "stays": stays, "reads": reads}))
 """
 
 
@@ -97,7 +104,8 @@ def main() -> int:
     most = ", ".join(f"{m.removeprefix('hpo.')} x{n}" for m, n in entered)
     print(
         f"hpo export --checkpoint ({args.code}): exit {trace['code']}, {len(stays)} stays in "
-        f"{len(seen)} modules, {returns} returns to a module already left; most entered: {most}"
+        f"{len(seen)} modules, {returns} returns to a module already left; most entered: {most}; "
+        f"{sum(trace['reads'].values())} calls into the study's storage"
     )
     return 0
 

@@ -25,6 +25,7 @@ attributes under the same prefix (``trial_record``/``set_trial_record``), for th
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,6 +76,27 @@ def storage_identity(storage) -> str:
 
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
+
+
+def copy_study_into(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """``study`` (attributes, system attributes, every trial) copied into ``storage`` under its
+    own name, as ``optuna.copy_study`` does, without the in-memory storage's log line."""
+    # the in-memory storage logs "A new study created in memory": no event of the user's
+    quiet = logging.getLogger("optuna.storages._in_memory")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        storage.create_new_study(study.directions, study.study_name)
+    finally:
+        quiet.setLevel(level)
+    dup = optuna.load_study(study_name=study.study_name, storage=storage)
+    for key, value in study_system_attrs(study).items():
+        storage.set_study_system_attr(dup._study_id, key, value)
+    for key, value in study.user_attrs.items():
+        storage.set_study_user_attr(dup._study_id, key, value)
+    for trial in study.get_trials(deepcopy=False):
+        storage.create_new_trial(dup._study_id, template_trial=trial)
+    return dup
 
 
 def study_id(study: optuna.Study) -> int:

@@ -27,7 +27,7 @@ from hpo.decide.confirm import current
 from hpo.decide.floors import stored
 from hpo.records.companion import load_companion
 from hpo.records.configs import study_space
-from hpo.records.optuna_internals import study_record, study_system_attrs
+from hpo.records.optuna_internals import copy_study_into, study_record
 from hpo.records.space import SearchSpace
 
 
@@ -79,19 +79,6 @@ class StudyView:
 _VIEWS: weakref.WeakKeyDictionary[optuna.Study, StudyView] = weakref.WeakKeyDictionary()
 
 
-def _copy(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    copy = optuna.create_study(
-        study_name=study.study_name, storage=storage, directions=study.directions
-    )
-    for key, value in study_system_attrs(study).items():
-        storage.set_study_system_attr(copy._study_id, key, value)
-    for key, value in study.user_attrs.items():
-        storage.set_study_user_attr(copy._study_id, key, value)
-    for trial in study.get_trials(deepcopy=False):
-        storage.create_new_trial(copy._study_id, template_trial=trial)
-    return copy
-
-
 def _space(study: optuna.Study) -> SearchSpace | None:
     """The stored space, or None when there is none or it no longer parses: views that only
     show the study still work; ``hpo export`` reads it again strictly (``trial_config``)."""
@@ -105,9 +92,9 @@ def load_view(study: optuna.Study, store=None) -> StudyView:
     """Read ``study`` (and its confirm companion) once; ``store`` is the artifact store that
     holds the trials' histories (None: histories come from intermediate values)."""
     storage = optuna.storages.InMemoryStorage()
-    copy = _copy(study, storage)
+    copy = copy_study_into(study, storage)
     companion = load_companion(study)
-    companion_copy = _copy(companion, storage) if companion is not None else None
+    companion_copy = copy_study_into(companion, storage) if companion is not None else None
     view = StudyView(
         study=copy,
         source=study,

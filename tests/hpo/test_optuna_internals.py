@@ -165,3 +165,34 @@ def test_a_trial_record_is_read_back_and_neither_optuna_nor_the_dashboard_prints
     # a trial stored before records moved keeps its user attribute, and is still read
     old = optuna.trial.create_trial(value=0.5, user_attrs={"run_identity_ap": record})
     assert oi.trial_record(old, "run_identity_ap") == record
+
+
+def test_a_study_copied_into_memory_keeps_every_record_and_logs_nothing(tmp_path, capfd):
+    """``copy_study_into`` (the read model of ``hpo.views.model``) on storage methods: every
+    trial with its state, values, intermediate values and attributes, and the study's user and
+    system attributes, without Optuna's "A new study created in memory" line."""
+    from optuna.trial import TrialState
+
+    from hpo.records.optuna_internals import copy_study_into, set_study_record, study_record
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="c")
+        study.set_user_attr("backbone", "tiny-vit")
+        set_study_record(study, "confirm", {"winner": 1})
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        running = study.ask()
+        running.report(0.5, 1)
+        capfd.readouterr()
+        dup = copy_study_into(study, optuna.storages.InMemoryStorage())
+        out, err = capfd.readouterr()
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert "created" not in out + err
+    assert dup.study_name == "c" and dup.user_attrs == {"backbone": "tiny-vit"}
+    assert study_record(dup, "confirm") == {"winner": 1}
+    got, want = dup.get_trials(), study.get_trials()
+    assert [t.state for t in got] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
+    assert [(t.number, t.params, t.values, t.intermediate_values) for t in got] == [
+        (t.number, t.params, t.values, t.intermediate_values) for t in want
+    ]

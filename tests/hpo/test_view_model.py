@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -101,3 +103,18 @@ def test_each_command_reads_the_study_once(
     code, out, err = hpo([*args, "--storage", url], capsys)
     assert code == 0, err
     assert loads == ["s"]
+
+
+def test_reading_the_study_says_nothing_to_the_user(stored, tmp_path):
+    """Making the in-memory copy is no event of the user's: a command prints its own lines
+    only (Optuna logs each study it creates, the copy included, unless told otherwise)."""
+    url, _ = stored
+    for argv in (["show"], ["trials"], ["export", "--out", str(tmp_path / "b.yaml")]):
+        done = subprocess.run(
+            [sys.executable, "-m", "hpo.cli", *argv, "--storage", url],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "created in memory" not in done.stderr + done.stdout

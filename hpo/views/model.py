@@ -34,10 +34,9 @@ from hpo.records.space import SearchSpace
 @dataclass(frozen=True, eq=False)
 class StudyView:
     """A study as every view reads it. ``study`` is the in-memory copy (with the companion
-    beside it in the same storage), ``source`` the study it was read from (for writes)."""
+    beside it in the same storage); writes go to the study it was read from, never here."""
 
     study: optuna.Study
-    source: optuna.Study | None
     trials: tuple[FrozenTrial, ...]
     space: SearchSpace | None
     identities: dict[str, Any] | None
@@ -51,10 +50,6 @@ class StudyView:
     @property
     def name(self) -> str:
         return self.study.study_name
-
-    @property
-    def user_attrs(self) -> dict[str, Any]:
-        return self.study.user_attrs
 
     def completed(self) -> list[FrozenTrial]:
         return [t for t in self.trials if t.state == TrialState.COMPLETE]
@@ -97,7 +92,6 @@ def load_view(study: optuna.Study, store=None) -> StudyView:
     companion_copy = copy_study_into(companion, storage) if companion is not None else None
     view = StudyView(
         study=copy,
-        source=study,
         trials=tuple(copy.get_trials(deepcopy=False)),
         space=_space(copy),
         identities=study_record(copy, "identities"),

@@ -22,6 +22,11 @@ def add_parser(sub) -> None:
         help="also copy the trial's model next to the YAML (best.yaml -> best.pt): the one "
         "its confirm kept, else its study checkpoint",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --checkpoint: replace an existing model file at the YAML's name with .pt",
+    )
     p.set_defaults(func=run)
 
 
@@ -38,9 +43,12 @@ def run(args: argparse.Namespace) -> int:
     view = load_view(study, existing_artifact_store())
     trial = pick_trial(view, args.trial)
     if args.checkpoint:  # an unreadable checkpoint entry fails before the YAML is written
-        from hpo.records.checkpoints import checkpoint_source
+        from hpo.records.checkpoints import check_checkpoint_target, checkpoint_source
 
-        checkpoint_source(view.study, trial, view.store)
+        source = checkpoint_source(view.study, trial, view.store)
+        check_checkpoint_target(
+            out.with_suffix(".pt"), source, view.store, overwrite=args.overwrite
+        )
     path, trial = export_trial(view, out, trial.number, storage=args.storage)
     from hpo.common.lines import fit
     from hpo.views.export import value_text

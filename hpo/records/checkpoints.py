@@ -357,6 +357,41 @@ def checkpoint_source(study: optuna.Study, trial: FrozenTrial, store):
     return None
 
 
+def check_checkpoint_target(target: str | Path, source, store, *, overwrite: bool) -> None:
+    """Refuse to replace an existing ``target`` that ``hpo export --checkpoint`` was not named to
+    write (the YAML is named by --out; the model only follows from it), unless ``overwrite``
+    or the file already holds exactly this model (re-exporting the same trial)."""
+    target = Path(target)
+    if overwrite or not target.exists() or source is None:
+        return
+    if _same_bytes(target, store, trial_checkpoint(source[0], source[1], store)):
+        return
+    raise UserError(
+        f"{target} exists and holds another file; hpo export --checkpoint writes the model "
+        "there (the YAML's name with .pt) and replaces it only with --overwrite; or give "
+        "--out another name"
+    )
+
+
+def _same_bytes(path: Path, store, meta) -> bool:
+    """Whether the file at ``path`` has the artifact's bytes (read in chunks, sizes first)."""
+    if meta is None:
+        return False
+    reader = store.open_reader(meta.artifact_id)
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                mine, theirs = fh.read(1 << 20), reader.read(1 << 20)
+                if mine != theirs:
+                    return False
+                if not mine:
+                    return True
+    except OSError:
+        return False
+    finally:
+        reader.close()
+
+
 def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | Path, store=None):
     """For ``hpo export --checkpoint``: copy the trial's model next to its exported YAML
     (``best.yaml`` -> ``best.pt``): the one its confirm kept when there is one, else its study
@@ -401,6 +436,7 @@ __all__ = [
     "CheckpointKeeper",
     "ConfirmKeeper",
     "MODEL_SEED",
+    "check_checkpoint_target",
     "checkpoint_source",
     "confirm_model",
     "keep_decided",

@@ -200,6 +200,19 @@ def test_keep_two_checkpoints_export_one_and_evaluate_it(
         handreid_main(["evaluate", "--checkpoint", str(path), "--device", "cpu", "--json"])
     assert exc.value.code == 0
     assert json.loads(capsys.readouterr().out) == payload["test"]  # that trial's test metrics
+    with pytest.raises(SystemExit) as exc:  # the same model again: nothing to refuse
+        main(["export", "--checkpoint"])
+    assert exc.value.code == 0
+    second = best_two[1].number  # another model where best.pt lies: refused, then replaced
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--trial", str(second), "--checkpoint"])
+    assert exc.value.code == 2 and "replaces it only with --overwrite" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--trial", str(second), "--checkpoint", "--overwrite"])
+    assert exc.value.code == 0
+    assert torch.load(path, weights_only=True)["val"]["mAP"] == pytest.approx(best_two[1].value)
     worst = min(complete, key=lambda t: t.value)
     with pytest.raises(SystemExit) as exc:
         main(["export", "--trial", str(worst.number), "--out", "worst.yaml", "--checkpoint"])

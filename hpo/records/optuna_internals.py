@@ -190,6 +190,35 @@ def _delete_rows(storage, table_name: str, owner: str, owner_id: int, keys: list
         conn.execute(stmt)
 
 
+class ClaimingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage, where taking a queued (WAITING) trial is one conditional
+    UPDATE, so that exactly one process gets it.
+
+    Optuna reads the trial ``FOR UPDATE`` and then writes RUNNING; SQLite ignores ``FOR
+    UPDATE``, so two processes that read WAITING at the same moment both took the queued
+    baseline and trained it (and the second failed with "Cannot tell a COMPLETE trial").
+    A single ``UPDATE ... WHERE state = 'WAITING'`` is atomic on every database
+    (tests/hpo/test_concurrency.py races three processes on SQLite and PostgreSQL).
+    """
+
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        if state != optuna.trial.TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        import datetime
+
+        import sqlalchemy as sa
+        from optuna.storages._rdb.models import TrialModel
+
+        states = optuna.trial.TrialState  # Optuna's model maps them to each database's type
+        stmt = (
+            sa.update(TrialModel)
+            .where(TrialModel.trial_id == trial_id, TrialModel.state == states.WAITING)
+            .values(state=states.RUNNING, datetime_start=datetime.datetime.now())
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+
 def delete_trial_system_attrs(storage, trial: FrozenTrial, keys: Iterable[str]) -> bool:
     """Delete system attributes of a finished trial; False where the storage cannot (journal).
 

@@ -145,3 +145,57 @@ def fresh_pg_database(pg_url):  # noqa: F811
 def test_three_processes_on_one_postgres_study(synthetic_root, tmp_path, fresh_pg_database):
     url = fresh_pg_database
     assert_six_distinct(three_at_once(synthetic_root, url, "c", tmp_path), url, "c")
+
+
+def _take_queued(storage: str, name: str, start, out) -> None:
+    """One process: ask until Optuna makes a new trial, reporting each queued trial it got."""
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage, create=False))
+        start.wait()
+        got = []
+        while True:
+            trial = study.ask()
+            queued = "fixed_params" in study._storage.get_trial(trial._trial_id).system_attrs
+            study.tell(trial, state=TrialState.FAIL)
+            if not queued:
+                break
+            got.append(trial.number)
+        out.put(got)
+    except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def claims_by_three_processes(storage: str, name: str, queued: int) -> list:
+    import multiprocessing
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=open_storage(storage))
+    for i in range(queued):
+        study.enqueue_trial({"x": i})
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_take_queued, args=(storage, name, start, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return results
+
+
+@pytest.mark.parametrize("repeat", range(10))
+def test_a_queued_trial_is_taken_by_exactly_one_of_three_processes(tmp_path, repeat):
+    """Three processes started together on one SQLite study take the queued trials (the
+    baseline is one): each is taken once, by one process, and no process fails."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    results = claims_by_three_processes(storage, "q", 8)
+    assert all(isinstance(r, list) for r in results), results
+    taken = [n for r in results for n in r]
+    assert sorted(taken) == list(range(8)), results
+
+
+@pytest.mark.integration
+def test_a_queued_trial_is_taken_once_on_postgres(fresh_pg_database):
+    for repeat in range(3):
+        results = claims_by_three_processes(fresh_pg_database, f"q{repeat}", 8)
+        assert sorted(n for r in results for n in r) == list(range(8)), results

@@ -149,7 +149,7 @@ class StorageFailures:
         return self
 
     def __exit__(self, kind, exc, tb) -> bool:
-        from hpo.fleet.recovery import release_own_trials
+        from hpo.fleet.recovery import own_running, release_own_trials
         from hpo.records.storage import failure_reason, shown
         from hpo.search.study import StorageFailure
 
@@ -158,9 +158,17 @@ class StorageFailures:
         reason = str(exc) if isinstance(exc, StorageFailure) else failure_reason(exc)
         if reason is None:
             return False
+        left = ""
         if self.study is not None:
             release_own_trials(self.study, f"storage error: {reason}")
+            stuck = own_running(self.study)
+            if stuck:  # a full disk takes no write at all, not even the trial's end
+                left = (
+                    f"; trial(s) {', '.join(map(str, stuck))} could not be marked failed and "
+                    "show as RUNNING until the re-run finds this process gone, fails them and "
+                    "queues a baseline among them again"
+                )
         raise UserError(
             f"storage {shown(self.storage_url)} failed: {reason}; the finished trials are kept; "
-            "fix the storage (free disk space) and re-run the same command to resume"
+            f"fix the storage (free disk space) and re-run the same command to resume{left}"
         ) from None

@@ -238,6 +238,16 @@ def release_own_trials(study: optuna.Study, reason: str) -> list[int]:
     return released
 
 
+def own_running(study: optuna.Study) -> list[int]:
+    """The trials this process still holds RUNNING ([] when the storage cannot be read)."""
+    me = worker_id()
+    try:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # noqa: BLE001 - the storage may be the thing that failed
+        return []
+    return [t.number for t in trials if t.user_attrs.get("worker") == me]
+
+
 def release_unclaimed(
     study: optuna.Study, since: datetime.datetime, reason: str, grace: float = 2.0
 ) -> list[int]:

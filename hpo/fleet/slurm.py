@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,76 @@ def sbatch_lines(opts: str | None) -> list[str]:
     return ["#SBATCH " + shlex.join(line) for line in lines]
 
 
+def limit_seconds(text: str) -> int | None:
+    """sbatch's ``--time`` as seconds: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS;
+    None for no limit (0, INFINITE, UNLIMITED) and for forms sbatch itself refuses."""
+    days, dash, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if not all(p.isdigit() for p in parts) or (dash and not days.isdigit()):
+        return None
+    numbers = [int(p) for p in parts]
+    if dash:  # D-HH[:MM[:SS]]
+        if len(numbers) > 3:
+            return None
+        numbers += [0] * (3 - len(numbers))
+        seconds = int(days) * 86400 + numbers[0] * 3600 + numbers[1] * 60 + numbers[2]
+    elif len(numbers) == 1:  # a bare number is minutes
+        seconds = numbers[0] * 60
+    elif len(numbers) == 2:  # MM:SS
+        seconds = numbers[0] * 60 + numbers[1]
+    elif len(numbers) == 3:
+        seconds = numbers[0] * 3600 + numbers[1] * 60 + numbers[2]
+    else:
+        return None
+    return seconds or None  # --time=0 is no limit
+
+
+def _option(words: list[str], long: str, short: str | None = None) -> str | None:
+    """The value of the last ``long``/``short`` option among sbatch ``words`` (the last one
+    given wins, as in sbatch)."""
+    value = None
+    for i, word in enumerate(words):
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        if word.startswith(long + "="):
+            value = word[len(long) + 1 :]
+        elif word == long or (short and word == short):
+            value = nxt
+        elif short and word.startswith(short) and not word.startswith("--"):
+            value = word[len(short) :]
+    return value
+
+
+def check_warning(opts: str | None) -> None:
+    """Refuse a job whose warning before the time limit (``--signal``, default
+    ``B:USR1@WARNING_SECONDS``) is not shorter than its ``--time``: every task would be warned
+    as it starts and end at once. Refused rather than shortened: a bare ``--time=1`` is one
+    minute, often meant as an hour, and the warning is the time a trial gets to end cleanly,
+    which only the user can trade against the work a task does."""
+    words = shlex.split(opts or "")
+    time_text = _option(words, "--time", "-t")
+    if time_text is None:
+        return  # the partition's default limit: not known before the job starts
+    signal_text = _option(words, "--signal")
+    limit = limit_seconds(time_text)
+    lead: int | None = WARNING_SECONDS
+    if signal_text is not None:
+        when = signal_text.rpartition("@")[2] if "@" in signal_text else "60"  # sbatch's default
+        lead = int(when) if when.isdigit() else None
+    if limit is None or lead is None or lead < limit:
+        return
+    given = (
+        f"--signal={signal_text} in --slurm-opts"
+        if signal_text is not None
+        else f"hpo's default --signal=B:USR1@{WARNING_SECONDS}"
+    )
+    raise UserError(
+        f"--slurm-opts: --time={time_text} is a time limit of {limit} s, but Slurm warns each "
+        f"task {lead} s before it ({given}), so every task would stop as it starts; give a "
+        f"longer --time (a bare number is minutes; --time=1:00:00 is an hour) or a shorter "
+        f"warning, e.g. --signal=B:USR1@{max(limit // 2, 1)} in --slurm-opts"
+    )
+
+
 @dataclass
 class Job:
     """What one submission runs: ``argv`` (after ``python -m hpo.cli``) in N array tasks."""
@@ -268,21 +338,39 @@ def _refusal(done: subprocess.CompletedProcess) -> str:
     return text.removeprefix("sbatch: error: ") or f"exit status {done.returncode}"
 
 
-def check_submit(script: str) -> None:
-    """``sbatch --test-only`` on the script's text: its options and resources are checked,
-    nothing is queued or written."""
-    sbatch = _sbatch()
+def _test_only(script: str) -> subprocess.CompletedProcess:
     try:
-        done = subprocess.run(
-            [sbatch, "--test-only"], input=script, capture_output=True, text=True, timeout=60
+        return subprocess.run(
+            [_sbatch(), "--test-only"], input=script, capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"--slurm: sbatch could not be run: {exc}") from None
-    if done.returncode != 0:
-        hint = ""
-        if "gres" in done.stderr.lower() or "node configuration" in done.stderr.lower():
-            hint = " (nodes without GPUs: --slurm-gpus 0)"
-        raise UserError(f"sbatch refused the job: {_refusal(done)}{hint}; nothing was submitted")
+
+
+# what sbatch says of GPUs no node has; "node configuration" is also what it says of too much
+# memory or too many CPUs
+_MAYBE_GPUS = ("gres", "gpu", "generic resource", "node configuration")
+
+
+def check_submit(job: Job, folder: Path) -> None:
+    """``sbatch --test-only`` on the job's script: its options and resources are checked,
+    nothing is queued or written. A refusal suggests ``--slurm-gpus 0`` only when the job's
+    GPUs are why: the same job without them passes."""
+    done = _test_only(job.script(folder))
+    if done.returncode == 0:
+        return
+    hint = ""
+    if job.gpus and any(word in _refusal(done).lower() for word in _MAYBE_GPUS):
+        try:
+            without = _test_only(replace(job, gpus=0).script(folder))
+        except UserError:
+            without = None
+        if without is not None and without.returncode == 0:
+            hint = (
+                f" (it passes without --gres=gpu:{job.gpus}: --slurm-gpus 0 for nodes without "
+                "GPUs, or a GPU partition with -p in --slurm-opts)"
+            )
+    raise UserError(f"sbatch refused the job: {_refusal(done)}{hint}; nothing was submitted")
 
 
 def submit(script: Path) -> tuple[str, Path]:
@@ -430,6 +518,7 @@ def check_args(args, command: Callable[[str, str], str]) -> None:
             "worker; ask for more tasks"
         )
     sbatch_lines(args.slurm_opts)
+    check_warning(args.slurm_opts)
     backbone = getattr(args, "backbone", None)
     name = args.study or (f"handreid-{backbone}" if backbone else None)
     given = any(a == "--storage" or a.startswith("--storage=") for a in args.argv)
@@ -449,9 +538,8 @@ def check_args(args, command: Callable[[str, str], str]) -> None:
         from hpo.common.paths import study_dir
 
         check_submit(
-            Job(name, ["--help"], args.slurm, args.slurm_gpus, args.slurm_opts).script(
-                study_dir(name) / "slurm"
-            )
+            Job(name, ["--help"], args.slurm, args.slurm_gpus, args.slurm_opts),
+            study_dir(name) / "slurm",
         )
 
 

@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages import JournalStorage
+from optuna.storages.journal import (
+    BaseJournalBackend,
+    JournalFileBackend,
+    JournalFileSymlinkLock,
+)
 
 from handreid.errors import UserError
+from hpo.records.optuna_internals import ClaimingRDBStorage
 
 DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
 DEFAULT_JOURNAL = "studies/handreid.log"
@@ -118,7 +123,7 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
         )
     for attempt in range(5):
         try:
-            return RDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
+            return ClaimingRDBStorage(storage, engine_kwargs=engine_kwargs, **kwargs)
         except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
             text = str(exc)
             # processes opening a new database together race to create Optuna's tables and
@@ -128,11 +133,32 @@ def open_storage(storage: str, *, create: bool = True, heartbeat: int | None = N
             if race and attempt < 4:
                 time.sleep(0.2 + random.random())
                 continue
-            reason = failure_reason(exc) or (
-                text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            reason = (
+                _missing_driver(storage, exc)
+                or failure_reason(exc)
+                or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
             )
             raise StorageError(f"cannot open storage {shown(storage)}: {reason[:300]}") from None
     raise AssertionError("unreachable")
+
+
+def _missing_driver(storage: str, exc: BaseException) -> str | None:
+    """What to install when the database's Python driver is missing (Optuna says only "Failed
+    to import DB access module")."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ImportError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None and "Failed to import DB access module" not in str(exc):
+        return None
+    if storage.startswith("postgresql"):
+        return (
+            "the PostgreSQL driver (psycopg) is not installed; install it with: "
+            "pip install 'handreid-hpo[postgres]' (or pip install 'psycopg[binary]')"
+        )
+    return (
+        "the database's Python driver is not installed (MySQL: pip install pymysql and a "
+        "mysql+pymysql:// URL)"
+    )
 
 
 class _Retry:
@@ -212,28 +238,117 @@ def _is_record(line: bytes) -> bool:
     return all(key in record for key in _RECORD_KEYS[op])
 
 
-def _bad_record(path: Path, complete: int) -> tuple[int, int, int, int] | None:
-    """The first line of the file's first ``complete`` bytes that is not a journal record:
-    (start, end, line number from 1, complete records after it); None when all are records."""
+def _lines(path: Path, complete: int):
+    """(line number from 1, start byte, line) of each line in the file's first ``complete``
+    bytes."""
     with open(path, "rb") as fh:
-        offset, bad = 0, None
+        offset = 0
         for number, line in enumerate(fh, start=1):
             if offset >= complete:
-                break
-            end = offset + len(line)
-            if bad is None and not _is_record(line):
-                bad = [offset, end, number, 0]
-            elif bad is not None and end <= complete:
-                bad[3] += 1
-            offset = end
-    return tuple(bad) if bad is not None else None
+                return
+            yield number, offset, line
+            offset += len(line)
+
+
+class _InMemory(BaseJournalBackend):
+    """Journal records held in memory: Optuna replays a repair before anyone makes it."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        return self.records[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise RuntimeError("a replay check writes nothing")
+
+
+def _replays(records: list[dict[str, Any]]) -> bool:
+    """Whether Optuna replays ``records`` and each finds the study or trial it names. Optuna
+    numbers studies and trials by their create records and skips a record naming one that does
+    not exist, so a lost create record shifts the ones after it without an error; the last of
+    them then names one that is not there."""
+    try:
+        deleted = {r["study_id"] for r in records if r["op_code"] == 1}
+        storage = JournalStorage(_InMemory(records))
+        for study_id in {r["study_id"] for r in records if "study_id" in r} - deleted:
+            storage.get_study_name_from_id(study_id)
+        for trial_id in {r["trial_id"] for r in records if "trial_id" in r}:
+            storage.get_trial(trial_id)
+    except Exception:  # noqa: BLE001 - any replay failure: the study needs the lines removed
+        return False
+    return True
+
+
+def _named(numbers: list[int]) -> str:
+    """Line numbers as text, at most five of them named."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    shown = ", ".join(map(str, numbers[:5]))
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"lines {shown}{more} ({len(numbers)} lines)"
+
+
+def _sed_deleting(numbers: list[int]) -> str:
+    """sed expressions deleting ``numbers`` (ascending), runs of lines as one range."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return " ".join(f"-e {a}d" if a == b else f"-e {a},{b}d" for a, b in runs)
+
+
+def _bad_lines_advice(path: Path, size: int, complete: int) -> str | None:
+    """What to do about the lines of the file's first ``complete`` bytes that are not journal
+    records; None when every line is one. The study is replayed in memory without them: if it
+    replays, only they go (and a torn last line); else the journal is cut at the first."""
+    bad: list[tuple[int, int, int]] = []  # (line number, start, end)
+    lines = 0
+    for number, start, line in _lines(path, complete):
+        lines = number
+        if not _is_record(line):
+            bad.append((number, start, start + len(line)))
+    if not bad:
+        return None
+    # parsed only now: a whole journal in memory is for the refusal, not for every open
+    skip = {number for number, _, _ in bad}
+    records = [json.loads(line) for n, _, line in _lines(path, complete) if n not in skip]
+    q = shlex.quote(str(path))
+    numbers = [number for number, _, _ in bad]
+    first, start, stop = bad[0]
+    after = lines - first - (len(bad) - 1)  # records after the first bad line
+    what = f"{_named(numbers)} (bytes {start}-{stop})" if len(bad) == 1 else _named(numbers)
+    verb = "is not an Optuna journal record" if len(bad) == 1 else "are not Optuna journal records"
+    it = "it" if len(bad) == 1 else "them"
+    if _replays(records):
+        torn = ""
+        if size > complete:  # a torn last line after them goes too
+            numbers.append(lines + 1)
+            torn = f" and the torn last line ({size - complete} bytes)"
+        # sed from the copy into the file: the same on GNU and BSD sed, and the journal keeps
+        # its inode, owner and mode (sed -i writes a new file)
+        return (
+            f"{path}: {what} {verb}; nothing was written; the study replays without {it}: keep "
+            f"a copy and delete {it}{torn}, keeping all {len(records)} records, with: "
+            f"cp {q} {q}.bak && sed {_sed_deleting(numbers)} {q}.bak > {q}"
+        )
+    return (
+        f"{path}: {what} {verb}, and the study does not replay without {it} (a damaged "
+        f"record that later ones need); nothing was written; keep a copy and cut the journal "
+        f"at line {first}, keeping {len(records) - after} records and dropping the {after} "
+        f"after it, with: cp {q} {q}.bak && truncate -s {start} {q}"
+    )
 
 
 def check_journal(path: Path, *, settle: float = 0.2, tries: int = 3) -> None:
     """Refuse (without writing) a file that is not an Optuna journal, one holding a line that
     is not a journal record (anywhere: Optuna skips a bad last line and would append after it,
     making the whole study unreadable), or one whose last record is torn (a crash or a full
-    disk in the middle of a write). The message says where and how to repair.
+    disk in the middle of a write). The message says where and how to repair: the lines that
+    are not records are deleted when the study replays without them, else the journal is cut
+    at the first of them.
     """
     try:
         if path.exists() and not path.is_file():
@@ -272,20 +387,14 @@ def check_journal(path: Path, *, settle: float = 0.2, tries: int = 3) -> None:
                 break
             last = size
             time.sleep(settle)
-        bad = _bad_record(path, complete)
+        advice = _bad_lines_advice(path, size, complete)
     except OSError as exc:
         raise StorageError(f"cannot read journal file {path}: {exc.strerror or exc}") from None
-    q = shlex.quote(str(path))
-    if bad is not None:
-        start, stop, line, after = bad
-        dropped = f" (and the {after} record(s) after it, which need it)" if after else ""
-        raise StorageError(
-            f"{path}: line {line} (bytes {start}-{stop}) is not an Optuna journal record; "
-            f"nothing was written; keep a copy and cut it off{dropped} with: "
-            f"cp {q} {q}.bak && truncate -s {start} {q}"
-        )
+    if advice is not None:
+        raise StorageError(advice)
     if size == complete:
         return
+    q = shlex.quote(str(path))
     raise StorageError(
         f"{path} ends in a torn record ({size - complete} bytes after the last complete line, "
         f"left by a crash or a full disk); keep a copy and cut it off with: "

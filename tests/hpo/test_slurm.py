@@ -217,6 +217,107 @@ def test_the_batch_script_is_a_job_array_of_workers_with_the_users_options(tmp_p
     assert "--gres" not in cpu and "#SBATCH --array=0-0" in cpu
 
 
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("1", 60),  # a bare number is minutes
+        ("90", 5400),
+        ("1:30", 90),  # MM:SS
+        ("2:00:00", 7200),  # HH:MM:SS
+        ("1-2", 93600),  # D-HH
+        ("1-2:30", 95400),  # D-HH:MM
+        ("1-2:30:15", 95415),  # D-HH:MM:SS
+        ("0", None),  # no limit
+        ("UNLIMITED", None),
+        ("INFINITE", None),
+        ("1:2:3:4", None),  # sbatch refuses these itself
+        ("-5", None),
+        ("an hour", None),
+    ],
+)
+def test_time_limits_are_read_in_every_form_sbatch_takes(text, seconds):
+    assert slurm.limit_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "opts, limit, lead, given",
+    [
+        ("--time=1", 60, 120, "hpo's default --signal=B:USR1@120"),
+        ("-p gpu -t 2", 120, 120, "hpo's default"),
+        ("-t1", 60, 120, "hpo's default"),
+        ("--time 0:30 --signal=B:USR1@60", 30, 60, "--signal=B:USR1@60 in --slurm-opts"),
+        ("--signal=B:USR1@600 --time=5", 300, 600, "--signal=B:USR1@600 in --slurm-opts"),
+        ("--time=1 --signal=USR1", 60, 60, "--signal=USR1 in --slurm-opts"),  # sbatch's 60 s
+        ("--time=4:00:00 --time=1", 60, 120, "hpo's default"),  # the last one wins
+    ],
+)
+def test_a_warning_that_does_not_fit_in_the_time_limit_is_refused(opts, limit, lead, given):
+    """The case found: --time=1 with the default warning 120 s before the limit; each task was
+    warned as it started and quit within seconds, without a word."""
+    with pytest.raises(slurm.UserError) as exc:
+        slurm.check_warning(opts)
+    message = str(exc.value)
+    assert f"a time limit of {limit} s, but Slurm warns each task {lead} s before it" in message
+    assert given in message and "give a longer --time" in message
+    assert f"--signal=B:USR1@{max(limit // 2, 1)} in --slurm-opts" in message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        None,
+        "-p gpu",  # the partition's default limit is not known here
+        "--time=4:00:00",
+        "--time=3",
+        "--time=2 --signal=B:USR1@70",
+        "--time 1 --signal=B:USR1@30",
+        "--time=UNLIMITED",
+        "--time-min=1",
+    ],
+)
+def test_a_warning_that_fits_in_the_time_limit_passes(opts):
+    slurm.check_warning(opts)
+
+
+NO_NODE = "Batch job submission failed: Requested node configuration is not available"
+
+
+@pytest.mark.parametrize(
+    "refuses_when, gpus, message, hint, tries",
+    [
+        ("*--gres*", 1, NO_NODE, True, 2),  # no GPU nodes: the same job without GPUs passes
+        ("*", 1, NO_NODE, False, 2),  # too much memory: the same words, GPUs are not why
+        ("*", 0, "Invalid generic resource (gres) specification", False, 1),  # already 0 GPUs
+        ("*", 1, "invalid partition specified: nope", False, 1),  # not about GPUs at all
+    ],
+    ids=["gpus", "memory", "gpus-already-0", "partition"],
+)
+def test_sbatch_refusals_suggest_slurm_gpus_0_only_when_gpus_are_why(
+    tmp_path, monkeypatch, refuses_when, gpus, message, hint, tries
+):
+    calls = tmp_path / "calls"
+    # shell builtins only: the script reads the job script sbatch is given on stdin
+    script = (
+        f'echo call >> {calls}\nwhile read -r line; do case "$line" in {refuses_when}) '
+        f"echo 'sbatch: error: {message}' >&2; exit 1;; esac; done\nexit 0\n"
+    )
+    fake_bin(tmp_path / "bin", "sbatch", script)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.chdir(tmp_path)
+    job = slurm.Job("st", ["--help"], 2, gpus, "--mem=10T" if not hint else None)
+    with pytest.raises(slurm.UserError) as exc:
+        slurm.check_submit(job, Path("studies/st/slurm"))
+    text = str(exc.value)
+    assert text.startswith(f"sbatch refused the job: {message}")
+    assert ("--slurm-gpus 0" in text) is hint, text
+    assert text.endswith("; nothing was submitted")
+    if hint:
+        assert "it passes without --gres=gpu:1" in text
+    assert calls.read_text() == "call\n" * tries
+    assert not (tmp_path / "studies").exists(), "nothing written"
+
+
 def test_a_journal_under_tmp_gets_a_warning():
     assert "usually a folder of each node's own" in slurm.local_storage_warning("/tmp/x/j.log")
     assert slurm.local_storage_warning("postgresql://u@db/hpo") is None
@@ -418,6 +519,26 @@ def test_a_task_at_its_time_limit_leaves_nothing_running(synthetic_root, tmp_pat
     assert [t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING] == [
         stopped[0].number
     ]
+
+
+@pytest.mark.integration
+def test_a_real_sbatch_refusal_names_slurm_gpus_0_only_when_gpus_are_why(tmp_path, monkeypatch):
+    """What a real sbatch says of GPUs no node has and of too much memory (--test-only: nothing
+    is queued)."""
+    _slurm_or_skip()
+    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
+    if set(gres.split()) != {"(null)"}:
+        pytest.skip(f"this cluster has GPUs ({gres.strip()[:100]})")
+    monkeypatch.chdir(tmp_path)
+    folder = Path("studies/st/slurm")
+    with pytest.raises(slurm.UserError) as exc:
+        slurm.check_submit(slurm.Job("st", ["--help"], 2, 1), folder)
+    assert "(it passes without --gres=gpu:1: --slurm-gpus 0 for nodes" in str(exc.value)
+    for gpus in (1, 0):
+        with pytest.raises(slurm.UserError) as exc:
+            slurm.check_submit(slurm.Job("st", ["--help"], 2, gpus, "--mem=100000000"), folder)
+        assert "--slurm-gpus" not in str(exc.value), str(exc.value)
+    slurm.check_submit(slurm.Job("st", ["--help"], 2, 0, "--time=1-2:30"), folder)
 
 
 def _watch(study, monkeypatch, capsys, squeue_out: str, squeue):

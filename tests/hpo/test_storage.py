@@ -54,6 +54,114 @@ def test_a_torn_last_record_is_refused_with_a_repair_command_that_works(tmp_path
     assert len(study.trials) == 2
 
 
+def journal_with_trials(path: Path, trials: int = 12) -> list[tuple]:
+    """A journal of ``trials`` trials with params, epochs and attributes; what each holds."""
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)))
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for epoch in range(3):
+            trial.report(x * epoch, epoch)
+        trial.set_user_attr("note", f"trial {trial.number}")
+        return x
+
+    study.optimize(objective, n_trials=trials)
+    return trial_facts(path)
+
+
+def trial_facts(path: Path) -> list[tuple]:
+    study = optuna.load_study(study_name="s", storage=open_storage(str(path), create=False))
+    return [
+        (t.number, t.state, t.values, t.params, t.intermediate_values, t.user_attrs)
+        for t in study.trials
+    ]
+
+
+def with_lines(whole: bytes, inserted: dict[int, bytes], tail: bytes = b"") -> bytes:
+    """``whole`` with each ``inserted`` line put at its line number (from 1, in the result)."""
+    lines = whole.splitlines(keepends=True)
+    for number in sorted(inserted):
+        lines.insert(number - 1, inserted[number])
+    return b"".join(lines) + tail
+
+
+def run_advice(message: str, cwd: Path) -> None:
+    subprocess.run(["sh", "-c", message.split(" with: ", 1)[1]], check=True, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "inserted, last, tail, named",
+    [
+        ({6: b"garbage line\n"}, False, b"", "line 6 (bytes"),
+        (
+            {6: b"garbage\n", 9: b"{}\n", 10: b"\n", 11: b'{"op_code": 6}\n'},
+            True,
+            b"",
+            "lines 6, 9,",
+        ),
+        ({6: b"x\n", 9: b"y\n"}, False, b'{"op_code":4,"worker_id":"ab', "and the torn last line"),
+    ],
+    ids=["one-line", "several-lines-and-the-last", "with-a-torn-tail"],
+)
+def test_lines_that_are_not_records_are_deleted_and_every_record_is_kept(
+    tmp_path, inserted, last, tail, named
+):
+    """The case found: one garbage line near the start was cut off with every record after it."""
+    path = tmp_path / "study.log"
+    before = journal_with_trials(path)
+    whole = path.read_bytes()
+    records = whole.count(b"\n")
+    if last:  # Optuna skips a bad last line, and would append after it
+        inserted = {**inserted, records + len(inserted) + 1: b"last garbage\n"}
+    damaged = with_lines(whole, inserted, tail)
+    path.write_bytes(damaged)
+    with pytest.raises(StorageError) as exc:
+        check_journal(path, settle=0.01)
+    message = str(exc.value)
+    assert named in message and f"keeping all {records} records" in message, message
+    assert "sed " in message and "truncate" not in message, message
+    assert len(message.splitlines()) == 1
+    assert path.read_bytes() == damaged and os.listdir(tmp_path) == ["study.log"]
+    run_advice(message, tmp_path)
+    assert path.read_bytes() == whole
+    assert (tmp_path / "study.log.bak").read_bytes() == damaged
+    assert trial_facts(path) == before, "the whole study is back"
+
+
+def test_the_advice_quotes_a_path_with_spaces_and_quotes(tmp_path):
+    folder = tmp_path / "my 'studies'"
+    folder.mkdir()
+    path = folder / "study $1.log"
+    before = journal_with_trials(path, trials=3)
+    whole = path.read_bytes()
+    path.write_bytes(with_lines(whole, {4: b"garbage\n"}))
+    with pytest.raises(StorageError) as exc:
+        check_journal(path)
+    run_advice(str(exc.value), tmp_path)
+    assert path.read_bytes() == whole and trial_facts(path) == before
+
+
+def test_a_damaged_record_that_later_ones_need_is_cut_off_with_what_it_drops(tmp_path):
+    """A create record of a trial turned to garbage: without it, Optuna would number the
+    trials after it one lower and give them each other's records, so the journal is cut."""
+    path = tmp_path / "study.log"
+    before = journal_with_trials(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    creates = [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == 4]
+    cut = creates[4]  # trial 4's create record, half of it
+    lines[cut] = lines[cut][:40] + b"\n"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(StorageError) as exc:
+        check_journal(path)
+    message = str(exc.value)
+    dropped = len(lines) - cut - 1
+    assert f"line {cut + 1} (bytes" in message and "does not replay without it" in message
+    assert f"keeping {cut} records and dropping the {dropped} after it" in message, message
+    run_advice(message, tmp_path)
+    assert path.read_bytes() == b"".join(lines[:cut])
+    assert trial_facts(path) == before[:4]
+
+
 @pytest.mark.parametrize(
     "content",
     [b"my notes\nsecond line\n", b'{"a": 1}\n', b"just one line, no newline", b"[1, 2]\n"],
@@ -264,3 +372,69 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path):
     ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
+
+
+FULL_FROM_THE_FIRST_EPOCH = """
+import errno, os, sys
+from optuna.storages.journal import JournalFileBackend
+from hpo.cli import main
+
+real, full = JournalFileBackend.append_logs, []
+
+
+def full_from_the_first_epoch(self, logs):
+    if full or any("intermediate_value" in log for log in logs):
+        full.append(logs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(self, logs)
+
+
+JournalFileBackend.append_logs = full_from_the_first_epoch
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.integration  # two processes, each a short study
+def test_a_disk_that_stays_full_under_a_journal_names_the_trial_left_running(
+    tmp_path, synthetic_root
+):
+    """Nothing more can be written: the line says which trial is left RUNNING and what the
+    re-run does with it, and the re-run (with room again) fails it and queues it again."""
+    from tests.hpo.test_workers import env
+
+    path = tmp_path / "s.log"
+    argv = run_argv(synthetic_root, str(path))
+
+    def hpo_process(*prefix: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *prefix, *argv],
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    full = hpo_process("-c", FULL_FROM_THE_FIRST_EPOCH)
+    assert full.returncode == 2, full.stderr
+    assert_one_error_line(
+        full.returncode, full.stderr, "trial(s) 0 could not be marked failed and show as RUNNING"
+    )
+    study = optuna.load_study(study_name="s", storage=open_storage(str(path), create=False))
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+    rerun = hpo_process("-m", "hpo.cli")
+    assert rerun.returncode == 0, rerun.stderr
+    study = optuna.load_study(study_name="s", storage=open_storage(str(path), create=False))
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[1].user_attrs.get("retry_of") == 0
+
+
+def test_a_server_url_without_its_driver_says_what_to_install(monkeypatch):
+    import sys as _sys
+
+    for name in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(_sys.modules, name, None)  # as if not installed
+    with pytest.raises(StorageError) as exc:
+        open_storage("postgresql://user@127.0.0.1:9/handreid")
+    assert "the PostgreSQL driver (psycopg) is not installed" in str(exc.value)
+    assert "pip install 'handreid-hpo[postgres]'" in str(exc.value)

@@ -9,21 +9,33 @@ import torch
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
+from handreid.evaluation import METRICS
 
 # the run folder and atomic writes live in handreid.files (no torch); kept importable here
-from handreid.files import RUN_FILES, atomic_file, check_run_folder, write_run_folder
+from handreid.files import (
+    RUN_FILES,
+    atomic_file,
+    check_checkpoint_path,
+    check_run_folder,
+    write_run_folder,
+)
 
 __all__ = [
     "FORMAT",
     "RUN_FILES",
     "atomic_file",
     "check_run_folder",
+    "compare_stored_test",
+    "format_comparison",
     "load_checkpoint",
     "save_checkpoint",
     "write_run_folder",
 ]
 
 FORMAT = 1
+# The same model, images and device give the same floats; this only absorbs float noise, so
+# any difference a user could see in the printed percentages is reported.
+TOLERANCE = 1e-6
 
 
 def save_checkpoint(
@@ -86,8 +98,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     from handreid.models import build_model
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+    check_checkpoint_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file to the user
@@ -162,3 +173,56 @@ def _check_weights(path: Path, expected: dict, stored: dict) -> None:
             raise UserError(
                 f"{where}: {key} has shape {list(given.shape)}, the model's is {list(value.shape)}"
             )
+        # NaN weights give NaN features, which rank in gallery order: plausible-looking metrics
+        if given.is_floating_point() and not bool(torch.isfinite(given).all()):
+            bad = int((~torch.isfinite(given)).sum())
+            raise UserError(
+                f"{path}: weight {key} holds {bad} of {given.numel()} values that are not finite "
+                "(NaN or inf): a diverged or damaged model, whose metrics would mean nothing"
+            )
+
+
+def compare_stored_test(payload: dict, measured: dict, same_root: bool) -> dict | None:
+    """How ``measured`` (a ``test_report``) compares with the test metrics the checkpoint
+    stored when it was saved; None when it stored none.
+
+    Returns ``{"stored": {metric: value}, "same_test_set": bool, "differs": [metric, ...]}``.
+    The test sets are compared by their ``test_set`` digest; a checkpoint saved before the
+    digest existed counts as the same test set when ``same_root`` (the data folder is the one
+    its config names). ``differs`` is empty when the test sets differ: the numbers measure
+    other images, so no difference is a mismatch.
+    """
+    stored = payload.get("test")
+    if not isinstance(stored, dict) or not all(
+        isinstance(stored.get(k), int | float) and not isinstance(stored.get(k), bool)
+        for k in METRICS
+    ):
+        return None
+    if isinstance(stored.get("test_set"), str):
+        same = stored["test_set"] == measured.get("test_set")
+    else:
+        same = same_root
+    differs = [k for k in METRICS if same and abs(measured[k] - stored[k]) > TOLERANCE]
+    return {
+        "stored": {k: stored[k] for k in METRICS},
+        "same_test_set": same,
+        "differs": differs,
+    }
+
+
+def format_comparison(comparison: dict | None) -> str | None:
+    """One line for the user when the stored test metrics differ from the measured ones or
+    were measured on other test images; None when they agree."""
+    if comparison is None or (comparison["same_test_set"] and not comparison["differs"]):
+        return None
+    stored = comparison["stored"]
+    if not comparison["same_test_set"]:
+        return (
+            f"the checkpoint's stored test mAP {100 * stored['mAP']:.2f} was measured on other "
+            "test images (another data folder or split), so it is not comparable with these"
+        )
+    parts = ", ".join(f"{k} {100 * stored[k]:.2f}" for k in comparison["differs"])
+    return (
+        f"differs from the checkpoint's stored test metrics on the same test images (stored: "
+        f"{parts}): another device or library version, or image files changed since it was saved"
+    )

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from handreid.devices import check_device_name
 from handreid.errors import DataError, UserError, cli_exit
+from handreid.files import check_checkpoint_path
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP")
 
@@ -83,6 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from handreid.checkpoint import save_checkpoint
     from handreid.data.inspect import check_batches
     from handreid.engine import fit, prepare_data, test_report
+    from handreid.evaluation import NonFiniteError
     from handreid.models import build_model
 
     _setup_logging(args.quiet)
@@ -91,7 +94,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     build_model(cfg, data.num_classes, data.aspects)
     with logging_redirect_tqdm(loggers=[logging.getLogger("handreid")]):
         result = fit(cfg, data=data, device=args.device, progress=not args.quiet)
-    test = test_report(result.model, result.data, cfg, args.device)
+    try:
+        test = test_report(result.model, result.data, cfg, args.device)
+    except NonFiniteError as exc:  # diverged before any finite epoch: no model worth a run
+        raise UserError(
+            f"training {result.status} after {result.epochs_run} epoch(s) and left no model with "
+            f"finite test features ({exc}); nothing was written (lower the learning rates?)"
+        ) from None
     metrics = {
         "status": result.status,
         # a refit has no validation identities: its model is the last epoch's
@@ -139,9 +148,8 @@ def _format_test(test: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from handreid.checkpoint import load_checkpoint
-    from handreid.engine import prepare_data, resolve_device, test_report
-
+    # the arguments are checked before torch and open_clip load (seconds)
+    check_device_name(args.device)
     if args.floors:
         return _evaluate_floors(args)
     if args.config:
@@ -151,6 +159,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     if not args.checkpoint:
         raise UserError("evaluate needs --checkpoint FILE (a best.pt), or --floors --config FILE")
+    check_checkpoint_path(args.checkpoint)
+
+    from handreid.checkpoint import compare_stored_test, format_comparison, load_checkpoint
+    from handreid.engine import prepare_data, resolve_device, test_report
+    from handreid.evaluation import NonFiniteError
+
     device = resolve_device(args.device)
     model, cfg, payload = load_checkpoint(args.checkpoint, device)
     if args.data:
@@ -166,16 +180,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"the data has {data.num_classes} training identities but the checkpoint was trained on "
             f"{payload['num_classes']}; evaluate on the dataset and split it was trained with"
         )
-    test = test_report(model, data, cfg, device)
-    print(json.dumps(test, indent=2) if args.json else _format_test(test))
+    try:
+        test = test_report(model, data, cfg, device)
+    except NonFiniteError as exc:  # finite weights can still overflow to inf
+        raise UserError(f"{args.checkpoint}: {exc}; no metrics were computed") from None
+    stored_root = Path(payload["config"].get("data_root") or ".").expanduser().resolve()
+    same_root = Path(cfg.data_root).expanduser().resolve() == stored_root
+    note = format_comparison(compare_stored_test(payload, test, same_root))
+    if args.json:
+        print(json.dumps(test, indent=2))
+        if note:  # stdout stays one JSON object: the report, as it was saved
+            warnings.warn(note, UserWarning, stacklevel=1)
+        return 0
+    print(_format_test(test))
+    if note:
+        print(note)
     return 0
 
 
 def _evaluate_floors(args: argparse.Namespace) -> int:
     """``evaluate --floors --config C [--data D]``: what no training reaches on C's data."""
     from handreid.config import TrainConfig
-    from handreid.engine import resolve_device
-    from handreid.floors import compute_floors, format_floors
 
     if args.checkpoint:
         raise UserError(
@@ -184,13 +209,24 @@ def _evaluate_floors(args: argparse.Namespace) -> int:
         )
     if not args.config:
         raise UserError("evaluate --floors needs --config FILE (a trainer YAML)")
-    device = resolve_device(args.device)
     cfg = TrainConfig.from_yaml(args.config)
     if args.data:
         cfg = cfg.replace(data_root=args.data)
     if not cfg.data_root:
         raise UserError("no data: set data_root in the config or pass --data DIR")
-    floors = compute_floors(cfg, device=device)
+
+    from handreid.engine import resolve_device
+    from handreid.evaluation import NonFiniteError
+    from handreid.floors import compute_floors, format_floors
+
+    device = resolve_device(args.device)
+    try:
+        floors = compute_floors(cfg, device=device)
+    except NonFiniteError as exc:  # pixels are finite: the backbone's weights are not
+        raise UserError(
+            f"{cfg.model} with pretrained={cfg.pretrained!r} gives {exc}: damaged or diverged "
+            "weights, whose floors would mean nothing"
+        ) from None
     if args.json:
         record = floors.record()
         for kind in ("pixels", "backbone"):

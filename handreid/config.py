@@ -112,8 +112,14 @@ class TrainConfig:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         data = load_yaml(path)
-        if data is None:
-            data = {}
+        if data is None or data == {}:
+            # a truncated or wrong file would otherwise train hours of a model nobody asked for
+            raise ConfigError(
+                f"{path}: the config sets nothing (it is empty, only comments or {{}}), so every "
+                f"key would take its default (model {cls.model}, pretrained {cls.pretrained}); "
+                "a minimal config names at least the model, e.g. 'model: tiny-vit', and "
+                "handreid/configs/*.yaml are complete examples"
+            )
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values")
         data.update(parse_overrides(overrides))

@@ -26,8 +26,15 @@ from handreid.data.augment import BatchAugment, normalize
 from handreid.data.base import DataSplits, Partition
 from handreid.data.cache import load_images
 from handreid.data.sampler import PKSampler
+from handreid.devices import check_device_name
 from handreid.errors import UserError
-from handreid.evaluation import average_splits, cosine_similarity, evaluate_ranking
+from handreid.evaluation import (
+    NonFiniteError,
+    average_splits,
+    check_finite,
+    cosine_similarity,
+    evaluate_ranking,
+)
 from handreid.losses import LossComputer, supcon_weight
 from handreid.models import build_model
 
@@ -309,7 +316,9 @@ def evaluate_features(
 ) -> dict:
     """``evaluate_set`` on features already extracted: feats (N, D), one row per image of
     ``evalset``, on the device the ranking runs on. Used by the trainer and by the floors
-    (``handreid.floors``), so both are scored by the same code on the same splits."""
+    (``handreid.floors``), so both are scored by the same code on the same splits. Raises
+    ``NonFiniteError`` when a feature is NaN or infinite rather than scoring it."""
+    check_finite(feats, f"the features of {len(feats)} images")
     device = feats.device
     sim = cosine_similarity(feats, feats)  # float32 scores even from half features
     ids = evalset.ids.to(device)
@@ -378,6 +387,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` picks CUDA when present; anything unusable is a one-line UserError."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, str):
+        check_device_name(device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -474,7 +485,13 @@ def fit(
             log.info(_epoch_line(epoch, cfg, metrics))
             best_epoch = epoch
             continue
-        val = evaluate_set(model, data.val, cfg, device, per_identity=True)
+        try:
+            val = evaluate_set(model, data.val, cfg, device, per_identity=True)
+        except NonFiniteError as exc:  # a finite loss can still hide a broken model
+            history.append({"epoch": epoch, **metrics})
+            status = "diverged"
+            log.warning("epoch %d: validation %s; training stopped", epoch + 1, exc)
+            break
         metrics.update({k: val[k] for k in METRICS})
         metrics["seconds"] = time.perf_counter() - epoch_start  # training and validation
         history.append({"epoch": epoch, **metrics})
@@ -513,6 +530,8 @@ def fit(
 def test_report(
     model, data: PreparedData, cfg: TrainConfig, device: str | torch.device | None = None
 ) -> dict:
-    """Rank-1/5/10 and mAP on the test identities: mean and std over ``num_splits`` splits."""
+    """Rank-1/5/10 and mAP on the test identities: mean and std over ``num_splits`` splits,
+    and ``test_set``, the digest of the images and splits they were measured on."""
     device = resolve_device(device)
-    return evaluate_set(model, data.test.to(device), cfg, device)
+    report = evaluate_set(model, data.test.to(device), cfg, device)
+    return {**report, "test_set": data.splits.test.digest}

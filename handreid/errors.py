@@ -119,4 +119,19 @@ def cli_exit(run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
                     "terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr
                 )
             code = interrupt_code(exc)
+            _exit_past_stuck_threads(code)
     sys.exit(code)
+
+
+def _exit_past_stuck_threads(code: int) -> None:
+    """End the process now when a thread is still running after Ctrl-C or SIGTERM: the
+    interpreter's exit would wait for it, and one blocked in a system call (an open() of a FIFO,
+    a hung network file system) never returns, so the command would never end."""
+    import threading
+
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)

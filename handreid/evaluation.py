@@ -5,7 +5,8 @@ query the gallery is sorted by *descending* similarity with a *stable* sort, so 
 similarities keep gallery order (the earlier gallery item ranks first).
 
 Everything runs on the similarity matrix's device with no Python loop over queries; the only
-host transfer is the final handful of scalars.
+host transfer is the final handful of scalars. A NaN or infinite similarity is refused
+(``NonFiniteError``): a stable sort puts NaN rows in gallery order, which scores like a guess.
 """
 
 from __future__ import annotations
@@ -20,6 +21,26 @@ from torch import Tensor
 AP_KINDS = ("standard", "trapezoid")
 METRICS = ("rank1", "rank5", "rank10", "mAP")
 _RANKS = (1, 5, 10)
+
+
+class NonFiniteError(ValueError):
+    """Features or similarities that are NaN or infinite (a diverged or broken model)."""
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise ``NonFiniteError`` naming ``what`` when any value of ``x`` is NaN or infinite.
+
+    x: any shape. One host sync."""
+    bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+    if bad:
+        raise NonFiniteError(_not_finite(what, bad, x.numel()))
+
+
+def _not_finite(what: str, bad: int, total: int) -> str:
+    return (
+        f"{what}: {bad} of {total} values are not finite (NaN or inf), so any ranking of "
+        "them is arbitrary"
+    )
 
 
 def l2_normalize(x: Tensor, dim: int = -1) -> Tensor:
@@ -81,7 +102,8 @@ def evaluate_ranking(
     Queries with no true match in the gallery are left out of every metric and counted in
     ``num_excluded``. Returns floats in [0, 1]: rank1, rank5, rank10, mAP, cmc (list), and
     ints num_queries (evaluated) and num_excluded. Raises ValueError for mismatched shapes,
-    an unknown ``ap``, or when no query has a match.
+    an unknown ``ap``, or when no query has a match, and its subclass ``NonFiniteError`` when
+    a similarity is NaN or infinite.
     """
     if ap not in AP_KINDS:
         raise ValueError(f"ap={ap!r} is not allowed; choose one of {list(AP_KINDS)}")
@@ -94,7 +116,7 @@ def evaluate_ranking(
     num_q = similarity.shape[0]
     step = chunk_size or max(num_q, 1)
     width = max(max_rank, _RANKS[-1])
-    totals = torch.zeros(2 + width, dtype=torch.float64, device=similarity.device)
+    totals = torch.zeros(3 + width, dtype=torch.float64, device=similarity.device)
     per_query = []
     for start in range(0, num_q, step):  # a few chunks, not a loop over queries
         stop = start + step
@@ -103,7 +125,9 @@ def evaluate_ranking(
         )
         totals += sums
         per_query.append((ap_q, matched))
-    num_valid, ap_sum, *cmc_sums = totals.tolist()  # the single host sync
+    num_valid, ap_sum, non_finite, *cmc_sums = totals.tolist()  # the single host sync
+    if non_finite:
+        raise NonFiniteError(_not_finite("similarity", int(non_finite), similarity.numel()))
     num_valid = int(num_valid)
     if num_valid == 0:
         raise ValueError(f"none of the {num_q} queries has a true match in the gallery")
@@ -166,8 +190,9 @@ def _chunk_sums(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Sums over one chunk of queries, as one float64 tensor on the device, plus per query AP.
 
-    sim: (q, G), q_ids: (q,), g_ids: (G,) -> ((2 + width,) holding
-    [queries with a match, sum of their AP, queries matched within rank 1 .. width],
+    sim: (q, G), q_ids: (q,), g_ids: (G,) -> ((3 + width,) holding
+    [queries with a match, sum of their AP, non-finite similarities,
+    queries matched within rank 1 .. width],
     (q,) float64 AP (0 without a match), (q,) bool has a match).
     Queries without a match contribute zeros everywhere, so no boolean indexing (which
     would sync with the host) is needed.
@@ -192,7 +217,13 @@ def _chunk_sums(
     cmc = (hits[:, :seen] > 0).sum(dim=0, dtype=torch.float64)  # (seen,)
     if seen < width:  # past the end of a short gallery every matched query stays matched
         cmc = torch.cat([cmc, cmc[-1:].expand(width - seen)])
-    head = torch.stack([(num_pos > 0).sum(dtype=torch.float64), ap_per_query.sum()])
+    head = torch.stack(
+        [
+            (num_pos > 0).sum(dtype=torch.float64),
+            ap_per_query.sum(),
+            (~torch.isfinite(sim)).sum(dtype=torch.float64),
+        ]
+    )
     return torch.cat([head, cmc]), ap_per_query, num_pos > 0
 
 
@@ -220,7 +251,9 @@ def average_splits(results: Sequence[Mapping[str, float]]) -> dict:
 __all__ = [
     "AP_KINDS",
     "METRICS",
+    "NonFiniteError",
     "average_splits",
+    "check_finite",
     "cosine_similarity",
     "evaluate_ranking",
     "l2_normalize",

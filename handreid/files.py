@@ -44,6 +44,12 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
 RUN_FILES = ("config.yaml", "metrics.json", "best.pt")
 
 
+def check_checkpoint_path(path: str | Path) -> None:
+    """A checkpoint that is missing (or is no regular file) is refused before torch loads."""
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint not found: {path}")
+
+
 def check_run_folder(out: str | Path, overwrite: bool = False) -> None:
     """Refuse, before any training, an ``--out`` that writing the run would clobber.
 

@@ -125,14 +125,22 @@ def paired_bootstrap_se(
     return _one_stage_se((*_arrays(a, common), *_arrays(b, common)), draws, seed)
 
 
-def t_interval(mean: float, se: float, df: int, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided ``level`` interval ``mean +- t(df) * se`` (``scipy.stats.t.interval``)."""
+def t_interval(
+    mean: float,
+    se: float,
+    df: int,
+    level: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float]:
+    """Two-sided ``level`` interval ``mean +- t(df) * se`` (``scipy.stats.t.interval``), cut
+    to ``bounds``, the values the quantity can take (an mAP lies in [0, 1]: an interval
+    reaching past 1 says nothing more than one that stops there)."""
     if not math.isfinite(se) or df < 1:
         return (float("nan"), float("nan"))
     if se == 0:
         return (mean, mean)
     lo, hi = sps.t.interval(level, df, loc=mean, scale=se)
-    return (float(lo), float(hi))
+    return (max(float(lo), bounds[0]), min(float(hi), bounds[1]))
 
 
 def mean_se(values: Sequence[float], extra_var: float = 0.0) -> tuple[float, float]:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -157,3 +159,83 @@ def test_unwritable_parent_is_refused_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(files.os, "access", lambda path, mode: False)
     with pytest.raises(UserError, match="cannot create it in .* \\(permission denied\\)"):
         check_run_folder(tmp_path / "run")
+
+
+# ---- weights that are not finite, and metrics that disagree with the stored ones -----------------
+def test_loading_refuses_weights_that_are_not_finite_naming_file_and_tensor(tmp_path):
+    cfg = TrainConfig(model="tiny-vit", pretrained="none", image_size=(64, 64), bnneck_dim=32)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, _tiny_model(cfg), cfg, num_classes=3, aspects=("dorsal right",))
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["neck.bn.bias"][7] = float("nan")
+    torch.save(payload, path)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: weight neck.bn.bias holds 1 of 32 values")
+    assert "not finite (NaN or inf)" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.fixture
+def evaluated(tiny_cfg, tmp_path, capsys):
+    """An untrained tiny checkpoint on the synthetic set and what ``evaluate`` measures on it;
+    ``save(test)`` writes it again with ``test`` as its stored test metrics."""
+    from handreid.cli import main
+
+    def run_cli(argv: list[str]) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        return exc.value.code, *capsys.readouterr()
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg, 21, tiny_cfg.aspects)
+    path = tmp_path / "best.pt"
+
+    def save(test: dict) -> None:
+        save_checkpoint(path, model, tiny_cfg, num_classes=21, aspects=tiny_cfg.aspects, test=test)
+
+    def evaluate(*extra: str) -> tuple[str, str]:
+        code, out, err = run_cli(["evaluate", "--checkpoint", str(path), *extra])
+        assert code == 0, err
+        return out, err
+
+    save({})
+    return save, evaluate, json.loads(evaluate("--json")[0])
+
+
+def test_evaluate_is_silent_when_it_reproduces_the_stored_metrics(evaluated):
+    save, evaluate, measured = evaluated
+    save(measured)
+    out, err = evaluate()
+    assert out.startswith("test (3 splits): rank1") and out.count("\n") == 1 and err == ""
+    out, err = evaluate("--json")
+    assert json.loads(out) == measured and err == ""
+
+
+def test_evaluate_says_which_metrics_differ_from_the_stored_ones(evaluated):
+    save, evaluate, measured = evaluated
+    stored = {**measured, "mAP": measured["mAP"] - 0.0123, "rank5": measured["rank5"] + 0.05}
+    save(stored)
+    test_line, note = evaluate()[0].splitlines()
+    assert test_line.startswith("test (3 splits)")
+    assert note.startswith(
+        "differs from the checkpoint's stored test metrics on the same test images (stored: "
+        f"rank5 {100 * stored['rank5']:.2f}, mAP {100 * stored['mAP']:.2f}): "
+    )
+    out, err = evaluate("--json")  # stdout stays one JSON object; the note is a warning
+    assert json.loads(out) == measured and err == f"warning: {note}\n"
+
+
+def test_evaluate_says_the_stored_metrics_were_measured_on_other_test_images(
+    evaluated, synthetic_root, tmp_path
+):
+    save, evaluate, measured = evaluated
+    save({**measured, "mAP": 0.9, "test_set": "0123456789ab"})
+    _, note = evaluate()[0].splitlines()
+    assert note.startswith("the checkpoint's stored test mAP 90.00 was measured on other test")
+    assert "differs" not in note  # other images: a different number is no mismatch
+    # a checkpoint without the digest: another data folder counts as other test images
+    save({k: v for k, v in measured.items() if k != "test_set"})
+    assert evaluate()[0].count("\n") == 1  # its own data_root: the same images and numbers
+    copy = shutil.copytree(synthetic_root, tmp_path / "copy")
+    _, note = evaluate("--data", str(copy))[0].splitlines()
+    assert "was measured on other test images" in note

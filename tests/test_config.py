@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -249,10 +250,38 @@ def test_overrides_fall_back_to_text_when_not_yaml():
         parse_overrides(["epochs=2001-13-01"])
 
 
-def test_empty_and_non_mapping_files(tmp_path):
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n# and another\n", "{}\n", "---\n"])
+def test_a_config_that_sets_nothing_is_refused_even_with_overrides(tmp_path, text):
+    # it would train the defaults (vitb16 with OpenAI weights) without a word
     path = tmp_path / "c.yaml"
-    path.write_text("# only a comment\n")
-    assert TrainConfig.from_yaml(path) == TrainConfig()
+    path.write_text(text)
+    for overrides in ([], ["epochs=2"]):
+        with pytest.raises(ConfigError) as err:
+            TrainConfig.from_yaml(path, overrides)
+        message = str(err.value)
+        assert message.startswith(f"{path}: the config sets nothing")
+        assert "(model vitb16, pretrained openai)" in message and "'model: tiny-vit'" in message
+
+
+def test_example_configs_and_a_one_key_config_still_load(tmp_path):
+    from importlib.resources import files
+
+    for example in files("handreid").joinpath("configs").iterdir():
+        cfg = TrainConfig.from_yaml(Path(str(example)))
+        assert cfg.model == example.name.removesuffix(".yaml")
+    path = tmp_path / "c.yaml"
+    path.write_text("model: tiny-vit\n")
+    assert TrainConfig.from_yaml(path) == TrainConfig(model="tiny-vit")
+    from hpo.records.space import load_space  # baselines are partial mappings, never files
+
+    for backbone in ("rn50", "vitb16", "tiny-rn", "tiny-vit"):
+        space = load_space(backbone)
+        for baseline in space.baselines:
+            space.config({k: v for k, v in baseline.items() if k != "name"})
+
+
+def test_non_mapping_files(tmp_path):
+    path = tmp_path / "c.yaml"
     path.write_text("[]\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         TrainConfig.from_yaml(path)

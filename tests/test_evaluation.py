@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from handreid.evaluation import average_splits, cosine_similarity, evaluate_ranking
+from handreid.evaluation import (
+    NonFiniteError,
+    average_splits,
+    cosine_similarity,
+    evaluate_ranking,
+)
 
 
 # ---- brute-force reference: one query at a time, plain Python ---------------------------
@@ -236,3 +241,66 @@ def test_per_identity_sums_pool_to_the_map():
     mask = q_ids == ident
     alone = evaluate_ranking(sim[mask], q_ids[mask], g_ids)
     assert sums[ident][0] / sums[ident][1] == pytest.approx(alone["mAP"])
+
+
+# ---- non-finite scores: refused, never ranked ---------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_a_similarity_that_is_not_finite_is_refused(bad, chunk_size):
+    sim = torch.rand(5, 4, generator=torch.Generator().manual_seed(0))
+    sim[3, 1] = bad
+    with pytest.raises(NonFiniteError, match=r"similarity: 1 of 20 values are not finite"):
+        evaluate_ranking(sim, [0, 1, 2, 3, 0], [0, 1, 2, 3], chunk_size=chunk_size)
+
+
+def test_nan_features_are_refused_where_they_would_score_like_a_guess(tiny_cfg):
+    from handreid.engine import evaluate_features, prepare_data
+
+    test = prepare_data(tiny_cfg).test
+    feats = torch.full((len(test.ids), 8), float("nan"))
+    # the ranking a NaN row gets: gallery order, whose metrics look like a weak model's
+    with pytest.raises(NonFiniteError, match=f"the features of {len(test.ids)} images: "):
+        evaluate_features(feats, test)
+
+
+def test_training_whose_validation_features_are_not_finite_stops_as_diverged(tiny_cfg, monkeypatch):
+    from handreid import engine
+
+    real = engine.extract_features
+    calls = []
+
+    def breaking(model, images, aspects, cfg, device):
+        calls.append(1)
+        feats = real(model, images, aspects, cfg, device)
+        return feats * float("nan") if len(calls) == 2 else feats
+
+    monkeypatch.setattr(engine, "extract_features", breaking)
+    result = engine.fit(tiny_cfg.replace(epochs=3), device="cpu")
+    assert result.status == "diverged"
+    assert result.epochs_run == 2 and result.best_epoch == 0
+    assert "mAP" not in result.history[-1]  # the broken epoch has no validation numbers
+
+
+def test_train_that_leaves_no_finite_model_writes_nothing(tiny_cfg, tmp_path, monkeypatch, capfd):
+    from handreid import engine
+    from handreid.cli import main
+
+    real = engine.LossComputer
+
+    class Exploding(real):  # the first step turns every weight into NaN
+        def __call__(self, outputs, labels, epoch):
+            total, terms = super().__call__(outputs, labels, epoch)
+            terms["loss"] = (total * float("nan")).detach()
+            return total * float("nan"), terms
+
+    monkeypatch.setattr(engine, "LossComputer", Exploding)
+    config = tmp_path / "tiny.yaml"
+    tiny_cfg.save(config)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"])
+    _, err = capfd.readouterr()
+    assert exc.value.code == 2
+    *log, line = err.strip().splitlines()
+    assert log == ["epoch 1: loss is nan; training stopped"] and "Traceback" not in err
+    assert line.startswith("error: training diverged after 1 epoch(s) and left no model")
+    assert "nothing was written" in line and not (tmp_path / "run").exists()

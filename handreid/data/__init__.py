@@ -11,7 +11,7 @@ from pathlib import Path
 
 from handreid.config import TrainConfig
 from handreid.data import folder, hands11k, hd
-from handreid.data.base import DataSplits, Partition, Record
+from handreid.data.base import DataSplits, Partition, Record, check_image_files
 from handreid.data.splits import Catalog, build_splits
 from handreid.errors import DataError
 
@@ -59,10 +59,11 @@ def detect_layout(root: str | Path) -> str:
 
 
 def load_catalog(cfg: TrainConfig, root: Path) -> Catalog:
-    """Run the loader of ``cfg.dataset``; a layout mismatch names the layout that was found."""
+    """Run the loader of ``cfg.dataset``; a layout mismatch names the layout that was found.
+    Every image a run may use is a regular file (a FIFO would hang the decoder)."""
     loader = get_loader(cfg.dataset)
     try:
-        return loader(root, cfg)
+        catalog = loader(root, cfg)
     except DataError as exc:
         try:
             found = detect_layout(root)
@@ -71,6 +72,8 @@ def load_catalog(cfg: TrainConfig, root: Path) -> Catalog:
         if found != cfg.dataset:
             raise DataError(f"{exc} (the folder looks like the {found!r} layout)") from None
         raise
+    check_image_files(r.path for r in (*catalog.records, *catalog.distractors))
+    return catalog
 
 
 def load_splits(cfg: TrainConfig, data_root: str | Path | None = None) -> DataSplits:

@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from handreid.errors import DataError
+
+_SPECIAL = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,19 @@ class Partition:
     def identities(self) -> list[str]:
         return sorted({r.identity for r in self.records})
 
+    @property
+    def digest(self) -> str:
+        """12 hex digits of the images (identity and file name, in order) and the splits: two
+        partitions with one digest are scored on the same images in the same way. File names,
+        not paths, so a copy of the data moved elsewhere keeps its digest."""
+        h = hashlib.sha256()
+        for r in self.records:
+            h.update(f"{r.identity}\0{r.path.name}\n".encode())
+        for query, gallery in self.splits:
+            h.update(np.asarray(query, dtype=np.int64).tobytes() + b"|")
+            h.update(np.asarray(gallery, dtype=np.int64).tobytes() + b"\n")
+        return h.hexdigest()[:12]
+
 
 @dataclass(frozen=True)
 class DataSplits:
@@ -76,3 +102,29 @@ class DataSplits:
             "test": test,
             "train_count": len(self.train_identities),
         }
+
+
+# ---- image files: regular files only --------------------------------------------------------
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is no regular file (``"a FIFO (named pipe)"``, ...);
+    None for a regular file, a link to one, or a path that cannot be stat'ed (missing files
+    are named where they are read). ``os.stat`` never blocks, where ``open()`` on a FIFO
+    waits for a writer forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _SPECIAL if test(mode)), "no regular file")
+
+
+def check_image_files(paths: Iterable[Path]) -> None:
+    """Refuse, before anything opens them, image paths that are not regular files."""
+    for path in paths:
+        kind = special_kind(path)
+        if kind is not None:
+            raise DataError(
+                f"{path} is {kind}, not an image file; reading it would block or fail, so "
+                "replace it with the image or remove it"
+            )

@@ -14,14 +14,15 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from handreid.data.base import special_kind
 from handreid.errors import DataError
+from handreid.threads import thread_map
 
 CACHE_ENV = "HANDREID_CACHE"
 _FORMAT = 1  # bump when the stored layout or the decoding changes
@@ -35,6 +36,9 @@ def default_cache_dir() -> Path:
 def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     """One image as uint8 ``(3, h, w)`` RGB, resized (bilinear, antialiased) to ``size=(h, w)``."""
     h, w = size
+    kind = special_kind(path)
+    if kind is not None:  # open() on a FIFO or a device waits forever
+        raise OSError(f"{path} is {kind}, not an image file")
     with Image.open(path) as img:
         img.draft("RGB", (w, h))  # JPEG only: decode at 1/2, 1/4 or 1/8 scale, still >= (w, h)
         img = img.convert("RGB")
@@ -99,8 +103,7 @@ def decode_all(paths: Sequence[Path], size: tuple[int, int], workers: int = 0) -
         for i in range(len(paths)):
             work(i)
     else:
-        with ThreadPoolExecutor(min(workers, len(paths))) as pool:
-            list(pool.map(work, range(len(paths))))
+        thread_map(work, range(len(paths)), min(workers, len(paths)))
     if failed:
         failed.sort()
         names = ", ".join(str(p) for p, _ in failed[:3])

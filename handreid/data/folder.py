@@ -24,7 +24,8 @@ def load_catalog(root: Path, cfg: TrainConfig) -> Catalog:
             p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
         ):
             for path in sorted(folder.iterdir()):
-                if is_image(path) and path.is_file():
+                # not is_file(): a FIFO or folder named like an image is refused, not skipped
+                if is_image(path) and path.exists():
                     records.append(Record(path, folder.name, folder.name))
     except OSError as exc:  # an unreadable subfolder: say which, not a traceback
         raise DataError(f"cannot list {exc.filename or root}: {exc.strerror or exc}") from None

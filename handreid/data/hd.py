@@ -31,7 +31,7 @@ def load_catalog(root: Path, cfg: TrainConfig) -> Catalog:
     records, distractors, found = [], [], []
     for path in paths:
         match = _NAME.match(path.name)
-        if not match or not path.is_file():
+        if not match or not path.exists():  # a FIFO or folder here is refused, not skipped
             continue
         found.append(path)
         subject = str(int(match.group(1)))

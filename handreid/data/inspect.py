@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,11 @@ from PIL import Image
 
 from handreid.config import TrainConfig
 from handreid.data import DATASETS, detect_layout, load_catalog, resolve_root
+from handreid.data.base import special_kind
 from handreid.data.hands11k import check_aspects
 from handreid.data.splits import build_splits
 from handreid.errors import DataError
+from handreid.threads import thread_map
 
 
 def inspect_data(
@@ -93,9 +94,12 @@ def check_batches(cfg: TrainConfig, train_labels: Sequence[Hashable]) -> None:
 
 
 def unreadable(paths: Sequence[Path], workers: int = 0) -> list[str]:
-    """Names of the images that fail to decode (a header check misses truncated files)."""
+    """Names of the images that fail to decode (a header check misses truncated files), or
+    that are no regular file (never opened: a FIFO would block)."""
 
     def broken(path: Path) -> bool:
+        if special_kind(path) is not None:
+            return True
         try:
             with Image.open(path) as img:
                 img.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, still reads every byte
@@ -104,8 +108,7 @@ def unreadable(paths: Sequence[Path], workers: int = 0) -> list[str]:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return True
 
-    with ThreadPoolExecutor(workers or None) as pool:
-        flags = list(pool.map(broken, paths))
+    flags = thread_map(broken, paths, workers or None)
     return sorted(p.name for p, bad in zip(paths, flags, strict=True) if bad)
 
 

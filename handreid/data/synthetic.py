@@ -12,6 +12,7 @@ Output is byte-identical for the same arguments.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -19,7 +20,6 @@ import json
 import math
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from handreid.config import ASPECTS
 from handreid.data.hands11k import COLUMNS, CSV_NAME, IMAGE_DIR
 from handreid.errors import DataError
+from handreid.threads import thread_map
 
 STAMP = ".handreid-synth"  # marks a folder this module wrote; holds the arguments as JSON
 _SUPERSAMPLE = 2  # draw at twice the size, then average 2x2 blocks (cheap anti-aliasing)
@@ -272,21 +273,51 @@ def write_synthetic(
     out = Path(out)
     old = _clear_for_writing(out, force)
     target = out.resolve() if out.is_symlink() else out  # a link to a folder: write there
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     # Written whole in a hidden sibling, then renamed into place: a set cut short (disk full,
     # Ctrl-C) never reaches ``out``, and the stamp always lists every file it holds.
     tmp = target.parent / f".{target.name}.{os.getpid()}.synth.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_set(tmp, ids, per_id, size, seed)
-        for path in old:  # checked by _clear_for_writing: files synth wrote, unchanged
-            path.unlink()
-        if old and (out / IMAGE_DIR).is_dir():
-            (out / IMAGE_DIR).rmdir()
-        os.replace(tmp, target)  # replaces an empty folder
-    finally:
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _write_set(tmp, ids, per_id, size, seed)
+            for path in old:  # checked by _clear_for_writing: files synth wrote, unchanged
+                path.unlink()
+            if old and (out / IMAGE_DIR).is_dir():
+                (out / IMAGE_DIR).rmdir()
+            os.replace(tmp, target)  # replaces an empty folder
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        for folder in created:  # deepest first; only the folders this call made, if empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            raise DataError(_write_failed(out, tmp, exc)) from None
+        raise
     return out
+
+
+def _write_failed(out: Path, tmp: Path, exc: OSError) -> str:
+    """One line naming the file that could not be written as the user knows it: under ``out``,
+    not under the hidden temporary folder."""
+    where = os.fsdecode(exc.filename) if exc.filename is not None else str(out)
+    with contextlib.suppress(ValueError):
+        where = str(out / Path(where).relative_to(tmp))
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot write the synthetic set {out}: {where}: {reason}; no partial set was left"
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """``path.write_bytes(data)``; an error while writing (a full disk) names ``path``, which
+    ``write()`` on an open file does not."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def _digest(data: bytes) -> list:
@@ -309,19 +340,18 @@ def _write_set(out: Path, ids: int, per_id: int, size: int, seed: int) -> None:
         buffer = io.BytesIO()
         photo.save(buffer, format="JPEG", quality=90)
         data = buffer.getvalue()
-        (out / IMAGE_DIR / name).write_bytes(data)
+        _write_file(out / IMAGE_DIR / name, data)
         files[f"{IMAGE_DIR}/{name}"] = _digest(data)
         return _row(i, sub, aspect, name, ring_on)
 
     # Every image depends only on (seed, subject, aspect, n): threads keep the bytes identical
     # and overlap file writes and JPEG encoding, which release the GIL.
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        rows = list(pool.map(make, range(len(jobs))))
+    rows = thread_map(make, range(len(jobs)), min(4, os.cpu_count() or 1))
     text = io.StringIO(newline="")
     text.write(",".join(COLUMNS) + "\r\n")  # unquoted header, quoted strings: as the real file
     csv.writer(text, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n").writerows(rows)
     data = text.getvalue().encode()
-    (out / CSV_NAME).write_bytes(data)
+    _write_file(out / CSV_NAME, data)
     files[CSV_NAME] = _digest(data)
     # the stamp lists what synth wrote, by name, size and SHA-256: --force removes only those
     stamp = {
@@ -331,7 +361,7 @@ def _write_set(out: Path, ids: int, per_id: int, size: int, seed: int) -> None:
         "seed": seed,
         "files": dict(sorted(files.items())),
     }
-    (out / STAMP).write_text(json.dumps(stamp) + "\n")
+    _write_file(out / STAMP, (json.dumps(stamp) + "\n").encode())
 
 
 def _stamp_files(out: Path) -> dict[str, list]:

@@ -107,6 +107,23 @@ def test_corrupt_images_are_named(tmp_path):
     assert not list((tmp_path / "c").glob("*.npy"))
 
 
+def test_a_fifo_or_folder_named_like_an_image_is_named_and_never_opened(tmp_path, mkfifo):
+    paths = make_images(tmp_path / "img", n=2)
+    fifo = mkfifo(tmp_path / "img" / "pipe.jpg")
+    (tmp_path / "img" / "dir.jpg").mkdir()
+    with pytest.raises(DataError) as err:
+        load_images([*paths, fifo, tmp_path / "img" / "dir.jpg"], (16, 16), tmp_path / "c")
+    msg = str(err.value)
+    assert msg.startswith("2 image(s) could not be read:") and "dir.jpg" in msg
+    assert f"{fifo} is a FIFO (named pipe), not an image file" in decode_error(fifo)
+
+
+def decode_error(path: Path) -> str:
+    with pytest.raises(OSError) as err:
+        cache.decode_image(path, (16, 16))
+    return str(err.value)
+
+
 def test_missing_file_is_named(tmp_path):
     paths = make_images(tmp_path / "img", n=2) + [tmp_path / "img" / "gone.jpg"]
     with pytest.raises(DataError, match="image not found: .*gone.jpg"):

@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from handreid.cli import main
-from handreid.config import ASPECTS
+from handreid.config import ASPECTS, TrainConfig
+from handreid.data import load_splits
 from handreid.data.inspect import format_inspect, inspect_data
 from handreid.data.synthetic import write_synthetic
 from handreid.errors import DataError
@@ -146,3 +148,60 @@ def test_cli_synth(tmp_path, capsys):
     assert "error: size=4 is out of range" in capsys.readouterr().err
     assert _run(["synth", "--out", str(out), "--seed", "-1"]) == 2
     assert "error: seed=-1" in capsys.readouterr().err
+
+
+# ---- images that are no regular file: refused or reported, never opened -------------------------
+def _replace_with_fifo(path: Path, mkfifo) -> Path:
+    path.unlink()
+    return mkfifo(path)
+
+
+def test_a_fifo_among_the_images_a_run_uses_is_refused_by_name(synth, mkfifo):
+    victim = _replace_with_fifo(sorted((synth / "Hands").iterdir())[1], mkfifo)
+    with pytest.raises(DataError, match=f"{victim} is a FIFO \\(named pipe\\), not an image file"):
+        inspect_data(synth)
+    cfg = TrainConfig(data_root=str(synth), aspects=(_aspect_of(synth, victim.name),))
+    with pytest.raises(DataError, match=f"{victim} is a FIFO"):
+        load_splits(cfg)
+
+
+def test_a_fifo_outside_the_selected_aspects_is_reported_unreadable_unopened(synth, mkfifo):
+    victim = _replace_with_fifo(sorted((synth / "Hands").iterdir())[1], mkfifo)
+    other = next(a for a in ASPECTS if a != _aspect_of(synth, victim.name))
+    report = inspect_data(synth, aspects=(other,))
+    assert report["images_unreadable"] == [victim.name]
+    assert report["images_unreadable_used"] == []
+
+
+def test_a_link_to_a_regular_image_is_fine(synth):
+    victim = sorted((synth / "Hands").iterdir())[1]
+    moved = victim.rename(synth / "elsewhere.jpg")
+    victim.symlink_to(moved)
+    assert inspect_data(synth)["images_unreadable"] == []
+
+
+@pytest.mark.parametrize("layout", ["hd", "folder"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_hd_and_folder_layouts_refuse_an_image_name_that_is_no_regular_file(
+    tmp_path, layout, kind, mkfifo
+):
+    # these loaders skipped such names silently; a folder or FIFO named 3_1.jpg is a mistake
+    root = tmp_path / layout
+    names = [f"{i}_{n}.jpg" for i in range(1, 7) for n in (1, 2)]
+    if layout == "hd":
+        paths = [root / "Original Images" / name for name in names]
+    else:
+        paths = [root / f"id{name[0]}" / name for name in names]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16)).save(path)
+    victim = paths[3]
+    victim.unlink()
+    if kind == "fifo":
+        mkfifo(victim)
+        what = "a FIFO \\(named pipe\\)"
+    else:
+        victim.mkdir()
+        what = "a folder"
+    with pytest.raises(DataError, match=f"{victim} is {what}, not an image file"):
+        load_splits(TrainConfig(dataset=layout, data_root=str(root), split="random"))

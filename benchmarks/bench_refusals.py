@@ -59,6 +59,15 @@ COMMANDS = {
         "--set",
         "epoch=2",
     ],
+    "hpo run --device tpu": [
+        *("-m", "hpo.cli", "run", "--backbone", "tiny-vit", "--data", "."),
+        *("--device", "tpu"),
+    ],
+    "hpo confirm --top 0": ["-m", "hpo.cli", "confirm", "--top", "0"],
+    "hpo confirm --seeds 1": ["-m", "hpo.cli", "confirm", "--seeds", "1"],
+    "hpo confirm --workers 2 (SQLite)": ["-m", "hpo.cli", "confirm", "--workers", "2"],
+    "handreid evaluate --floors": ["-m", "handreid.cli", "evaluate", "--floors"],
+    "handreid evaluate missing.pt": ["-m", "handreid.cli", "evaluate", "--checkpoint", "none.pt"],
 }
 
 

@@ -154,6 +154,29 @@ def break_image(root: Path) -> None:
     (root / "Hands" / "Hand_0000000.jpg").write_bytes(b"not a jpeg")
 
 
+def fifo_image(root: Path) -> None:
+    """A dorsal-right image replaced by a FIFO, which open() would wait on forever."""
+    (root / "Hands" / "Hand_0000001.jpg").unlink()
+    os.mkfifo(root / "Hands" / "Hand_0000001.jpg")
+
+
+def times_nan(payload: dict) -> None:
+    for value in payload["state_dict"].values():
+        if value.is_floating_point():
+            value.mul_(float("nan"))
+
+
+def nan_backbone(tmp: Path, synthetic: Path) -> None:
+    """tiny.yaml whose ``pretrained`` is an open_clip tiny-vit state dict of NaN."""
+    from handreid.models import load_clip, resolve_model_name
+
+    clip = load_clip(resolve_model_name("tiny-vit"), "none", (64, 64))
+    payload = {"state_dict": clip.state_dict()}
+    times_nan(payload)
+    torch.save(payload["state_dict"], tmp / "nan.pt")
+    config_with(f"pretrained: {tmp / 'nan.pt'}")(tmp, synthetic)
+
+
 def run_folder(name: str, files: tuple[str, ...]) -> Setup:
     def setup(tmp: Path, synthetic: Path) -> None:
         (tmp / name).mkdir()
@@ -288,6 +311,14 @@ HANDREID_CASES = [
         "train-config-not-a-mapping",
         "expected a mapping of keys to values",
         setup=write("tiny.yaml", "- epochs\n- 3\n"),
+    ),
+    *(
+        train(
+            f"train-config-{kind}",
+            "tiny.yaml: the config sets nothing (it is empty, only comments or {})",
+            setup=write("tiny.yaml", text),
+        )
+        for kind, text in (("empty", ""), ("only-comments", "# to do\n\n"), ("empty-map", "{}\n"))
     ),
     train(
         "train-seed-negative",
@@ -442,6 +473,11 @@ HANDREID_CASES = [
     ),
     train_on("train-unreadable-image", "image(s) could not be read", synth_set(mutate=break_image)),
     train_on(
+        "train-fifo-image",
+        "data/Hands/Hand_0000001.jpg is a FIFO (named pipe), not an image file",
+        synth_set(mutate=fifo_image),
+    ),
+    train_on(
         "train-hd-on-11k-data",
         "Original Images not found; an HD folder holds 'Original Images/<id>_<n>.jpg' "
         "(the folder looks like the '11k' layout)",
@@ -562,6 +598,31 @@ HANDREID_CASES = [
         setup=edited_checkpoint(lambda p: p.update(aspects=["dorsal lefty"])),
     ),
     Case(
+        "evaluate-checkpoint-nan-weights",
+        "handreid",
+        EVALUATE,
+        "best.pt: weight image.visual.class_embedding holds 64 of 64 values that are not finite",
+        setup=edited_checkpoint(times_nan),
+    ),
+    Case(
+        "evaluate-checkpoint-one-inf-weight",
+        "handreid",
+        EVALUATE,
+        "best.pt: weight neck.bn.bias holds 1 of 64 values that are not finite (NaN or inf)",
+        setup=edited_checkpoint(
+            lambda p: p["state_dict"]["neck.bn.bias"].__setitem__(3, float("inf"))
+        ),
+    ),
+    Case(
+        "evaluate-features-overflow",
+        "handreid",
+        EVALUATE,
+        "best.pt: the features of 116 images: 7424 of 7424 values are not finite (NaN or inf)",
+        setup=edited_checkpoint(  # finite weights whose features overflow
+            lambda p: p["state_dict"]["fusion.blocks.0.mlp.3.weight"].fill_(3e38)
+        ),
+    ),
+    Case(
         "evaluate-bad-device",
         "handreid",
         (*EVALUATE, "--device", "gpu"),
@@ -591,6 +652,13 @@ HANDREID_CASES = [
     ),
     Case("evaluate-floors-missing-config", "handreid", FLOORS, "config file not found"),
     Case(
+        "evaluate-floors-empty-config",
+        "handreid",
+        FLOORS,
+        "tiny.yaml: the config sets nothing",
+        setup=write("tiny.yaml", "# nothing yet\n"),
+    ),
+    Case(
         "evaluate-floors-bad-config",
         "handreid",
         FLOORS,
@@ -617,6 +685,13 @@ HANDREID_CASES = [
         FLOORS,
         "pretrained='openai' is neither a file nor an open_clip tag of tiny-vit",
         setup=config_with("pretrained: openai"),
+    ),
+    Case(
+        "evaluate-floors-nan-backbone",
+        "handreid",
+        FLOORS,
+        "nan.pt' gives the features of 66 images: 4224 of 4224 values are not finite (NaN or inf)",
+        setup=nan_backbone,
     ),
     Case(
         "evaluate-floors-bad-device",
@@ -712,6 +787,13 @@ HANDREID_CASES = [
         ("inspect", "--data", "{tmp}/data"),
         "1 image(s) a run would use cannot be decoded (Hand_0000000.jpg)",
         setup=synth_set(mutate=break_image),
+    ),
+    Case(
+        "inspect-fifo-image",
+        "handreid",
+        ("inspect", "--data", "{tmp}/data"),
+        "data/Hands/Hand_0000001.jpg is a FIFO (named pipe), not an image file",
+        setup=synth_set(mutate=fifo_image),
     ),
 ]
 
@@ -819,6 +901,17 @@ CONFIRM = ("confirm", "--study", "handreid-tiny-vit")
 SLURM = (*RUN, "--data", "{synthetic}", "--slurm")
 # an sbatch that refuses every job as a cluster refuses an unknown partition
 REFUSING_SBATCH = "#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n"
+NO_NODE = "Batch job submission failed: Requested node configuration is not available"
+
+
+def sbatch_refusing(when: str, message: str = NO_NODE) -> str:
+    """An sbatch refusing a job whose script has a line matching the shell pattern ``when``,
+    as a cluster refuses GPUs (or memory) no node has; shell builtins only, as PATH is bare."""
+    return (
+        '#!/bin/sh\nwhile read -r line; do case "$line" in '
+        f"{when}) echo 'sbatch: error: {message}' >&2; exit 1;; esac; done\nexit 0\n"
+    )
+
 
 HPO_CASES = [
     Case(
@@ -913,6 +1006,50 @@ HPO_CASES = [
         env=(("PATH", "{tmp}/bin"),),
     ),
     Case(
+        "run-slurm-no-gpu-nodes",
+        "hpo",
+        (*SLURM, "2"),
+        f"{NO_NODE} (it passes without --gres=gpu:1: --slurm-gpus 0 for nodes without GPUs",
+        setup=executable("bin/sbatch", sbatch_refusing("*--gres*")),
+        env=(("PATH", "{tmp}/bin"),),
+    ),
+    Case(
+        "run-slurm-too-much-memory",  # the same words as for GPUs: no hint about GPUs
+        "hpo",
+        (*SLURM, "2", "--slurm-opts=--mem=100T"),
+        f"sbatch refused the job: {NO_NODE}; nothing was submitted",
+        setup=executable("bin/sbatch", sbatch_refusing("*--mem=100T*")),
+        env=(("PATH", "{tmp}/bin"),),
+    ),
+    Case(
+        "run-slurm-gres-refused-with-slurm-gpus-0",
+        "hpo",
+        (*SLURM, "2", "--slurm-gpus", "0", "--slurm-opts=--gres=gpu:2"),
+        "sbatch refused the job: Invalid generic resource (gres) specification; nothing was",
+        setup=executable(
+            "bin/sbatch",
+            sbatch_refusing("*--gres*", "Invalid generic resource (gres) specification"),
+        ),
+        env=(("PATH", "{tmp}/bin"),),
+    ),
+    Case(
+        "run-slurm-time-shorter-than-warning",  # refused before sbatch is asked
+        "hpo",
+        (*SLURM, "2", "--slurm-opts=-p gpu --time=1"),
+        "--time=1 is a time limit of 60 s, but Slurm warns each task 120 s before it (hpo's "
+        "default --signal=B:USR1@120), so every task would stop as it starts; give a longer "
+        "--time (a bare number is minutes; --time=1:00:00 is an hour) or a shorter warning, "
+        "e.g. --signal=B:USR1@30 in --slurm-opts",
+        env=(("PATH", "{tmp}/no-such-bin"),),
+    ),
+    Case(
+        "run-slurm-signal-longer-than-time",
+        "hpo",
+        (*SLURM, "2", "--slurm-dry-run", "--slurm-opts=--signal=B:USR1@600 -t 0:10:00"),
+        "--time=0:10:00 is a time limit of 600 s, but Slurm warns each task 600 s before it "
+        "(--signal=B:USR1@600 in --slurm-opts)",
+    ),
+    Case(
         "run-slurm-sqlite",
         "hpo",
         (*SLURM, "2", "--storage", "sqlite:///studies/x.db"),
@@ -937,6 +1074,13 @@ HPO_CASES = [
         "hpo",
         ("confirm", "--slurm", "2"),
         "--slurm: name the study with --study",
+    ),
+    Case(
+        "confirm-slurm-time-shorter-than-warning",
+        "hpo",
+        (*CONFIRM, "--slurm", "2", "--slurm-opts", "-t 1:30"),
+        "--time=1:30 is a time limit of 90 s, but Slurm warns each task 120 s before it",
+        env=(("PATH", "{tmp}/no-such-bin"),),
     ),
     # -- confirm
     Case("confirm-no-database", "hpo", CONFIRM, "no study database at studies/handreid.db"),
@@ -1287,14 +1431,15 @@ HPO_CASES = [
 
 
 # ---- nothing lost: damaged journals, copied stamps, exports that would clobber ---------------
-def garbage_line(where: str) -> Setup:
-    """A journal whose last line is garbage that ends in a newline (Optuna skips such a last
-    line when reading, and would append after it)."""
+def garbage_line(where: str, at: int | None = None) -> Setup:
+    """A journal with a garbage line that ends in a newline: its last line (Optuna skips such a
+    last line when reading, and would append after it), or line ``at`` (from 1)."""
 
     def setup(tmp: Path, synthetic: Path) -> None:
         study_in(where)(tmp, synthetic)
-        with open(tmp / where, "ab") as fh:
-            fh.write(b"garbage line\n")
+        lines = (tmp / where).read_bytes().splitlines(keepends=True)
+        lines.insert(len(lines) if at is None else at - 1, b"garbage line\n")
+        (tmp / where).write_bytes(b"".join(lines))
 
     return setup
 
@@ -1339,11 +1484,43 @@ def edited_checkpoint_id(tmp: Path, synthetic: Path) -> None:
     study.tell(trial, 0.5)
 
 
+def study_with_checkpoint(tmp: Path, synthetic: Path) -> None:
+    """A complete trial whose model is a checkpoint artifact in the study's store, and a file
+    of the user's where ``hpo export --out outs/existing.yaml --checkpoint`` puts the model."""
+    import optuna
+    from optuna.artifacts import upload_artifact
+
+    from hpo.records.artifacts import open_artifact_store
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    (tmp / "studies" / "artifacts").mkdir(parents=True)
+    study = optuna.create_study(
+        study_name="s", storage=f"sqlite:///{tmp}/studies/handreid.db", direction="maximize"
+    )
+    trial = study.ask()
+    trial.set_user_attr("config", TrainConfig(**TINY, data_root=str(synthetic)).to_dict())
+    model = tmp / "checkpoint.pt"  # artifacts keep the uploaded file's name
+    model.write_bytes(b"the trial's model")
+    store = open_artifact_store(tmp / "studies" / "artifacts")
+    upload_artifact(artifact_store=store, file_path=str(model), study_or_trial=trial)
+    model.unlink()
+    study.tell(trial, 0.5)
+    (tmp / "outs").mkdir()
+    (tmp / "outs" / "existing.pt").write_text("precious model")
+
+
 def folder(name: str) -> Setup:
     def setup(tmp: Path, synthetic: Path) -> None:
         (tmp / name).mkdir(parents=True)
 
     return setup
+
+
+def space_with_a_baseline_missing_max_norm(tmp: Path, synthetic: Path) -> None:
+    space = tiny_space(tmp, synthetic)
+    assert "max_norm" in space["space"] and "max_norm" in space["baselines"][0]
+    del space["baselines"][0]["max_norm"]
+    (tmp / "sp.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
 
 
 def space_with_twin_baselines(tmp: Path, synthetic: Path) -> None:
@@ -1427,7 +1604,8 @@ NOTHING_LOST_CASES = [
         "run-journal-garbage-last-line",
         "hpo",
         (*RUN, "--data", "{synthetic}", "--storage", "{tmp}/s.log"),
-        "is not an Optuna journal record; nothing was written; keep a copy and cut it off with: cp",
+        "is not an Optuna journal record; nothing was written; the study replays without it: "
+        "keep a copy and delete it, keeping all 5 records, with: cp",
         setup=garbage_line("s.log"),
     ),
     Case(
@@ -1436,6 +1614,20 @@ NOTHING_LOST_CASES = [
         ("show", "--storage", "{tmp}/s.log"),
         "line 6 (bytes",
         setup=garbage_line("s.log"),
+    ),
+    Case(
+        "show-journal-garbage-middle-line",
+        "hpo",
+        ("show", "--storage", "{tmp}/s.log"),
+        "keeping all 5 records, with: cp",  # the records after the line are not cut off
+        setup=garbage_line("s.log", at=3),
+    ),
+    Case(
+        "run-journal-garbage-middle-line",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--storage", "{tmp}/s.log"),
+        "s.log.bak && sed -e 3d ",
+        setup=garbage_line("s.log", at=3),
     ),
     Case(
         "synth-force-over-a-copied-stamp",
@@ -1472,13 +1664,43 @@ NOTHING_LOST_CASES = [
         "'../../cfg.yaml' recorded in the storage is not an Optuna artifact id",
         setup=edited_checkpoint_id,
     ),
+    Case(
+        "export-checkpoint-over-a-file-not-named",
+        "hpo",
+        ("export", "--study", "s", "--out", "{tmp}/outs/existing.yaml", "--checkpoint"),
+        "existing.pt exists and holds another file; hpo export --checkpoint writes the model "
+        "there (the YAML's name with .pt) and replaces it only with --overwrite",
+        setup=study_with_checkpoint,
+    ),
+    Case(
+        "run-baseline-without-a-searched-key",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/sp.yaml"),
+        "baselines[0]: sets no value for the searched key(s) max_norm; a baseline fixes every "
+        "searched key",
+        setup=space_with_a_baseline_missing_max_norm,
+    ),
+    Case(
+        "confirm-bad-device",
+        "hpo",
+        (*CONFIRM, "--device", "tpu"),
+        "--device 'tpu': expected auto, cpu, cuda or cuda:N",
+    ),
+    Case(
+        "run-fifo-image",
+        "hpo",
+        (*RUN, "--data", "{tmp}/data"),
+        "data/Hands/Hand_0000001.jpg is a FIFO (named pipe), not an image file",
+        setup=synth_set(mutate=fifo_image),
+    ),
 ]
 
 CASES = HANDREID_CASES + HPO_CASES + NOTHING_LOST_CASES
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """relative path -> content digest (or 'dir'/'link:<target>') of everything under root."""
+    """relative path -> content digest (or 'dir'/'link:<target>'/'fifo'/'special') of
+    everything under root."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -1488,6 +1710,8 @@ def _snapshot(root: Path) -> dict[str, str]:
                 out[rel] = f"link:{os.readlink(path)}"
             elif path.is_dir():
                 out[rel] = "dir"
+            elif not path.is_file():  # reading a FIFO or a device would block the snapshot
+                out[rel] = "fifo" if path.is_fifo() else "special"
             else:
                 out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out

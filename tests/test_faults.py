@@ -282,12 +282,13 @@ def test_a_bad_record_inside_a_journal_is_refused_with_a_repair_that_works(tmp_p
         open_storage(str(path))
     message = str(exc.value)
     assert f"line 2 (bytes {first}-{first + 13}) is not an Optuna journal record" in message
-    assert "and the " in message and "record(s) after it" in message  # what the cut drops
+    assert "keeping all" in message and "sed " in message  # only the bad line goes
     assert path.read_bytes() == damaged and os.listdir(tmp_path) == ["study.log"]
-    subprocess.run(message.split("cut it off", 1)[1].split(" with: ", 1)[1], shell=True, check=True)
-    assert path.read_bytes() == whole[:first]  # a whole journal again: the study, no trials
+    subprocess.run(message.split(" with: ", 1)[1], shell=True, check=True, cwd=tmp_path)
+    assert path.read_bytes() == whole  # every record kept, and a copy of the damaged file
+    assert (tmp_path / "study.log.bak").read_bytes() == damaged
     again = optuna.load_study(study_name="s", storage=open_storage(str(path)))
-    assert again.trials == []
+    assert len(again.trials) == 2
 
 
 # ---- dropped baselines are named, and can be queued again ------------------------------------
@@ -342,8 +343,29 @@ except SystemExit as exc:
             "handreid.cli",
             ["train", "--config", "CONFIG", "--set", "epoch=2"],
         ),
+        ("hpo.cli", ["run", "--backbone", "tiny-vit", "--data", ".", "--device", "tpu"]),
+        ("hpo.cli", ["confirm", "--top", "0"]),
+        ("hpo.cli", ["confirm", "--seeds", "1"]),
+        ("hpo.cli", ["confirm", "--workers", "2"]),
+        ("hpo.cli", ["confirm", "--device", "tpu"]),
+        ("handreid.cli", ["evaluate", "--floors"]),
+        ("handreid.cli", ["evaluate", "--checkpoint", "missing.pt"]),
+        ("handreid.cli", ["evaluate", "--floors", "--config", "CONFIG", "--device", "tpu"]),
     ],
-    ids=["hpo-study-name", "hpo-set-key", "hpo-epochs-twice", "train-set-key"],
+    ids=[
+        "hpo-study-name",
+        "hpo-set-key",
+        "hpo-epochs-twice",
+        "train-set-key",
+        "hpo-run-device",
+        "confirm-top-0",
+        "confirm-seeds-1",
+        "confirm-workers-on-sqlite",
+        "confirm-device",
+        "evaluate-floors-without-config",
+        "evaluate-missing-checkpoint",
+        "evaluate-floors-device",
+    ],
 )
 def test_a_refusal_that_needs_no_model_loads_neither_torch_nor_open_clip(tmp_path, module, argv):
     config = Path(__file__).resolve().parents[1] / "handreid" / "configs" / "tiny-vit.yaml"
@@ -358,3 +380,89 @@ def test_a_refusal_that_needs_no_model_loads_neither_torch_nor_open_clip(tmp_pat
     )
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+# ---- a full disk while `handreid synth` writes: one line naming the file, no set left ------------
+def test_a_full_disk_while_synth_writes_names_the_file_and_leaves_no_set(
+    tmp_path, monkeypatch, capsys
+):
+    from handreid.cli import main
+
+    real_write = Path.write_bytes
+    written = []
+
+    def full_disk(self, data):
+        written.append(self.name)
+        if len(written) < 5:
+            return real_write(self, data)
+        with open(self, "wb") as fh:  # a truncated file is left, as a real full disk leaves it
+            fh.write(data[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # write() names no file
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    out = tmp_path / "new" / "deeper" / "data"
+    argv = ["synth", "--ids", "2", "--per-id", "2", "--size", "16", "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exc.value.code == 2
+    (line,) = err.splitlines()
+    assert line.startswith(f"error: cannot write the synthetic set {out}: {out}/Hands/Hand_")
+    assert line.endswith(": No space left on device; no partial set was left")
+    assert list(tmp_path.iterdir()) == [], "no set, no temporary, no folders it created"
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as exc:  # nothing a later run would trust or refuse
+        main(argv)
+    assert exc.value.code == 0 and (out / "HandInfo.csv").is_file()
+
+
+# ---- SIGTERM ends a command even while a thread is stuck in a read ---------------------------
+STUCK_DECODE = """
+import sys, threading
+from pathlib import Path
+import handreid.data.cache as cache
+
+real, ready = cache.decode_image, Path(sys.argv[1])
+
+
+def decode(path, size):
+    if threading.current_thread() is not threading.main_thread():
+        ready.touch()
+        threading.Event().wait()  # as a read from a hung file system: never returns
+    return real(path, size)
+
+
+cache.decode_image = decode
+from hpo.cli import main
+
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.integration  # starts a command in its own process
+def test_sigterm_ends_hpo_run_with_143_while_a_decoding_thread_is_stuck(tmp_path, synthetic_root):
+    import signal
+    import time
+
+    ready = tmp_path / "stuck"
+    argv = ["run", "--backbone", "tiny-vit", "--data", str(synthetic_root), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HANDREID_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_DECODE, str(ready), *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)  # before: it waited for the thread for good
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err, err

@@ -18,6 +18,7 @@ from hpo.commands._common import (
     worker_prefix,
 )
 from hpo.commands._run_checks import refuse_sqlite_workers
+from hpo.common.args import check_plan_args
 from hpo.fleet import slurm
 
 
@@ -52,6 +53,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the arguments are checked before Optuna, torch and open_clip load (seconds)
+    if args.workers < 1:
+        raise UserError(f"--workers={args.workers}: must be at least 1")
+    refuse_sqlite_workers(args.storage, args.workers)
+    check_plan_args(args.top, args.seeds)
+    from handreid.devices import check_device_name
+
+    check_device_name(args.device)
+
     import optuna
     from optuna.trial import TrialState
 
@@ -68,13 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     watch_parent(args)
-    if args.workers < 1:
-        raise UserError(f"--workers={args.workers}: must be at least 1")
-    refuse_sqlite_workers(args.storage, args.workers)
     slurm.check_args(args, lambda flag, value: replaced(args.argv, drop=flag, add=[flag, value]))
     if args.worker:
         slurm.install_handlers()
-    cf.check_plan_args(args.top, args.seeds)
     gpus = parse_gpus(args.gpus)
     device = resolve_device(args.device) if args.workers == 1 else None
     storage = open_storage(args.storage, create=False, heartbeat=args.heartbeat or None)

@@ -151,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     # arguments, storage, search space and config are checked before torch and open_clip
     # load (seconds): a refusal that needs no model comes at once
     storage_url, name, gpus = check_run_target(args)
+    from handreid.devices import check_device_name
+
+    check_device_name(args.device)
     space = load_space(space_file(args.space) if args.space else args.backbone)
     space = space.with_base(**data_changes(args, space))
     base_cfg = space.config({})

@@ -10,7 +10,7 @@ from hpo.commands._common import add_command, print_json, storage_arg, study_arg
 
 
 def add_parser(sub) -> None:
-    from hpo.views.listing import TOP
+    from hpo.common.lines import TOP
 
     p = add_command(
         sub,

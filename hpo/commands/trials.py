@@ -8,7 +8,7 @@ from hpo.commands._common import add_command, print_json, storage_arg, study_arg
 
 
 def add_parser(sub) -> None:
-    from hpo.views.listing import STATES
+    from hpo.common.lines import STATES
 
     p = add_command(
         sub, "trials", "list a study's trials: state, value ± SE, time, epochs, why it ended"

@@ -1,6 +1,6 @@
 """What every layer shares: ``lines`` (line widths from COLUMNS, numbers and uncertainties as
-text, trial labels) and ``paths`` (study names and folders, writes that never leave half a
-file).
+text, trial labels), ``paths`` (study names and folders, writes that never leave half a
+file) and ``args`` (argument checks light enough to come before Optuna and torch load).
 
 Imports: ``handreid`` and the standard library only; nothing else in ``hpo``.
 """

@@ -18,6 +18,11 @@ from typing import Any
 from handreid.errors import one_line
 from handreid.text import pm  # the sign every hpo line uses
 
+# the trial states a listing filters on, and how many of the best trials it lists by default;
+# here, not in hpo.views.listing, so that building the command line imports no view
+STATES = ("complete", "pruned", "fail", "running", "waiting")
+TOP = 5
+
 WIDTH = 80  # the line width when the terminal's is unknown (a pipe, a 0-column TTY)
 MIN_WIDTH = 40
 ERROR_CHARS = 110

@@ -64,7 +64,7 @@ class BaselineComparison:
         return text
 
     def diff_ci(self) -> tuple[float, float]:
-        return t_interval(self.diff, self.diff_se, self._df())
+        return t_interval(self.diff, self.diff_se, self._df(), bounds=(-1.0, 1.0))
 
     def p_value(self) -> float:
         return two_sided_p(self.diff, self.diff_se, self._df())

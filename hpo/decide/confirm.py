@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
+from hpo.common.args import check_plan_args
 from hpo.decide import verdict as vd
 from hpo.fleet.recovery import (
     HeldSignals,
@@ -82,15 +83,6 @@ class Plan:
 
     def pairs(self) -> list[tuple[int, int]]:
         return [(t, s) for t in self.trials for s in self.seeds]
-
-
-def check_plan_args(top: int, seeds: int) -> None:
-    if top < 1:
-        raise UserError(f"--top={top}: must be at least 1")
-    if seeds < 2:
-        raise UserError(f"--seeds={seeds}: at least 2 are needed for a paired comparison")
-    if seeds > 100:
-        raise UserError(f"--seeds={seeds}: at most 100 (each seed re-trains every config)")
 
 
 def plan(study: optuna.Study, top: int, seeds: int) -> Plan:
@@ -336,7 +328,7 @@ def _paired_var(a: Runs, b: Runs, folds: int) -> float:
 
 def estimate(runs: Runs, folds: int) -> dict[str, Any]:
     mean, se = mean_se(runs.values, extra_var=_identity_var(runs, folds))
-    lo, hi = t_interval(mean, se, len(runs.values) - 1, LEVEL)
+    lo, hi = t_interval(mean, se, len(runs.values) - 1, LEVEL, bounds=(0.0, 1.0))
     return {"mean": mean, "se": se, "ci": [lo, hi], "n": len(runs.values)}
 
 
@@ -576,7 +568,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         if r["trial"] == summary.get("incumbent"):
             role += " *"
         obj = "-" if r.get("objective") is None else f"{r['objective']:.4f}"
-        if r.get("objective_se") is not None:
+        if r.get("objective_se") is not None and math.isfinite(r["objective_se"]):
             obj += f" {pm()} {r['objective_se']:.3f}"
         conf = f"{r['mean']:.4f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] n={r['n']}"
         ep = r.get("epochs") or "-"

@@ -142,6 +142,11 @@ def pooled_error(unit_means: np.ndarray) -> tuple[float, int]:
     return float(np.sum(resid**2) / df), df
 
 
+def _within_one(lo: float, hi: float) -> tuple[float, float]:
+    """An interval for a difference of two mAPs, which lies in [-1, 1]."""
+    return max(lo, -1.0), min(hi, 1.0)
+
+
 def against_reference(
     unit_means: np.ndarray,
     reference: int,
@@ -166,7 +171,7 @@ def against_reference(
     ses = np.sqrt([2 * ms / y.shape[1] + (extra_var or {}).get(i, 0.0) for i in others])
     ps = _p(diffs, ses, lambda t: 1 - _cdf(t, len(others), df))
     return {
-        i: Difference(d, se, (d - crit * se, d + crit * se), p, df, runs, len(others))
+        i: Difference(d, se, _within_one(d - crit * se, d + crit * se), p, df, runs, len(others))
         for i, d, se, p in zip(others, diffs.tolist(), ses.tolist(), ps.tolist(), strict=True)
     }
 
@@ -184,7 +189,7 @@ def between(
     se = math.sqrt(2 * ms / y.shape[1] + extra_var)
     q = critical_value(1, df, level)
     p = float(_p(np.array([d]), np.array([se]), lambda t: 2 * special.stdtr(df, -t))[0])
-    return Difference(d, se, (d - q * se, d + q * se), p, df, runs)
+    return Difference(d, se, _within_one(d - q * se, d + q * se), p, df, runs)
 
 
 def _p(d: np.ndarray, se: np.ndarray, tail) -> np.ndarray:

@@ -389,6 +389,14 @@ def _parse_baselines(
                 errors.append(f"{where}: {key!r} is set but its condition {p.when} does not hold")
             elif not p.contains(value):
                 errors.append(f"{where}: {key}={value!r} lies outside the space")
+        # Optuna would draw a missing one at random: the baseline would not be the one named
+        missing = [p.name for p in params if p.name not in entry and p.active(values)]
+        if missing:
+            errors.append(
+                f"{where}: sets no value for the searched key(s) {', '.join(missing)}; a "
+                "baseline fixes every searched key that applies to it (else it is drawn at "
+                "random), so add them"
+            )
         same = next((j for j, b in enumerate(out) if _settings(b) == _settings(entry)), None)
         if same is not None:
             errors.append(

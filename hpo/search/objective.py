@@ -124,12 +124,14 @@ def summarize(runs: list[RunResult], cfg: TrainConfig) -> dict[str, Any]:
         "n_folds": cfg.val_folds,
         "n_repeats": cfg.val_repeats,
         "value_sd": round(statistics.stdev(values), 6) if len(values) > 1 else 0.0,
-        "value_se": round(value_se(runs, cfg.val_folds), 6),
         "best_epochs": [r.best_epoch for r in runs],
         "best_epoch": round(statistics.median(r.best_epoch for r in runs)),
         "epochs_run": sum(r.epochs_run for r in runs),
         "peak_memory_mb": round(max(r.peak_memory_bytes for r in runs) / 2**20, 1),
     }
+    se = value_se(runs, cfg.val_folds)
+    if math.isfinite(se):  # NaN where nothing varies (one run, every identity's AP 1.0)
+        out["value_se"] = round(se, 6)
     for key in METRICS:
         out[key] = statistics.fmean(r.metrics.get(key, math.nan) for r in runs)
     digests = {r.identities.get("digest") for r in runs} - {None}

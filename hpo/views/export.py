@@ -3,6 +3,7 @@ read from the study's read model (``hpo.views.model``)."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def pick_trial(
 def value_text(trial: optuna.trial.FrozenTrial) -> str:
     """``0.6123 ± 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
     se = trial.user_attrs.get("value_se")
-    if se is None:
+    if not isinstance(se, (int, float)) or not math.isfinite(se):  # unknown: no "± nan"
         return f"{trial.value:.4f}"
     from hpo.common.lines import pm, runs_text
 

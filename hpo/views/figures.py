@@ -234,7 +234,12 @@ def value_se_figure(study: optuna.Study) -> tuple[object | None, str | None]:
     """Each complete trial's value with its standard error over validation folds."""
     import plotly.graph_objects as go
 
-    done = [t for t in completed(study) if "value_se" in t.user_attrs]
+    done = [
+        t
+        for t in completed(study)
+        if isinstance(t.user_attrs.get("value_se"), (int, float))
+        and math.isfinite(t.user_attrs["value_se"])
+    ]
     if not done:
         return None, "no trial has a value_se user attribute (validation folds give one)"
     fig = go.Figure()

@@ -14,6 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from hpo.common.lines import (
+    STATES,
+    TOP,
     _packed,
     _param_items,
     fit,
@@ -27,9 +29,6 @@ from hpo.common.lines import (
 )
 from hpo.decide.floors import floor_lines
 from hpo.views.model import StudyView, as_view
-
-STATES = ("complete", "pruned", "fail", "running", "waiting")
-TOP = 5
 
 
 # ---- records (JSON-ready)

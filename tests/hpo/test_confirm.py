@@ -422,3 +422,40 @@ def test_no_verdict_before_every_config_finished_one_seed():
         "`hpo confirm --study s --top 2 --seeds 2` finishes the rest: "
         "no seed has every config's runs yet, so no config is compared"
     )
+
+
+def test_an_interval_for_a_value_near_one_stays_inside_zero_to_one():
+    """Two seeds at 0.99 and 0.80: the t interval (df 1) would run to about 2.1 mAP."""
+    est = cf.estimate(cf.Runs(values=[0.99, 0.80]), folds=3)
+    assert est["ci"][1] == 1.0 and 0.0 <= est["ci"][0] < est["mean"]
+    from hpo.decide.compare import BaselineComparison
+    from hpo.decide.verdict import between
+
+    frozen = optuna.trial.create_trial(value=0.9)
+    wide = BaselineComparison(frozen, frozen, diff=0.6, diff_se=0.1, paired=True, units=2)
+    assert wide.diff_ci()[1] == 1.0 and wide.diff_ci()[0] == pytest.approx(0.6 - 1.2706, abs=1e-3)
+    d = between(np.array([[0.95, 0.1], [0.05, 0.9]]), 0, 1, runs=2)
+    assert d.ci == (-1.0, 1.0)  # df 1: t 12.7 x SE far past the possible difference
+
+
+def test_a_value_without_spread_has_no_standard_error_rather_than_nan():
+    """One run on identities that all reach AP 1.0: no SE is stored and none is printed."""
+    from handreid.config import TrainConfig
+    from hpo.search.objective import RunResult, summarize
+    from hpo.views.export import value_text
+
+    cfg = TrainConfig(val_folds=1, val_repeats=1)
+    run = RunResult(
+        fold=0,
+        seed=0,
+        value=1.0,
+        best_epoch=1,
+        epochs_run=1,
+        status="complete",
+        metrics={"mAP": 1.0},
+        identity_ap={"a": [2.0, 2], "b": [3.0, 3]},  # (AP sum, queries): every AP 1.0
+    )
+    attrs = summarize([run], cfg)
+    assert "value_se" not in attrs
+    frozen = optuna.trial.create_trial(value=1.0, user_attrs={"value_se": float("nan")})
+    assert value_text(frozen) == "1.0000"  # a study stored before: "nan" is not shown either

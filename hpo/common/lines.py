@@ -137,6 +137,29 @@ def value_text(value: float | None, se: float | None = None) -> str:
     return f"{value:.3f}" + (f" {pm()} {se:.3f}" if se is not None and math.isfinite(se) else "")
 
 
+# One vocabulary for every view: a val mAP with 3 decimals, ``±`` only before a standard
+# error, a 95 % interval always as ``[lo, hi]``, a difference signed, a p-value with 2
+# significant digits.
+def interval_text(lo: float | None, hi: float | None, *, signed: bool = False) -> str:
+    """``[0.601, 0.733]`` (a value's 95 % interval) or ``[-0.012, +0.034]`` (a difference's)."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "[-]"
+    sign = "+" if signed else ""
+    return f"[{lo:{sign}.3f}, {hi:{sign}.3f}]"
+
+
+def diff_text(diff: float) -> str:
+    """``+0.034``: a difference of two val mAPs."""
+    return f"{diff:+.3f}" if math.isfinite(diff) else "-"
+
+
+def p_text(p: float | None) -> str:
+    """``p=0.29``, ``p=0.047``, ``p<0.001``: 2 significant digits."""
+    if p is None or not math.isfinite(p):
+        return "p=-"
+    return "p<0.001" if p < 0.001 else f"p={float(f'{p:.2g}'):g}"
+
+
 def trial_seconds(trial) -> float | None:
     """Wall time of a trial: the objective's own count (all its runs), else Optuna's start
     and end (a trial that failed before the objective recorded it)."""

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.stats import mean_se, t_interval, two_sided_p
+from hpo.common.lines import diff_text, interval_text
 
 _ABSENT = object()
 
@@ -53,12 +54,12 @@ class BaselineComparison:
             return f"the baseline {name} (trial {self.baseline.number}) is the best trial"
         text = (
             f"best trial {self.best.number} vs baseline {name} (trial {self.baseline.number}): "
-            f"{self.diff:+.4f} val mAP"
+            f"{diff_text(self.diff)} val mAP"
         )
         if math.isfinite(self.diff_se):
             lo, hi = self.diff_ci()
             kind = "paired by fold and seed" if self.paired else "from the trials' SEs"
-            text += f" (95% CI {lo:+.4f} to {hi:+.4f}, {kind})"
+            text += f" ({interval_text(lo, hi, signed=True)}, {kind})"
             if lo <= 0 <= hi:
                 text += ": within the noise" + ("" if confirmed else "; `hpo confirm` can tell")
         return text

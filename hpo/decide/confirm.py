@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
 from hpo.common.args import check_plan_args
+from hpo.common.lines import diff_text, interval_text, p_text
 from hpo.decide import verdict as vd
 from hpo.fleet.recovery import (
     HeldSignals,
@@ -531,8 +532,8 @@ def _against_baseline(row: dict[str, Any], ref: int) -> str:
     m = d.get("comparisons", 1)
     adjusted = f"simultaneous over {m} comparisons with the baseline, adjusted " if m > 1 else ""
     text = (
-        f"trial {row['trial']}, differs from baseline trial {ref} by {d['diff']:+.4f} val mAP "
-        f"(95% CI {lo:+.4f} to {hi:+.4f}, {adjusted}p={d['p']:.3f}, {d['n']} paired runs"
+        f"trial {row['trial']}, differs from baseline trial {ref} by {diff_text(d['diff'])} val "
+        f"mAP ({interval_text(lo, hi, signed=True)}, {adjusted}{p_text(d['p'])}, {d['n']} paired runs"
         + (f", df {d['df']}" if "df" in d else "")
         + ")"
     )

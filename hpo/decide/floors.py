@@ -19,8 +19,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.common.lines import interval_text
+
 ATTR = "floors"
-_NAMES = {"pixels": "pixel floor", "backbone": "backbone floor"}
+_KINDS = ("pixels", "backbone")
 
 
 def stored(study: optuna.Study) -> dict[str, Any] | None:
@@ -53,7 +55,7 @@ def ensure_floors(study: optuna.Study, cfg, data_for, device=None) -> tuple[dict
 
 def higher_floor(record: dict) -> tuple[str, float] | None:
     """(kind, value) of the higher validation floor; None when neither has a val value."""
-    vals = [(k, record[k][0]) for k in _NAMES if record.get(k) and record[k][0] is not None]
+    vals = [(k, record[k][0]) for k in _KINDS if record.get(k) and record[k][0] is not None]
     return max(vals, key=lambda kv: kv[1]) if vals else None
 
 
@@ -88,25 +90,39 @@ def winner_interval(study: optuna.Study) -> dict[str, Any] | None:
     }
 
 
+def floor_name(kind: str, record: dict) -> str:
+    """The one name a floor has in every view: ``pixel floor`` (raw pixels ranked as they are)
+    or ``backbone floor (untrained tiny-vit)`` (the backbone as loaded, not fine-tuned)."""
+    if kind == "pixels":
+        return "pixel floor"
+    return f"backbone floor ({record.get('backbone_label') or 'backbone, not fine-tuned'})"
+
+
+# what being below a floor means, said once wherever a winner is below one
+_THAN = {
+    "pixels": "no better than raw pixels do, with no training at all",
+    "backbone": "no better than the backbone does before any fine-tuning",
+}
+
+
 def floors_text(record: dict) -> str:
-    """``floors (no training; val / test mAP): raw pixels 0.827 / 0.820, untrained tiny-vit
-    0.730 / 0.722``."""
+    """``floors (no training; val / test mAP): pixel floor 0.827 / 0.820, backbone floor
+    (untrained tiny-vit) 0.730 / 0.722``."""
 
     def pair(values) -> str:
         val, test = values
         return f"{'-' if val is None else f'{val:.3f}'} / {test:.3f}"
 
-    label = record.get("backbone_label") or "backbone"
     return (
-        f"floors (no training; val / test mAP): raw pixels {pair(record['pixels'])}, "
-        f"{label} {pair(record['backbone'])}"
+        f"floors (no training; val / test mAP): {floor_name('pixels', record)} "
+        f"{pair(record['pixels'])}, {floor_name('backbone', record)} {pair(record['backbone'])}"
     )
 
 
 def check(study: optuna.Study, record: dict | None = None) -> str | None:
     """One sentence when the winner's interval does not clear the higher validation floor,
-    e.g. ``the confirmed winner, trial 4 (95% CI 0.781 to 0.812), is below the pixel floor
-    (0.827)``; None when it clears it or there is nothing to compare."""
+    e.g. ``the confirmed winner, trial 4 (val mAP [0.781, 0.812]), is below the pixel floor
+    (0.827): ...``; None when it clears it or there is nothing to compare."""
     record = record if record is not None else stored(study)
     if record is None:
         return None
@@ -115,15 +131,19 @@ def check(study: optuna.Study, record: dict | None = None) -> str | None:
     if floor is None or win is None or win["lo"] > floor[1]:
         return None
     kind, value = floor
+    span = interval_text(win["lo"], win["hi"])
     if win["source"] == "confirmed":
-        who = f"the confirmed winner, trial {win['trial']} (95% CI {win['lo']:.3f} to {win['hi']:.3f}),"
+        who = f"the confirmed winner, trial {win['trial']} (val mAP {span}),"
     else:
-        who = (
-            f"the best trial {win['trial']} (val mAP {win['value']:.3f}, ± 2 SE: "
-            f"{win['lo']:.3f} to {win['hi']:.3f})"
-        )
-    where = "is below" if win["hi"] < value else "does not clear"
-    return f"{who} {where} the {_NAMES[kind]} ({value:.3f})"
+        who = f"the best trial {win['trial']} (val mAP {win['value']:.3f}, ± 2 SE {span})"
+    name = floor_name(kind, record)  # "backbone floor (untrained tiny-vit)": one pair of ()
+    floor = f"the {name[:-1]}, {value:.3f})" if name.endswith(")") else f"the {name} ({value:.3f})"
+    if win["hi"] < value:
+        return f"{who} is below {floor}: it ranks these hands {_THAN[kind]}"
+    return (
+        f"{who} does not clear {floor}: its interval reaches below it, so it may rank these "
+        f"hands {_THAN[kind]}"
+    )
 
 
 def floor_lines(study: optuna.Study) -> list[str]:
@@ -163,6 +183,7 @@ __all__ = [
     "check",
     "ensure_floors",
     "floor_lines",
+    "floor_name",
     "floors_summary",
     "floors_text",
     "higher_floor",

@@ -67,6 +67,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import integrate, stats
 
+from hpo.common.lines import p_text
+
 # False-prune rate for a trial as good as the best, all looks together: the target is 5 %; the
 # rule is calibrated at 4 % so that the calibration's Monte Carlo error and a reference that
 # moves between looks (other workers completing trials) keep it under 5 %.
@@ -111,7 +113,7 @@ class PruningCallback:
         self.trial.report(value, step=self.offset + epoch + 1)
         if not self.exempt and epoch >= self.warmup and self.trial.should_prune():
             raise optuna.TrialPruned(
-                f"pruned at {self.where}epoch {epoch + 1} ({self.metric} {value:.4f})"
+                f"pruned at {self.where}epoch {epoch + 1} ({self.metric} {value:.3f})"
             )
 
 
@@ -231,9 +233,9 @@ def prune_reason(values: Sequence[float], ref: Reference | None, runs: int) -> s
         return None
     mean, best = float(np.mean(values)), ref.expected(m)
     return (
-        f"pruned after run {m}: mean val mAP {mean:.4f} vs {best:.4f} for best trial "
+        f"pruned after run {m}: mean val mAP {mean:.3f} vs {best:.3f} for best trial "
         f"{ref.number} on the same runs (best of {ref.trials}; z={z:.2f}, corrected for that "
-        f"selection and {runs - 1} looks, p={p:.3f})"
+        f"selection and {runs - 1} looks, {p_text(p)})"
     )
 
 

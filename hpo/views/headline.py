@@ -12,15 +12,10 @@ from typing import Any
 
 import optuna
 
+from hpo.common.lines import diff_text, interval_text
 from hpo.views.model import StudyView, as_view
 
 WORDS = ("better than", "not distinguishable from", "worse than")
-
-
-def _pm() -> str:
-    from hpo.common.lines import pm
-
-    return pm()
 
 
 def versus_baseline(row: dict[str, Any]) -> str | None:
@@ -87,12 +82,9 @@ def headline(study: StudyView | optuna.Study) -> str:
     who = f"trial {d['winner']}"
     if d["baseline_name"]:
         who = f"the baseline, trial {d['winner']} ({d['baseline_name']})"
-    text = (
-        f"confirmed winner: {who}, val mAP {d['mean']:.3f} "
-        f"[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}] ({d['n']} runs)"
-    )
+    text = f"confirmed winner: {who}, val mAP {d['mean']:.3f} {interval_text(*d['ci'])} ({d['n']} runs)"
     if d["diff"] is not None:
-        diff = f"{d['diff']['diff']:+.3f} [{d['diff']['ci'][0]:+.3f}, {d['diff']['ci'][1]:+.3f}]"
+        diff = f"{diff_text(d['diff']['diff'])} {interval_text(*d['diff']['ci'], signed=True)}"
         if d["winner"] == d["reference_baseline"]:
             text += (
                 f"; the best candidate, trial {d['best_candidate']}, is {d['vs_baseline']} "
@@ -108,15 +100,15 @@ def headline(study: StudyView | optuna.Study) -> str:
 
 
 def short(study: StudyView | optuna.Study) -> str:
-    """The ``hpo ls`` form: ``confirmed trial 0 0.665 ±0.4`` or ``not confirmed``."""
+    """The ``hpo ls`` form: ``confirmed trial 0 0.665 [0.601, 0.730]`` or ``not confirmed``
+    (``±`` is kept for a standard error; an interval is always ``[lo, hi]``)."""
     d = decision(study)
     if not d["confirmed"]:
         return "not confirmed"
-    half = (d["ci"][1] - d["ci"][0]) / 2
     words = f", {d['vs_baseline']} baseline" if d["vs_baseline"] else ""
     if d["winner"] == d["reference_baseline"]:
         words = ", the baseline"
-    return f"confirmed trial {d['winner']} {d['mean']:.3f} {_pm()} {half:.3f}{words}"
+    return f"confirmed trial {d['winner']} {d['mean']:.3f} {interval_text(*d['ci'])}{words}"
 
 
 __all__ = ["decision", "headline", "short", "versus_baseline"]

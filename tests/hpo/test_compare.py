@@ -55,7 +55,7 @@ def test_changes_and_a_paired_difference_over_the_same_runs():
         "classifier: arcface -> linear",
         "scale: 30 -> -",
     ]
-    assert "+0.1000 val mAP (95% CI" in c.value_line() and "paired" in c.value_line()
+    assert "+0.100 val mAP ([+0.075, +0.125], paired by fold and seed)" in c.value_line()
     assert "within the noise" not in c.value_line()
 
 

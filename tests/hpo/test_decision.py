@@ -50,7 +50,9 @@ def test_the_confirmed_winner_heads_show_ls_note_report_and_export(confirmed):
     show = hpo(root, "show", "--study", NAME, *base, columns=400).stdout
     assert show.splitlines()[0] == line
     ls = hpo(root, "ls", *base).stdout.splitlines()
-    assert ls[0].startswith(NAME) and f"confirmed trial {d['winner']} {number}" in ls[0]
+    lo, hi = d["ci"]  # an interval as [lo, hi]; ± is kept for a standard error
+    assert ls[0].startswith(NAME)
+    assert f"confirmed trial {d['winner']} {number} [{lo:.3f}, {hi:.3f}]" in ls[0]
     assert ls[1].startswith("  " + companion_name(NAME))  # grouped under its parent
     note = get_note(study)
     assert f"**{line}**" in note

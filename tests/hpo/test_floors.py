@@ -112,27 +112,35 @@ def test_best_value_plus_two_se_below_the_pixel_floor_is_named():
     assert (win["lo"], win["hi"]) == pytest.approx((0.76, 0.82))
     text = hf.check(study)
     assert "below the pixel floor (0.827)" in text and "trial 1" in text
+    assert "(val mAP 0.790, ± 2 SE [0.760, 0.820])" in text  # ± before an SE, [lo, hi]
+    # what being below a floor means, in words
+    assert text.endswith(
+        "it ranks these hands no better than raw pixels do, with no training at all"
+    )
 
 
 def test_an_interval_that_reaches_the_floor_does_not_clear_it():
     study = study_with([(0.80, 0.02)])  # 0.76 to 0.84 spans 0.827
     text = hf.check(study)
-    assert "does not clear the pixel floor (0.827)" in text and "below" not in text
+    assert "does not clear the pixel floor (0.827)" in text and "is below" not in text
+    assert "so it may rank these hands no better than raw pixels do" in text
 
 
 def test_a_winner_clear_of_the_floor_gets_no_warning():
     study = study_with([(0.90, 0.02)])
     assert hf.check(study) is None
     assert hf.floor_lines(study) == [
-        "floors (no training; val / test mAP): raw pixels 0.827 / 0.820, "
-        "untrained tiny-vit 0.730 / 0.722"
+        "floors (no training; val / test mAP): pixel floor 0.827 / 0.820, "
+        "backbone floor (untrained tiny-vit) 0.730 / 0.722"
     ]
 
 
 def test_the_higher_floor_is_the_one_checked():
     backbone_high = {**PIXEL_FLOOR, "pixels": [0.5, 0.5], "backbone": [0.86, 0.8]}
     study = study_with([(0.84, 0.005)], floors=backbone_high)
-    assert "below the backbone floor (0.860)" in hf.check(study)
+    text = hf.check(study)  # one name per floor, its label and value in one pair of ()
+    assert "below the backbone floor (untrained tiny-vit, 0.860)" in text
+    assert text.endswith("no better than the backbone does before any fine-tuning")
 
 
 def test_the_confirmed_ci_replaces_the_best_value_when_a_confirm_exists():
@@ -140,7 +148,7 @@ def test_the_confirmed_ci_replaces_the_best_value_when_a_confirm_exists():
     assert hf.check(study) is None  # 0.93 .. 0.97 clears 0.827
     study.set_user_attr("confirm", confirm_summary(0, [0.78, 0.81], 0.795))
     text = hf.check(study)
-    assert text.startswith("the confirmed winner, trial 0 (95% CI 0.780 to 0.810)")
+    assert text.startswith("the confirmed winner, trial 0 (val mAP [0.780, 0.810])")
     assert "below the pixel floor (0.827)" in text
 
 
@@ -155,7 +163,7 @@ def test_show_text_and_json_carry_the_floors_and_the_warning():
 
     study = study_with([(0.70, 0.02), (0.79, 0.015)])
     text = " ".join(show_text(study).split())  # show wraps its lines to the terminal
-    assert "floors (no training; val / test mAP): raw pixels 0.827 / 0.820" in text
+    assert "floors (no training; val / test mAP): pixel floor 0.827 / 0.820" in text
     assert "warning: the best trial 1" in text and "below the pixel floor (0.827)" in text
     data = json.loads(json.dumps(study_summary(study)))
     floors = data["floors"]
@@ -175,7 +183,9 @@ def test_export_header_says_the_winner_is_below_the_floor(tmp_path):
     assert any(line.startswith("floors (no training") for line in header)
     assert any("below the pixel floor (0.827)" in line for line in header)
     clear = study_with([(0.9, 0.01)])
-    assert not any("floor (" in line for line in export_header(clear, clear.best_trial, ""))
+    assert not any(
+        "below" in line or "clear" in line for line in export_header(clear, clear.best_trial, "")
+    )
 
 
 def test_the_note_has_a_floors_section_with_the_warning():
@@ -183,7 +193,7 @@ def test_the_note_has_a_floors_section_with_the_warning():
 
     note = study_note(study_with([(0.70, 0.02), (0.79, 0.015)]))
     section = note.split("### Floors", 1)[1]
-    assert "raw pixels 0.827 / 0.820" in section
+    assert "pixel floor 0.827 / 0.820" in section
     assert "below the pixel floor (0.827)" in section.split("###")[0]
 
 

@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "open_clip", "torchvision", "scipy", "plotly")
+HEAVY = ("torch", "open_clip", "torchvision", "scipy", "plotly", "optuna")
 
 COMMANDS = {
+    "hpo --help": ["-m", "hpo.cli", "--help"],
+    "hpo (no command)": ["-m", "hpo.cli"],
     "hpo run --study ../x": ["-m", "hpo.cli", "run", "--backbone", "tiny-vit", "--study", "../x"],
     "hpo run --epochs 1 --set epochs=3": [
         "-m",
@@ -107,7 +109,7 @@ def main() -> None:
             print(
                 f"{label:<34} wall median {statistics.median(times):5.2f} s, min {min(times):5.2f} s; "
                 f"CPU median {statistics.median(cpus):5.2f} s; "
-                f"exit {code}  imported: {', '.join(heavy) or 'none of ' + '/'.join(HEAVY[:2])}"
+                f"exit {code}  imported: {', '.join(heavy) or 'none of torch/open_clip/optuna'}"
             )
 
 

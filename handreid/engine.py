@@ -247,14 +247,18 @@ def train_one_epoch(
     device: torch.device,
     gen,
     progress=None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> dict:
-    """One pass over P x K batches; returns mean loss terms (floats, one host sync)."""
+    """One pass over P x K batches; returns mean loss terms (floats, one host sync).
+    ``on_batch(epoch, batch, batches)`` is called after each optimizer step (batch counts from
+    1); it is given no tensor, so it costs no host sync."""
     model.train()
     sampler.set_epoch(epoch)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     sums: dict[str, torch.Tensor] = {}
     steps = 0
-    for idx in epoch_indices(sampler, data.train_images.device):
+    batches = epoch_indices(sampler, data.train_images.device)
+    for idx in batches:
         images = augment(data.train_images.index_select(0, idx).to(device, non_blocking=True), gen)
         labels = data.train_labels.index_select(0, idx.to(data.train_labels.device)).to(
             device, non_blocking=True
@@ -276,6 +280,8 @@ def train_one_epoch(
         steps += 1
         if progress is not None:
             progress.update(1)
+        if on_batch is not None:
+            on_batch(epoch, steps, len(batches))
     keys = list(sums)
     values = (torch.stack([sums[k] for k in keys]) / steps).tolist() if keys else []
     means = dict(zip(keys, values, strict=True))  # one host sync per epoch, not one per term
@@ -427,13 +433,15 @@ def fit(
     data: PreparedData | None = None,
     data_root: str | Path | None = None,
     progress: bool = False,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> FitResult:
     """Train ``cfg`` and return the metric history with the best state restored.
 
     Each callback is called as ``cb(epoch, metrics)`` after validation (epoch is 0-based;
     metrics hold the loss terms, learning rates and val rank1/5/10/mAP). A callback may raise
     ``StopTraining`` to end the run normally; any other exception (e.g. a pruning signal)
-    propagates after nothing more is trained.
+    propagates after nothing more is trained. ``on_batch(epoch, batch, batches)``, if given,
+    is called after each training batch (a progress display's hook; see ``train_one_epoch``).
     """
     start = time.perf_counter()
     device = resolve_device(device)
@@ -471,6 +479,7 @@ def fit(
                 device,
                 gen,
                 bar,
+                on_batch,
             )
         lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
         metrics.update(lrs)

@@ -21,10 +21,11 @@ import importlib.util
 import sys
 import warnings
 
-import optuna
-
-# ``group``/``constant_liar`` of TPE and heartbeats are marked experimental; they are used on purpose.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# ``group``/``constant_liar`` of TPE and heartbeats are marked experimental; they are used on
+# purpose. Matched by Optuna's two wordings, not by its ExperimentalWarning class: importing
+# Optuna here would cost every ``hpo --help`` and every refusal a third of a second or more.
+warnings.filterwarnings("ignore", r".+ is experimental \(supported from v", Warning)
+warnings.filterwarnings("ignore", r"Argument ``\w+`` is an experimental feature", Warning)
 
 LAYERS = {
     "common": ("lines", "paths"),

@@ -1223,7 +1223,7 @@ HPO_CASES = [
     Case(
         "run-bad-dataset", "hpo", (*RUN, "--dataset", "xyz"), "argument --dataset: invalid choice"
     ),
-    Case("no-command", "hpo", (), "the following arguments are required: command"),
+    Case("no-command", "hpo", (), "no command given: name one of the commands above"),
     Case("unknown-command", "hpo", ("frobnicate",), "invalid choice: 'frobnicate'"),
     # -- export
     Case(

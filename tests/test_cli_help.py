@@ -72,3 +72,115 @@ def test_help_names_defaults_once(capsys):
     assert "(default 1; with more, the default storage" in text  # written out, not repeated
     assert "(default: 1)" not in text
     assert "--quiet one line per finished trial only" in text and "(default: False)" not in text
+
+
+def test_hpo_alone_lists_the_verbs_and_exits_2(capsys, monkeypatch):
+    from hpo.cli import COMMANDS, main
+
+    monkeypatch.setenv("COLUMNS", "60")
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    out, err = capsys.readouterr()
+    # a usage error, as any refusal is: one error line, and the verbs to choose from
+    assert exc.value.code == 2
+    assert err == "error: no command given: name one of the commands above\n"
+    err = out
+    lines = err.splitlines()
+    assert all(len(line) <= 60 for line in lines), err
+    assert lines[0].startswith("usage: hpo COMMAND") and "commands:" in lines
+    verbs = lines[lines.index("commands:") + 1 :]
+    listed = [line.split()[0] for line in verbs if line[2] != " "]  # not a wrapped help line
+    assert listed == ["run", "confirm", "export", "show", "trials", "ls", "report", "dashboard"]
+    assert len(listed) == len(COMMANDS)
+    words = " ".join(err.split())  # a help line wrapped at spaces reads whole
+    assert "confirm re-train the top trials and the baselines on fresh seeds; compare them" in words
+
+
+def test_every_verb_has_a_help_line_from_its_module():
+    from hpo.cli import COMMANDS, verb
+
+    full = {name: sub.description for name, sub in commands(hpo_parser())}
+    for command in COMMANDS:
+        name, text = verb(command)
+        assert name in full and text and not text.endswith(".")
+
+
+IMPORTS = """
+import sys
+from hpo.cli import main
+try:
+    main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+print("RESULT", code, "optuna" in sys.modules, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["--help"], 0),
+        ([], 2),
+        (["nope"], 2),
+        (["show", "--top", "0"], 2),
+        (["confirm", "--top", "0"], 2),
+        (["confirm", "--seeds", "1"], 2),
+        (["trials", "--state", "done"], 2),
+        (["export", "--help"], 0),
+    ],
+)
+def test_help_and_refusals_that_need_no_study_load_no_optuna(tmp_path, argv, code):
+    """Optuna takes a third of a second or more to import: `hpo --help` and a refusal of a
+    bad argument do not wait for it (benchmarks/bench_refusals.py times them)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORTS.format(argv=argv)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    result = proc.stdout.splitlines()[-1].split()
+    assert result == ["RESULT", str(code), "False", "False"], proc.stderr
+
+
+WARNINGS = """
+import sys, warnings
+import hpo
+assert "optuna" not in sys.modules
+import optuna
+with warnings.catch_warnings(record=True) as caught:
+    optuna.samplers.TPESampler(constant_liar=True)  # "Argument ``constant_liar`` is ..."
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)  # "... is experimental ("
+with warnings.catch_warnings(record=True) as others:
+    warnings.warn("an ordinary warning", UserWarning)
+print("RESULT", len(caught), len(others))
+"""
+
+
+def test_optunas_experimental_warnings_stay_silent_with_no_optuna_import_at_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-W", "default", "-c", WARNINGS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.split() == ["RESULT", "0", "1"], proc.stderr
+
+
+def test_the_parsers_storage_default_is_the_storage_modules():
+    """Written out in hpo.commands._common so that building a parser imports no Optuna."""
+    from hpo.commands._common import DEFAULT_STORAGE
+    from hpo.records import storage
+
+    assert DEFAULT_STORAGE == storage.DEFAULT_STORAGE

@@ -23,9 +23,12 @@ def add_command(sub, name: str, text: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
 
 
-def storage_arg(p: argparse.ArgumentParser, default_text: str | None = None) -> None:
-    from hpo.records.storage import DEFAULT_STORAGE
+# hpo.records.storage.DEFAULT_STORAGE (a test pins the two together), written here so that
+# building a command's options imports no Optuna: `hpo show --top 0` refuses in a blink
+DEFAULT_STORAGE = "sqlite:///studies/handreid.db"
 
+
+def storage_arg(p: argparse.ArgumentParser, default_text: str | None = None) -> None:
     p.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,

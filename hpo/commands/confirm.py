@@ -53,11 +53,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # the arguments are checked before Optuna, torch and open_clip load (seconds)
+    # the arguments are checked before Optuna, torch and open_clip load (seconds); those that
+    # need no storage name first
+    check_plan_args(args.top, args.seeds)
     if args.workers < 1:
         raise UserError(f"--workers={args.workers}: must be at least 1")
     refuse_sqlite_workers(args.storage, args.workers)
-    check_plan_args(args.top, args.seeds)
     from handreid.devices import check_device_name
 
     check_device_name(args.device)
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
     from optuna.trial import TrialState
 
+    from handreid.engine import fit as train
     from handreid.engine import resolve_device
     from hpo.common.lines import confirm_label, fit, trial_line
     from hpo.decide import confirm as cf
@@ -121,14 +123,16 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         for note in p.notes:
-            print(f"note: {note}", flush=True)
+            print(fit(f"note: {note}"), flush=True)
     progress = Progress(
         done + todo,
         mode=mode,
         initial=done,
         slots=args.workers,
         label=confirm_label,
-        line=lambda t: trial_line(t, label=confirm_label(t), params=False),
+        line=lambda t, columns=None: trial_line(
+            t, label=confirm_label(t), params=False, columns=columns
+        ),
         count=lambda trials: sum(t.state == TrialState.COMPLETE for t in trials),
         best=False,
         prefix=worker_prefix(args),
@@ -150,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.wait or code == 130:
             if not args.wait:
                 print(
-                    f"once it is done, `hpo confirm --study {study.study_name} --storage "
-                    f"{args.storage}` prints the comparison"
+                    fit(
+                        f"once it is done, `hpo confirm --study {study.study_name} --storage "
+                        f"{args.storage}` prints the comparison"
+                    )
                 )
             return code
     elif args.workers > 1:
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             keep_identity_ap=True,
             store=store,
             on_epoch=progress.on_epoch,
+            fit_fn=progress.batches(train),  # the status line moves with each batch
             keeper=ConfirmKeeper(store),
         )
         with progress:

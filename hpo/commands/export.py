@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hpo.commands._common import add_command, storage_arg, study_arg
+from hpo.common.attrs import attrs_of
 
 
 def add_parser(sub) -> None:
@@ -50,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
             out.with_suffix(".pt"), source, view.store, overwrite=args.overwrite
         )
     path, trial = export_trial(view, out, trial.number, storage=args.storage)
-    from hpo.common.lines import fit
-    from hpo.views.export import value_text
+    from hpo.common.lines import fit, runs_text, value_text
 
-    print(fit(f"wrote {path} (trial {trial.number}, val mAP {value_text(trial)})"))
-    from hpo.decide.floors import check
+    value = value_text(trial.value, attrs_of(trial).get("value_se"))
+    print(
+        fit(f"wrote {path} (trial {trial.number}, val mAP {value}, {runs_text(attrs_of(trial))})")
+    )
+    from hpo.views.export import floor_warning
 
-    if warning := check(view.study):
+    if warning := floor_warning(view, trial):  # the exported trial's own, not the winner's
         print(fit(f"warning: {warning}"))
     if args.checkpoint:
         from hpo.records.checkpoints import export_checkpoint

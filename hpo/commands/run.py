@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from handreid.data.inspect import check_batches
     from handreid.engine import resolve_device
     from handreid.models import build_model
+    from hpo.common.lines import fit
     from hpo.fleet.progress import finished
     from hpo.records.storage import open_storage, shown
     from hpo.search.objective import DataPool
@@ -208,10 +209,12 @@ def run(args: argparse.Namespace) -> int:
         workers = f"{args.slurm} Slurm task(s)" if job else f"{args.workers} worker(s)"
         if not args.worker:
             print(
-                f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
-                f"{args.trials} trials, sampler {args.sampler} "
-                f"({f'seed {seed}' if args.workers == 1 and not job else 'a seed per worker'}), "
-                f"pruner {args.pruner}, {workers}, data {base_cfg.data_root}",
+                fit(
+                    f"study {name!r} in {shown(storage_url)}: {base_cfg.model}, "
+                    f"{args.trials} trials, sampler {args.sampler} "
+                    f"({f'seed {seed}' if args.workers == 1 and not job else 'a seed per worker'})"
+                    f", pruner {args.pruner}, {workers}, data {base_cfg.data_root}"
+                ),
                 flush=True,
             )
         _floors_at_start(args, study, base_cfg, pool)
@@ -232,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
         view = load_view(study)  # one read of the finished study for the summary and the note
-        print("\n".join(summary_lines(view) + dropped_lines(list(view.trials))))
+        print(fit("\n".join(summary_lines(view) + dropped_lines(list(view.trials)))))
 
         # Optuna's plots warn about a study without completed trials (after an early Ctrl-C);
         # the summary above already says so
@@ -240,8 +243,10 @@ def run(args: argparse.Namespace) -> int:
         annotate_after_run(study, view)
     if code in (130, 143):
         print(
-            f"{'terminated' if code == 143 else 'interrupted'}: the running trials were stopped "
-            "and marked FAIL; re-run the same command to resume",
+            fit(
+                f"{'terminated' if code == 143 else 'interrupted'}: the running trials were "
+                "stopped and marked FAIL; re-run the same command to resume"
+            ),
             file=sys.stderr,
         )
     elif code:
@@ -251,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _floors_at_start(args: argparse.Namespace, study, cfg, pool) -> None:
     """The study's floors, computed once (a worker or a rerun finds them stored)."""
+    from hpo.common.lines import fit
     from hpo.decide.floors import ensure_floors, floors_text
     from hpo.records.storage import failure_reason
 
@@ -260,13 +266,13 @@ def _floors_at_start(args: argparse.Namespace, study, cfg, pool) -> None:
         if failure_reason(exc):
             raise
         print(
-            f"warning: could not compute the floors: {str(exc).splitlines()[0][:200]}",
+            fit(f"warning: could not compute the floors: {str(exc).splitlines()[0][:200]}"),
             file=sys.stderr,
         )
         return
     if not args.worker:
         how = f"computed in {record.get('seconds', 0):.1f} s" if computed else "stored"
-        print(f"{floors_text(record)} ({how})", flush=True)
+        print(fit(f"{floors_text(record)} ({how})"), flush=True)
 
 
 def _run_here(
@@ -280,6 +286,7 @@ def _run_here(
 ) -> int:
     """One worker in this process; 130 after Ctrl-C (143 after SIGTERM), with no trial left
     RUNNING."""
+    from handreid.engine import fit
     from hpo.fleet.progress import Progress, finished
     from hpo.fleet.recovery import interrupt_reason, release_own_trials
     from hpo.records.artifacts import open_artifact_store
@@ -293,6 +300,7 @@ def _run_here(
         data=pool,
         store=open_artifact_store(),
         on_epoch=progress.on_epoch,
+        fit_fn=progress.batches(fit),  # the status line moves with each batch
         prune_between_runs=args.pruner != "none",  # 'none' means no pruning of any kind
         keep_checkpoints=args.keep_checkpoints,
     )

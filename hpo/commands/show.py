@@ -29,13 +29,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.top < 1:  # before Optuna loads
+        raise UserError(f"--top={args.top}: must be at least 1")
     from hpo.records.artifacts import existing_artifact_store
     from hpo.search.study import load_study
     from hpo.views import listing
     from hpo.views.model import load_view
 
-    if args.top < 1:
-        raise UserError(f"--top={args.top}: must be at least 1")
     view = load_view(load_study(args.storage, args.study), existing_artifact_store())
     if args.trial is not None:
         trial = listing.find_trial(view, args.trial)

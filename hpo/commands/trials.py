@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hpo.commands._common import add_command, print_json, storage_arg, study_arg
 
@@ -22,7 +23,20 @@ def add_parser(sub) -> None:
         metavar="STATE",
         help=f"only trials in these states: {', '.join(STATES)} (default: all)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument(
+        "--table",
+        action="store_true",
+        help="one row per trial, best first: number, state, val mAP, SE and the parameters "
+        "that fit the terminal (the default on a terminal)",
+    )
+    form.add_argument(
+        "--long",
+        action="store_true",
+        help="each trial in full: value ± SE, epochs, time, why it ended and every parameter "
+        "(the default in a pipe or a file, whose readers look for these lines)",
+    )
+    form.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
@@ -41,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if not trials:
         which = f" in state {', '.join(args.state)}" if args.state else ""
         print(f"study {listing.printable(view.name)} has no trials{which}")
+        return 0
+    if args.table or (not args.long and sys.stdout.isatty()):
+        print(listing.trials_table(trials))
+        return 0
     for t in trials:
         print(trial_line(t))
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 
 from handreid.errors import one_line
 from handreid.text import pm  # the sign every hpo line uses
+from hpo.common.attrs import attrs_of
 
 # the trial states a listing filters on, and how many of the best trials it lists by default;
 # here, not in hpo.views.listing, so that building the command line imports no view
@@ -163,7 +164,7 @@ def p_text(p: float | None) -> str:
 def trial_seconds(trial) -> float | None:
     """Wall time of a trial: the objective's own count (all its runs), else Optuna's start
     and end (a trial that failed before the objective recorded it)."""
-    seconds = trial.user_attrs.get("seconds")
+    seconds = attrs_of(trial).get("seconds")
     if seconds is not None:
         return float(seconds)
     return trial.duration.total_seconds() if trial.duration is not None else None
@@ -171,13 +172,13 @@ def trial_seconds(trial) -> float | None:
 
 def trial_label(trial) -> str:
     """``trial 12`` or ``trial 0 (baseline default)``."""
-    name = trial.user_attrs.get("baseline")
+    name = attrs_of(trial).get("baseline")
     return f"trial {trial.number}" + (f" (baseline {name})" if name else "")
 
 
 def confirm_label(trial) -> str:
     """``confirm trial 5 seed 2``: a run of ``hpo confirm`` (a trial of the companion study)."""
-    attrs = trial.user_attrs
+    attrs = attrs_of(trial)
     return f"confirm trial {attrs.get('candidate', '?')} seed {attrs.get('confirm_seed', '?')}"
 
 
@@ -216,7 +217,7 @@ def trial_line(
     terminal's by default): its facts joined by `` · `` and its parameters on indented lines
     when the whole does not fit, each parameter whole. Works for every state (a RUNNING trial shows its last
     epoch when it recorded ``progress``)."""
-    attrs = trial.user_attrs
+    attrs = attrs_of(trial)
     state = trial.state.name
     head = f"{label or trial_label(trial)} {state}"
     if state == "COMPLETE":
@@ -249,12 +250,17 @@ def trial_line(
     if len(line) + (3 + len(shown) if shown else 0) <= columns:
         return f"{line} · {shown}" if shown else line
     head = [fit(parts[0], columns)]  # the head wraps at spaces, the other facts stay whole
-    for part in parts[1:]:
+    # the short facts (epochs, duration) stay together: beside the head, else on one line of
+    # their own, never one alone; an error goes beside them when it fits, else on its own line
+    short = [p for p in parts[1:] if not p.startswith("error: ")]
+    for group in [" · ".join(short), *(p for p in parts[1:] if p.startswith("error: "))]:
+        if not group:
+            continue
         last = head[-1].split("\n")[-1]
-        if len(last) + 3 + len(part) <= columns:
-            head[-1] += " · " + part
+        if len(last) + 3 + len(group) <= columns:
+            head[-1] += " · " + group
         else:
-            head.append("    " + part)
+            head.append(fit("    " + group, columns))
     rows = _packed(_param_items(trial.params), columns - 4) if shown else []
     return "\n".join([*head, *("    " + r for r in rows)])
 

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.stats import mean_se, t_interval, two_sided_p
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import diff_text, interval_text
 
 _ABSENT = object()
@@ -49,7 +50,7 @@ class BaselineComparison:
     def value_line(self, confirmed: bool = False) -> str:
         """One line: the difference with a 95 % interval, or that the baseline is the best;
         ``confirmed``: a confirmation exists, so the line does not advise one."""
-        name = self.baseline.user_attrs.get("baseline", "")
+        name = attrs_of(self.baseline).get("baseline", "")
         if self.same_trial:
             return f"the baseline {name} (trial {self.baseline.number}) is the best trial"
         text = (
@@ -87,7 +88,7 @@ def _show(value: Any) -> str:
 def compare_to_baseline(study: optuna.Study) -> BaselineComparison | None:
     """None when the study has no complete trial or no complete baseline trial."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    baselines = [t for t in complete if t.user_attrs.get("baseline")]
+    baselines = [t for t in complete if attrs_of(t).get("baseline")]
     if not complete or not baselines:
         return None
     best = max(complete, key=lambda t: t.value)
@@ -106,7 +107,7 @@ def compare_to_baseline(study: optuna.Study) -> BaselineComparison | None:
         return BaselineComparison(best, base, changes, diff, se, True, len(a))
     # one split (repeats share its identities, whose sampling the run spread cannot show):
     # the trials' own SEs, which include it, unpaired and so on the safe side
-    se_a, se_b = best.user_attrs.get("value_se"), base.user_attrs.get("value_se")
+    se_a, se_b = attrs_of(best).get("value_se"), attrs_of(base).get("value_se")
     se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else math.nan
     return BaselineComparison(best, base, changes, diff, se, False)
 
@@ -115,10 +116,10 @@ def _fold_means(trial: FrozenTrial) -> list[float] | None:
     """The trial's run values averaged per fold (run i validates on fold i mod K, as
     ``hpo.search.objective.run_configs`` orders them): the fold is the unit of replication, since
     the repeats of a fold share its validation identities. None for a one-split trial."""
-    runs = trial.user_attrs.get("fold_values")
+    runs = attrs_of(trial).get("fold_values")
     if not runs:
         return None
-    folds = int(trial.user_attrs.get("n_folds", len(runs)))
+    folds = int(attrs_of(trial).get("n_folds", len(runs)))
     if folds < 2 or len(runs) % folds:
         return None
     return [sum(runs[k::folds]) / len(runs[k::folds]) for k in range(folds)]

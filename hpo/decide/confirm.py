@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from handreid.errors import UserError
 from handreid.stats import bootstrap_se, mean_se, paired_bootstrap_se, t_interval
 from hpo.common.args import check_plan_args
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import diff_text, interval_text, p_text
 from hpo.decide import verdict as vd
 from hpo.fleet.recovery import (
@@ -58,7 +59,7 @@ from hpo.records.companion import (
     open_companion,
 )
 from hpo.records.configs import study_space
-from hpo.records.optuna_internals import trial_record
+from hpo.records.optuna_internals import set_attr, trial_record
 from hpo.search.study import _QuietFailures, quiet_trial_failures
 
 SEED_STRIDE = 1000  # confirm seed s trains with seed + 1000 * s: never a study trial's seed
@@ -125,9 +126,9 @@ def _plan_baselines(p: Plan, trials: list[FrozenTrial], space) -> None:
         b.get("name", f"baseline-{i}"): {k: v for k, v in b.items() if k != "name"}
         for i, b in enumerate(space.baselines if space else [])
     }
-    names += [t.user_attrs["baseline"] for t in trials if t.user_attrs.get("baseline")]
+    names += [attrs_of(t)["baseline"] for t in trials if attrs_of(t).get("baseline")]
     for name in dict.fromkeys(names):
-        mine = [t for t in trials if t.user_attrs.get("baseline") == name]
+        mine = [t for t in trials if attrs_of(t).get("baseline") == name]
         done = [t for t in mine if t.state == TrialState.COMPLETE]
         if done:
             t = max(done, key=lambda t: t.value)
@@ -150,9 +151,9 @@ def fixed_epochs(trial: FrozenTrial, space, params: dict[str, Any] | None = None
     study trial's runs (``best_epochs``), at least one more than the warm-up; the config's
     ``epochs`` when the trial recorded none (pruned, failed, not run)."""
     cfg = space.config(params if params is not None else trial.params) if space else None
-    best = trial.user_attrs.get("best_epochs") or []
+    best = attrs_of(trial).get("best_epochs") or []
     if not best:
-        return int(cfg.epochs if cfg else trial.user_attrs.get("best_epoch", 1))
+        return int(cfg.epochs if cfg else attrs_of(trial).get("best_epoch", 1))
     n = round(statistics.median(best))
     if cfg is not None:
         n = min(max(n, cfg.warmup_epochs + 1), cfg.epochs)
@@ -160,7 +161,7 @@ def fixed_epochs(trial: FrozenTrial, space, params: dict[str, Any] | None = None
 
 
 def _key(t: FrozenTrial) -> tuple[int, int] | None:
-    attrs = t.user_attrs
+    attrs = attrs_of(t)
     if "candidate" not in attrs or "confirm_seed" not in attrs:
         return None
     return int(attrs["candidate"]), int(attrs["confirm_seed"])
@@ -179,7 +180,7 @@ def fail_dead_runs(companion: optuna.Study) -> list[int]:
     running = companion.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     gone = dead_tasks(running)  # Slurm tasks that no longer run
     for t in running:
-        if t.number in gone or _local_pid_dead(t.user_attrs):
+        if t.number in gone or _local_pid_dead(attrs_of(t)):
             try:
                 if t.number in gone:
                     companion._storage.set_trial_user_attr(t._trial_id, "error", gone[t.number])
@@ -208,12 +209,12 @@ def queue(study: optuna.Study, companion: optuna.Study, p: Plan) -> list[tuple[i
             "candidate": number,
             "confirm_seed": seed,
             "seed_offset": SEED_STRIDE * seed,
-            "role": "baseline" if trial.user_attrs.get("baseline") else "candidate",
+            "role": "baseline" if attrs_of(trial).get("baseline") else "candidate",
         }
         if number in p.epochs:
             attrs["train_epochs"] = p.epochs[number]
-        if trial.user_attrs.get("baseline"):
-            attrs["baseline"] = trial.user_attrs["baseline"]
+        if attrs_of(trial).get("baseline"):
+            attrs["baseline"] = attrs_of(trial)["baseline"]
         companion.enqueue_trial(p.params.get(number, trial.params), user_attrs=attrs)
         added.append((number, seed))
     return added
@@ -239,16 +240,16 @@ def work(
     held = HeldSignals()  # from before Optuna's ask until the run is marked as ours
 
     def guarded(trial: optuna.Trial) -> float:
-        if "candidate" not in trial.user_attrs:
+        if "candidate" not in attrs_of(trial):
             # another worker took the last queued run between our look and our ask
-            trial.set_user_attr("error", "surplus: no queued confirm run was left")
+            set_attr(trial, "error", "surplus: no queued confirm run was left")
             quiet.numbers.add(trial.number)
             raise _Surplus()
-        trial.set_user_attr("worker", worker_id())
+        set_attr(trial, "worker", worker_id())
         if (process := worker_process()) is not None:
-            trial.set_user_attr("worker_process", process)
+            set_attr(trial, "worker_process", process)
         for key, value in trial_attrs().items():
-            trial.set_user_attr(key, value)
+            set_attr(trial, key, value)
         try:
             held.release()
             return objective(trial)
@@ -298,13 +299,13 @@ def collect(companion: optuna.Study, p: Plan) -> dict[int, Runs]:
             continue
         seen.add((number, seed))
         runs = out[number]
-        values = t.user_attrs.get("fold_values") or [t.value]
+        values = attrs_of(t).get("fold_values") or [t.value]
         aps = trial_record(t, "run_identity_ap") or [{} for _ in values]
         for i, v in enumerate(values):
             runs.values.append(float(v))
             runs.keys.append((seed, i))
             runs.identity_ap.append(aps[i] if i < len(aps) else {})
-        runs.best_epochs += list(t.user_attrs.get("best_epochs", []))
+        runs.best_epochs += list(attrs_of(t).get("best_epochs", []))
         runs.seeds.add(seed)
     return out
 
@@ -424,16 +425,16 @@ def summarize(
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     inc = by_number[p.incumbent]
     folds = _folds(inc)
-    runs_per_seed = folds * int(inc.user_attrs.get("n_repeats", 1))
+    runs_per_seed = folds * int(attrs_of(inc).get("n_repeats", 1))
     info = {}
     for n in p.trials:
         t = by_number[n]
         info[n] = {
-            "role": "baseline" if t.user_attrs.get("baseline") else "candidate",
-            "baseline": t.user_attrs.get("baseline", ""),
+            "role": "baseline" if attrs_of(t).get("baseline") else "candidate",
+            "baseline": attrs_of(t).get("baseline", ""),
             "state": t.state.name,
             "objective": t.value,
-            "objective_se": t.user_attrs.get("value_se"),
+            "objective_se": attrs_of(t).get("value_se"),
             "epochs": p.epochs.get(n),
         }
     body = decide(
@@ -458,7 +459,7 @@ def summarize(
 
 
 def _folds(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get("n_folds", 1))
+    return int(attrs_of(trial).get("n_folds", 1))
 
 
 def partial_text(summary: dict[str, Any]) -> str | None:
@@ -545,11 +546,14 @@ def _against_baseline(row: dict[str, Any], ref: int) -> str:
     )
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A table of the confirmed configs (a row and its differences on up to three lines, so
-    that it fits 80 columns) and the verdict line, wrapped to the terminal."""
-    from hpo.common.lines import fit, pm
+def format_summary(summary: dict[str, Any], columns: int | None = None) -> str:
+    """A table of the confirmed configs, one row each with its differences on lines below it,
+    and the verdict line, all within ``columns`` (the terminal's by default): a table too wide
+    shortens its roles, then leaves out its rightmost optional columns and names them."""
+    from hpo.common.lines import fit, pm, width
+    from hpo.common.table import Column, fitted, render
 
+    columns = columns or width()
     rows = summary.get("rows", [])
     unit = "fold" if summary["folds"] > 1 else "run"
     seeds = summary["seeds"]
@@ -563,36 +567,69 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"95% t intervals; differences paired by seed and fold, the {unit} as the unit"
         + (f"; vs baseline simultaneous over {m} comparisons" if m > 1 else ""),
     ]
-    lines.append(f"  {'trial':<6} {'role':<16} {'ep':>3} {'objective':>15}  confirmed [95% CI] n")
-    for r in rows:
-        role = r["role"] + (f" {r['baseline']}" if r["baseline"] else "")
-        if r["trial"] == summary.get("incumbent"):
-            role += " *"
-        obj = "-" if r.get("objective") is None else f"{r['objective']:.4f}"
-        if r.get("objective_se") is not None and math.isfinite(r["objective_se"]):
-            obj += f" {pm()} {r['objective_se']:.3f}"
-        conf = f"{r['mean']:.4f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] n={r['n']}"
-        ep = r.get("epochs") or "-"
-        lines.append(f"  #{r['trial']:<5} {role[:16]:<16} {ep:>3} {obj:>15}  {conf}")
-        for name in ("vs_baseline", "vs_incumbent"):
-            if r.get(name):
-                lines.append(f"{'':9}{name.replace('_', ' '):<13} {_diff(r[name])}")
-    lines.append("  (* the study's best trial, the incumbent)")
+    incumbent, reference = summary.get("incumbent"), summary.get("reference_baseline")
+    marked = any(r["trial"] == incumbent for r in rows)
+
+    def objective(r: dict[str, Any]) -> str:
+        se = r.get("objective_se")
+        if r.get("objective") is None:
+            return "-"
+        return f"{r['objective']:.3f}" + (
+            f" {pm()} {se:.3f}" if se is not None and math.isfinite(se) else ""
+        )
+
+    def table(full_roles: bool) -> list[Column]:
+        roles = [
+            r["role"] + (f" {r['baseline']}" if full_roles and r["baseline"] else "") for r in rows
+        ]
+        return [
+            Column(
+                "trial",
+                [f"#{r['trial']}" + (" *" if r["trial"] == incumbent else "") for r in rows],
+                keep=True,
+            ),
+            Column("role", roles),
+            Column("ep", [str(r.get("epochs") or "-") for r in rows], right=True),
+            Column("study val mAP", [objective(r) for r in rows], right=True),
+            Column(
+                "confirmed [95% CI]",
+                [f"{r['mean']:.3f} {interval_text(*r['ci'])}" for r in rows],
+                keep=True,
+            ),
+            Column("n", [str(r["n"]) for r in rows], right=True, keep=True),
+        ]
+
+    full = table(full_roles=True)
+    cols = full if len(fitted(full, columns, indent=2)) == len(full) else table(full_roles=False)
+    shown = fitted(cols, columns, indent=2)
+    head, *body = render(shown, indent=2)
+    lines.append(head)
+    for r, line in zip(rows, body, strict=True):
+        lines.append(line)
+        lines += [f"{'':9}vs baseline   {_diff(r['vs_baseline'])}"] if r.get("vs_baseline") else []
+        if r.get("vs_incumbent") and incumbent != reference:  # else the same pair again
+            lines.append(f"{'':9}vs incumbent  {_diff(r['vs_incumbent'])}")
+    if marked:
+        same = " and the reference baseline" if incumbent == reference else ""
+        lines.append(f"  * the incumbent: the study's best trial{same}")
+    if left := [c.header for c in cols if all(c is not x for x in shown)]:
+        lines.append(f"  left out to fit {columns} columns: {', '.join(left)}")
     lines += [f"  note: {n}" for n in summary.get("notes", [])]
     if models := summary.get("models"):
         kept = ", ".join(f"trial {n} (confirm run {run})" for n, run in models)
         lines.append(
             f"  models kept (seed 1, fold 0, test metrics inside): {kept}; "
-            "`hpo export --checkpoint` writes the exported trial's"
+            "`hpo export --checkpoint` copies the exported trial's model next to its YAML"
         )
     lines.append(verdict(summary))
-    return fit("\n".join(lines))
+    return fit("\n".join(lines), columns)
 
 
 def _diff(d: dict | None) -> str:
+    """``-0.050 [-0.557, +0.457] p=0.43``: a paired difference, its 95 % interval, its p."""
     if not d:
         return "-"
-    return f"{d['diff']:+.4f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] p={d['p']:.2f}"
+    return f"{diff_text(d['diff'])} {interval_text(*d['ci'], signed=True)} {p_text(d['p'])}"
 
 
 def current(study: optuna.Study) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import interval_text
 
 ATTR = "floors"
@@ -79,7 +80,7 @@ def winner_interval(study: optuna.Study) -> dict[str, Any] | None:
     if not done:
         return None
     best = max(done, key=lambda t: t.value)
-    se = best.user_attrs.get("value_se")
+    se = attrs_of(best).get("value_se")
     se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else 0.0
     return {
         "trial": best.number,

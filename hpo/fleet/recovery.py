@@ -19,6 +19,7 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.fleet.scheduler import dead_tasks
 from hpo.records.storage import MAX_RETRIES
 
@@ -97,9 +98,9 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
     for t in trials:
         if t.state != TrialState.RUNNING:
             continue
-        if t.number not in gone and not _local_pid_dead(t.user_attrs):
+        if t.number not in gone and not _local_pid_dead(attrs_of(t)):
             continue
-        worker = t.user_attrs.get("worker", "?")
+        worker = attrs_of(t).get("worker", "?")
         why = gone.get(t.number, f"its worker {worker} is no longer running")
         try:
             error = gone.get(t.number, f"{DEAD_WORKER}: {worker} died")
@@ -128,7 +129,7 @@ def recover_stale(study: optuna.Study, report: Callable[[str], None] | None = No
     # an RDBStorage arrives wrapped in Optuna's cache: test the protocol, not the class
     if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
         running = {
-            t.number: t.user_attrs.get("worker", "?")
+            t.number: attrs_of(t).get("worker", "?")
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         }
         with warnings.catch_warnings():  # marked experimental since Optuna 2.9; used on purpose
@@ -152,8 +153,8 @@ def _params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def _retry_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     attrs: dict[str, Any] = {"retry_of": trial.number}
-    if trial.user_attrs.get("baseline"):
-        attrs["baseline"] = trial.user_attrs["baseline"]
+    if attrs_of(trial).get("baseline"):
+        attrs["baseline"] = attrs_of(trial)["baseline"]
     return attrs
 
 
@@ -170,11 +171,11 @@ def requeue_baseline(
     A sampled trial is not queued again: the sampler draws a new one. Returns whether a
     retry was queued.
     """
-    name = trial.user_attrs.get("baseline")
+    name = attrs_of(trial).get("baseline")
     if not name:
         return False
     trials = study.get_trials(deepcopy=False)
-    if any(t.user_attrs.get("retry_of") == trial.number for t in trials):
+    if any(attrs_of(t).get("retry_of") == trial.number for t in trials):
         return False
     if _retries(trial, trials) >= MAX_RETRIES:
         if report:
@@ -193,9 +194,9 @@ def _retries(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTr
     """How many retries of dead workers' trials led to ``trial``."""
     by_number = {t.number: t for t in trials}
     depth, seen = 0, set()
-    while isinstance(trial.user_attrs.get("retry_of"), int) and trial.number not in seen:
+    while isinstance(attrs_of(trial).get("retry_of"), int) and trial.number not in seen:
         seen.add(trial.number)
-        trial = by_number.get(trial.user_attrs["retry_of"], trial)
+        trial = by_number.get(attrs_of(trial)["retry_of"], trial)
         depth += 1
     return depth
 
@@ -226,7 +227,7 @@ def release_own_trials(study: optuna.Study, reason: str) -> list[int]:
     except Exception:  # noqa: BLE001 - the storage may be the thing that failed
         return released
     for t in trials:
-        if t.user_attrs.get("worker") != me:
+        if attrs_of(t).get("worker") != me:
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "error", reason)
@@ -245,7 +246,7 @@ def own_running(study: optuna.Study) -> list[int]:
         trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:  # noqa: BLE001 - the storage may be the thing that failed
         return []
-    return [t.number for t in trials if t.user_attrs.get("worker") == me]
+    return [t.number for t in trials if attrs_of(t).get("worker") == me]
 
 
 def release_unclaimed(
@@ -265,7 +266,7 @@ def release_unclaimed(
         return [
             t
             for t in running
-            if "worker" not in t.user_attrs and t.datetime_start and t.datetime_start >= since
+            if "worker" not in attrs_of(t) and t.datetime_start and t.datetime_start >= since
         ]
 
     if not unclaimed():

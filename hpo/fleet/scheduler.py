@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from hpo.common.attrs import attrs_of
+
 ALIVE = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING"}
 
 
@@ -113,9 +115,9 @@ def dead_tasks(trials: Iterable[Any]) -> dict[int, str]:
     this very task, and all trials when Slurm cannot be asked, are left alone."""
     own = os.environ.get("SLURM_JOB_ID")
     mine = {
-        t.number: t.user_attrs
+        t.number: attrs_of(t)
         for t in trials
-        if t.user_attrs.get("slurm_job") and str(t.user_attrs["slurm_job"]) != own
+        if attrs_of(t).get("slurm_job") and str(attrs_of(t)["slurm_job"]) != own
     }
     if not mine:
         return {}

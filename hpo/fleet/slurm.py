@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from handreid.errors import Terminated, UserError
+from hpo.common.attrs import attrs_of
 from hpo.fleet.scheduler import (
     REASONS,
     in_slurm,
@@ -118,7 +119,7 @@ def retry_stopped(study, trial, stop: SlurmStop) -> str:
     reason = f"interrupted: {stop.reason()}"
     study._storage.set_trial_user_attr(trial._trial_id, "error", reason)
     trials = study.get_trials(deepcopy=False)
-    if any(t.user_attrs.get("retry_of") == trial.number for t in trials):
+    if any(attrs_of(t).get("retry_of") == trial.number for t in trials):
         return reason
     if _retries(trial, trials) < MAX_RETRIES:
         study.enqueue_trial(_params(trial), user_attrs=_retry_attrs(trial))

@@ -28,8 +28,10 @@ from optuna.trial import FrozenTrial
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.common.paths import STUDIES_DIR
 from hpo.records import optuna_internals
+from hpo.records.optuna_internals import set_attr
 from hpo.records.space import SearchSpace, parse_space, space_digest
 
 ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
@@ -215,14 +217,14 @@ def record_config(trial: optuna.Trial, cfg: TrainConfig, store) -> str:
     """Set the short config attribute on a running trial and upload ``config.yaml`` for it."""
     ca = config_attrs(cfg)
     for key, value in ca.attrs.items():
-        trial.set_user_attr(key, value)
+        set_attr(trial, key, value)
     return _upload_text(trial, store, CONFIG_FILE, ca.yaml)
 
 
 def load_trial_config(trial: FrozenTrial, *, storage, store=None) -> dict[str, Any] | None:
     """A trial's resolved config: the ``config`` attribute of older trials, else its
     ``config.yaml`` artifact (checked against ``config_sha256``); None if neither is there."""
-    old = trial.user_attrs.get("config")
+    old = attrs_of(trial).get("config")
     if isinstance(old, dict):
         return old
     if store is None:
@@ -231,7 +233,7 @@ def load_trial_config(trial: FrozenTrial, *, storage, store=None) -> dict[str, A
     if not metas:
         return None
     text = read_artifact(store, metas[0], f"trial {trial.number}")
-    digest = trial.user_attrs.get("config_sha256")
+    digest = attrs_of(trial).get("config_sha256")
     if digest and hashlib.sha256(text.encode()).hexdigest()[:12] != digest:
         raise UserError(f"trial {trial.number}: {CONFIG_FILE} does not match its config_sha256")
     return yaml.safe_load(text)

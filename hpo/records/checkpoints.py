@@ -50,6 +50,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.records import optuna_internals
 from hpo.records.artifacts import artifact_metas, check_artifact_id
 from hpo.records.companion import load_companion
@@ -282,7 +283,7 @@ class ConfirmKeeper(CheckpointKeeper):
         super().__init__(store, keep=0)
 
     def wants(self, trial: optuna.Trial, value_bound: float) -> bool:
-        return trial.user_attrs.get("confirm_seed") == MODEL_SEED
+        return attrs_of(trial).get("confirm_seed") == MODEL_SEED
 
     def sweep(self, trial, current=None) -> list[int]:
         return []
@@ -297,9 +298,9 @@ def _confirm_runs(companion: optuna.Study, number: int | None = None) -> list[Fr
     return [
         t
         for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("confirm_seed") == MODEL_SEED
-        and "candidate" in t.user_attrs
-        and (number is None or t.user_attrs["candidate"] == number)
+        if attrs_of(t).get("confirm_seed") == MODEL_SEED
+        and "candidate" in attrs_of(t)
+        and (number is None or attrs_of(t)["candidate"] == number)
     ]
 
 
@@ -312,7 +313,7 @@ def keep_decided(companion: optuna.Study, summary: dict, store) -> dict[int, int
     ours = storage_identity(storage)
     kept: dict[int, int] = {}
     for t in _confirm_runs(companion):
-        number = int(t.user_attrs["candidate"])
+        number = int(attrs_of(t)["candidate"])
         if not checkpoint_metas(t, storage):
             continue
         if number in keep and number not in kept and trial_checkpoint(t, storage, store):
@@ -416,8 +417,8 @@ def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | 
             f"handreid train reproduces): handreid evaluate --checkpoint {path}"
         )
     run = source[0]
-    seed = trial_config(study, trial).seed + int(run.user_attrs.get("seed_offset", 0))
-    epochs = run.user_attrs.get("train_epochs")
+    seed = trial_config(study, trial).seed + int(attrs_of(run).get("seed_offset", 0))
+    epochs = attrs_of(run).get("train_epochs")
     retrain = f"handreid train --config {yaml_path} --set seed={seed}"
     if epochs:
         retrain += f" --set epochs={epochs} --set early_stop_patience=0"

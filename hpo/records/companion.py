@@ -18,6 +18,12 @@ def is_companion(name: str) -> bool:
     return name.endswith(SUFFIX)
 
 
+def parent_name(name: str) -> str | None:
+    """The study whose confirm runs a study named ``name`` would hold; None when the name is
+    not a companion's. (Whether that study exists is the caller's to check.)"""
+    return name.removesuffix(SUFFIX) if is_companion(name) and name != SUFFIX else None
+
+
 def open_companion(study: optuna.Study, storage) -> optuna.Study:
     """The companion study of confirm runs in ``storage`` (created on first use)."""
     return optuna.create_study(

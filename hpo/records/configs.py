@@ -7,6 +7,7 @@ import optuna
 
 from handreid.config import TrainConfig
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.records.artifacts import config_attrs
 from hpo.records.optuna_internals import study_record
 from hpo.records.space import SearchSpace, parse_space
@@ -24,15 +25,15 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrainC
     """The study's fixed keys + the trial's params, checked against the config it trained."""
     space = study_space(study)
     if space is None:
-        if "config" not in trial.user_attrs:
+        if "config" not in attrs_of(trial):
             raise UserError(
                 f"study {study.study_name!r} stored neither its search space nor trial "
                 f"{trial.number}'s config; it cannot be exported"
             )
-        return TrainConfig.from_dict(trial.user_attrs["config"], source=f"trial {trial.number}")
+        return TrainConfig.from_dict(attrs_of(trial)["config"], source=f"trial {trial.number}")
     cfg = space.config(trial.params)
-    recorded = trial.user_attrs.get("config")  # studies before the digest kept the whole config
-    digest = trial.user_attrs.get("config_sha256")
+    recorded = attrs_of(trial).get("config")  # studies before the digest kept the whole config
+    digest = attrs_of(trial).get("config_sha256")
     if (recorded is not None and TrainConfig.from_dict(recorded) != cfg) or (
         digest is not None and config_attrs(cfg).attrs["config_sha256"] != digest
     ):

@@ -33,6 +33,7 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import FrozenTrial
 
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.records import optuna_internals
 from hpo.records.artifacts import artifact_metas, load_trial_config, read_artifact
 
@@ -104,8 +105,8 @@ def save_history(trial: optuna.Trial, store, document: dict[str, Any]) -> None:
         text = json.dumps(document, allow_nan=False, separators=(",", ":"))
         _upload(trial, store, HISTORY_FILE, text.encode())
         title = f"trial {trial.number} ({document['status']})"
-        if trial.user_attrs.get("baseline"):
-            title += f", baseline {trial.user_attrs['baseline']}"
+        if attrs_of(trial).get("baseline"):
+            title += f", baseline {attrs_of(trial)['baseline']}"
         png = curves_png(title, document["epochs"], document["runs"])
         _upload(trial, store, CURVES_FILE, png)
     except Exception as exc:  # noqa: BLE001 - disk, store or storage: the trial goes on
@@ -176,7 +177,7 @@ def intermediate_history(
     """History entries from the trial's intermediate values; with ``epochs_per_run`` unknown,
     every step is taken as an epoch of one run. ``folds`` (default: the trial's ``n_folds``)
     names each run's fold."""
-    folds = max(int(folds or trial.user_attrs.get("n_folds", 1) or 1), 1)
+    folds = max(int(folds or attrs_of(trial).get("n_folds", 1) or 1), 1)
     out = []
     for step in sorted(trial.intermediate_values):
         run, epoch = divmod(step - 1, epochs_per_run) if epochs_per_run else (0, step - 1)

@@ -32,9 +32,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+# our long study records (see the module docstring) and trial bookkeeping (hpo.common.attrs)
+from hpo.common.attrs import BOOKKEEPING, RECORD_PREFIX
+
 ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study/trial system-attribute key prefix
 FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_object's prefix
-RECORD_PREFIX = "hpo:"  # our long study records, see the module docstring
 
 
 def _backend(study_or_storage):
@@ -130,6 +132,23 @@ def trial_record(trial: FrozenTrial, name: str, default: Any = None) -> Any:
 def set_trial_record(trial: optuna.Trial, name: str, value: Any) -> None:
     """Store a JSON-ready ``value`` on a running trial, out of the standard tools' sight."""
     trial.storage.set_trial_system_attr(trial._trial_id, RECORD_PREFIX + name, value)
+
+
+def set_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    """Record ``key`` on a running trial: bookkeeping out of the standard tools' sight, the
+    rest as a user attribute."""
+    if key in BOOKKEEPING:
+        trial.storage.set_trial_system_attr(trial._trial_id, RECORD_PREFIX + key, value)
+    else:
+        trial.set_user_attr(key, value)
+
+
+def set_frozen_attr(storage, trial: FrozenTrial, key: str, value: Any) -> None:
+    """``set_attr`` for a trial known by its frozen copy (another worker's, still running)."""
+    if key in BOOKKEEPING:
+        storage.set_trial_system_attr(trial._trial_id, RECORD_PREFIX + key, value)
+    else:
+        storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def artifact_tombstones(study: optuna.Study) -> list[str]:

@@ -170,13 +170,17 @@ class _Retry:
         self.inner = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from hpo.records.optuna_internals import ARTIFACT_PREFIX
+        from hpo.records.optuna_internals import ARTIFACT_PREFIX, BOOKKEEPING, RECORD_PREFIX
 
         clean = copy.copy(trial)
         clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in WORKER_ATTRS}
-        # the dead try's artifacts (config, history, checkpoint) stay with it, not the retry
+        # the dead try's artifacts (config, history, checkpoint) and bookkeeping (its worker,
+        # timings, progress) stay with it, not the retry
+        dead = {RECORD_PREFIX + k for k in BOOKKEEPING}
         clean.system_attrs = {
-            k: v for k, v in trial.system_attrs.items() if not k.startswith(ARTIFACT_PREFIX)
+            k: v
+            for k, v in trial.system_attrs.items()
+            if not k.startswith(ARTIFACT_PREFIX) and k not in dead
         }
         self.inner(study, clean)
 

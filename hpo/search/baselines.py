@@ -7,6 +7,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.common.attrs import attrs_of
+
 RETRY_FLAG = "--retry-baselines"
 
 
@@ -15,7 +17,7 @@ def dropped_baselines(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]
     pruned, running or waiting)."""
     by_name: dict[str, list[FrozenTrial]] = {}
     for t in trials:
-        name = t.user_attrs.get("baseline")
+        name = attrs_of(t).get("baseline")
         if name:
             by_name.setdefault(str(name), []).append(t)
     return {

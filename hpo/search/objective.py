@@ -26,6 +26,8 @@ import torch
 from handreid.config import TrainConfig
 from handreid.engine import PreparedData, data_key, fit, prepare_data, resolve_device
 from handreid.stats import bootstrap_se, mean_se
+from hpo.common.attrs import attrs_of
+from hpo.records.optuna_internals import set_attr
 from hpo.search.pruning import PruningCallback, between_runs_prune, is_baseline
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
@@ -233,12 +235,12 @@ class Objective:
         self.epochs, self._plan = [], []
         try:
             cfg = fixed_length(
-                self.space.config(self.space.suggest(trial)), trial.user_attrs.get("train_epochs")
+                self.space.config(self.space.suggest(trial)), attrs_of(trial).get("train_epochs")
             )
-            fixed = "train_epochs" in trial.user_attrs
+            fixed = "train_epochs" in attrs_of(trial)
             self._record_config(trial, cfg)
             # a trial runs on the base seeds; ``hpo confirm`` sets an offset for fresh ones
-            offset = int(trial.user_attrs.get("seed_offset", 0))
+            offset = int(attrs_of(trial).get("seed_offset", 0))
             configs = run_configs(cfg, offset)
             self._plan = [
                 {"run": i, "fold": c.val_fold, "seed": c.seed, "epochs": c.epochs}
@@ -258,7 +260,7 @@ class Objective:
                 keep = (trial, len(configs)) if index == 0 and self.keeper is not None else None
                 runs.append(self._run(run_cfg, [epoch_log, pruning], where, keep, fixed))
                 if self.prune_between_runs and len(runs) < len(configs):
-                    trial.set_user_attr("fold_values", [round(r.value, 6) for r in runs])
+                    set_attr(trial, "fold_values", [round(r.value, 6) for r in runs])
                     reason = not is_baseline(trial) and between_runs_prune(
                         trial.study, [r.value for r in runs], len(configs)
                     )
@@ -271,8 +273,8 @@ class Objective:
             else:
                 where = f"after {run_label(cfg, len(runs) - 1).rstrip(', ') or 'the run'}"
             diverged = str(exc).startswith("loss diverged")
-            trial.set_user_attr("prune_reason", str(exc))
-            trial.set_user_attr("pruned_at", where)
+            set_attr(trial, "prune_reason", str(exc))
+            set_attr(trial, "pruned_at", where)
             status = "diverged" if diverged else "pruned"
             self._record(trial, status=status, runs=runs, pruning=pruning, start=start)
             self._released(exc)
@@ -314,7 +316,7 @@ class Objective:
             record_config(trial, cfg, self.store)
         else:
             for key, value in config_attrs(cfg).attrs.items():
-                trial.set_user_attr(key, value)
+                set_attr(trial, key, value)
 
     def _run(
         self, cfg: TrainConfig, callbacks: list, where: str = "", keep_model=None, fixed=False
@@ -446,13 +448,13 @@ class Objective:
         **extra: Any,
     ) -> None:
         epochs = sum(r.epochs_run for r in runs) + (pruning.last_epoch if pruning else 0)
-        trial.set_user_attr("status", status)
-        trial.set_user_attr("epochs_run", extra.pop("epochs_run", epochs))
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+        set_attr(trial, "status", status)
+        set_attr(trial, "epochs_run", extra.pop("epochs_run", epochs))
+        set_attr(trial, "seconds", round(time.perf_counter() - start, 2))
         if error:
-            trial.set_user_attr("error", error)
+            set_attr(trial, "error", error)
         for key, value in extra.items():
-            trial.set_user_attr(key, value)
+            set_attr(trial, key, value)
         self._save_history(trial, status)
 
     def _release(self) -> None:

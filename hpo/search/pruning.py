@@ -67,6 +67,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy import integrate, stats
 
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import p_text
 
 # False-prune rate for a trial as good as the best, all looks together: the target is 5 %; the
@@ -82,7 +83,7 @@ _N_GRID = (125, 150, 200, 250, 300, 400, 500, 700, 1000, 1500, 2000)
 
 def is_baseline(trial: optuna.Trial | FrozenTrial) -> bool:
     """Whether the trial is a baseline of the space (or a retry of one): never pruned."""
-    return bool(trial.user_attrs.get("baseline"))
+    return bool(attrs_of(trial).get("baseline"))
 
 
 class PruningCallback:
@@ -138,7 +139,7 @@ def run_reference(trials: Sequence[FrozenTrial], runs: int) -> Reference | None:
     with the run means and run noise over them; None with fewer than two such trials."""
     rows, numbers = [], []
     for t in trials:
-        values = t.user_attrs.get("fold_values") or []
+        values = attrs_of(t).get("fold_values") or []
         if t.state == TrialState.COMPLETE and len(values) == runs:
             x = [float(v) for v in values]
             if all(math.isfinite(v) for v in x):

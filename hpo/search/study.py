@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.common.paths import STUDIES_DIR
 from hpo.fleet.progress import counts
 from hpo.fleet.recovery import (
@@ -31,7 +32,7 @@ from hpo.fleet.recovery import (
 )
 from hpo.fleet.scheduler import trial_attrs
 from hpo.fleet.slurm import SlurmStop, retry_stopped
-from hpo.records.optuna_internals import set_study_record, study_record
+from hpo.records.optuna_internals import set_attr, set_study_record, study_record
 from hpo.records.space import SearchSpace, space_digest
 from hpo.records.storage import (
     StorageError,
@@ -191,7 +192,7 @@ def _duplicate_of(trial: optuna.Trial) -> int | None:
     fixed = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
     states = (TrialState.WAITING, TrialState.RUNNING, *FINISHED)
     for t in trial.study.get_trials(deepcopy=False, states=states):
-        if t.number == trial.number or str(t.user_attrs.get("error", "")).startswith("duplicate"):
+        if t.number == trial.number or str(attrs_of(t).get("error", "")).startswith("duplicate"):
             continue
         other = t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params")
         if other != params or (fixed is not None and t.number > trial.number):
@@ -245,26 +246,24 @@ class _Guarded:
     def _run(self, trial: optuna.Trial) -> float:
         for key, value in self.attrs.items():
             if value is not None:
-                trial.set_user_attr(key, value)
+                set_attr(trial, key, value)
         self.held.release()  # the trial is ours now: an interrupt held meanwhile ends it
         trials = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         done = sum(t.state in FINISHED for t in trials)
         ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         if done + ahead >= self.total:
-            trial.set_user_attr(
-                "error", "surplus: other workers already cover the requested trials"
-            )
+            set_attr(trial, "error", "surplus: other workers already cover the requested trials")
             frozen = trial.study._storage.get_trial(trial._trial_id)
             fixed = frozen.system_attrs.get("fixed_params")
             if fixed:  # a queued baseline or retry must not be lost to the race
-                keep = {k: v for k, v in frozen.user_attrs.items() if k in ("baseline", "retry_of")}
+                keep = {k: v for k, v in attrs_of(frozen).items() if k in ("baseline", "retry_of")}
                 trial.study.enqueue_trial(fixed, user_attrs=keep)
             raise SurplusTrial(f"trial {trial.number} not needed")
         if self.suggest is not None:
             self.suggest(trial)  # the objective's own suggestions return these same values
             other = _duplicate_of(trial)
             if other is not None:
-                trial.set_user_attr("error", f"duplicate of trial {other}; drawn again")
+                set_attr(trial, "error", f"duplicate of trial {other}; drawn again")
                 raise DuplicateTrial(f"trial {trial.number} repeats trial {other}")
         return self.objective(trial)
 
@@ -327,7 +326,7 @@ def run_until(
                 raise StorageFailure(failure_reason(guarded.storage_error) or "storage error")
             ran += 1
             last = mine[-1]
-            by_design = str(last.user_attrs.get("error", "")).startswith(("surplus", "duplicate"))
+            by_design = str(attrs_of(last).get("error", "")).startswith(("surplus", "duplicate"))
             failed = last.state == TrialState.FAIL and not by_design
             if failed:  # a baseline that crashed or ran out of memory gets another try
                 requeue_baseline(study, last, report)
@@ -335,7 +334,7 @@ def run_until(
             if fails_in_row >= max_failures:
                 raise UserError(
                     f"{fails_in_row} trials failed in a row; last error: "
-                    f"{last.user_attrs.get('error', 'see the log')}"
+                    f"{attrs_of(last).get('error', 'see the log')}"
                 )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.views.headline import versus_baseline
 from hpo.views.model import StudyView, as_view
 
@@ -20,9 +21,9 @@ def run_values(study: StudyView | optuna.Study) -> dict[int, list[float]]:
     """Each raced trial's finished confirm run values, by seed order."""
     runs: dict[int, list[tuple[int, float]]] = {}
     for t in as_view(study).companion_trials:
-        if t.state == TrialState.COMPLETE and "candidate" in t.user_attrs:
-            seed = int(t.user_attrs.get("confirm_seed", 0))
-            runs.setdefault(int(t.user_attrs["candidate"]), []).append((seed, t.value))
+        if t.state == TrialState.COMPLETE and "candidate" in attrs_of(t):
+            seed = int(attrs_of(t).get("confirm_seed", 0))
+            runs.setdefault(int(attrs_of(t)["candidate"]), []).append((seed, t.value))
     return {n: [v for _, v in sorted(r)] for n, r in runs.items()}
 
 

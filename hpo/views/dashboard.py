@@ -1,4 +1,5 @@
-"""``hpo dashboard``: optuna-dashboard on the project's storage, with the study artifacts."""
+"""``hpo dashboard``: optuna-dashboard on the project's storage, with the study artifacts and
+what ``hpo.views.dashboard_app`` adds (the decision first on a study's page)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def make_dashboard(
         hint = "; is a dashboard already running? choose another --port" if in_use else ""
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
     try:  # the artifact folder is made only once the port is ours
+        from hpo.views.dashboard_app import DashboardLayer  # (after the refusals: it loads scipy)
+
         store = open_artifact_store(artifacts) if artifacts else None
-        server.set_app(wsgi(st, artifact_store=store))
+        server.set_app(DashboardLayer(wsgi(st, artifact_store=store), st))
     except BaseException:
         server.server_close()
         raise

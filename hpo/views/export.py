@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.common.paths import atomic_write_text, check_target
 from hpo.records.configs import trial_config
 from hpo.views.model import StudyView, as_view
@@ -46,12 +47,51 @@ def pick_trial(
 
 def value_text(trial: optuna.trial.FrozenTrial) -> str:
     """``0.6123 ± 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
-    se = trial.user_attrs.get("value_se")
+    se = attrs_of(trial).get("value_se")
     if not isinstance(se, (int, float)) or not math.isfinite(se):  # unknown: no "± nan"
         return f"{trial.value:.4f}"
     from hpo.common.lines import pm, runs_text
 
-    return f"{trial.value:.4f} {pm()} {se:.4f} (SE, {runs_text(trial.user_attrs)})"
+    return f"{trial.value:.4f} {pm()} {se:.4f} (SE, {runs_text(attrs_of(trial))})"
+
+
+def floor_warning(study: StudyView | optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
+    """One sentence when ``trial``'s interval does not clear the study's higher validation
+    floor (``hpo.decide.floors``): its confirmed 95 % CI when ``hpo confirm`` raced it, else its
+    value ± 2 SE. The confirmed winner or best trial gets the floors' own sentence
+    (``hpo.decide.floors.check``); any other trial, exported with ``--trial N``, its own."""
+    from hpo.common.lines import interval_text
+    from hpo.decide.floors import check, floor_name, higher_floor, winner_interval
+
+    view = as_view(study)
+    record = view.floors
+    floor = higher_floor(record) if record else None
+    if floor is None:
+        return None
+    win = winner_interval(view.study)
+    if win is not None and win["trial"] == trial.number:
+        return check(view.study, record)
+    rows = {r["trial"]: r for r in (view.confirm or {}).get("rows", [])}
+    row = rows.get(trial.number)
+    if row is not None and row.get("ci") and None not in row["ci"]:
+        lo, hi = (float(v) for v in row["ci"])
+        who = f"the exported trial {trial.number} (confirmed val mAP {interval_text(lo, hi)})"
+    else:
+        se = attrs_of(trial).get("value_se")
+        se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else 0.0
+        lo, hi = trial.value - 2 * se, trial.value + 2 * se
+        who = (
+            f"the exported trial {trial.number} (val mAP {trial.value:.3f}, "
+            f"± 2 SE {interval_text(lo, hi)})"
+        )
+    kind, value = floor
+    if lo > value:
+        return None
+    name = floor_name(kind, record)  # "backbone floor (untrained tiny-vit)": one pair of ()
+    named = f"the {name[:-1]}, {value:.3f})" if name.endswith(")") else f"the {name} ({value:.3f})"
+    if hi < value:
+        return f"{who} is below {named}, which needs no training"
+    return f"{who} does not clear {named}, which needs no training: its interval reaches below it"
 
 
 def export_header(
@@ -59,15 +99,13 @@ def export_header(
 ) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
     from hpo.decide.confirm import verdict
-    from hpo.decide.floors import floor_lines
+    from hpo.decide.floors import floors_text
 
     view = as_view(study)
     study = view.study  # the read model's copy
 
     params = ", ".join(f"{k}={v!r}" for k, v in trial.params.items())
-    label = (
-        f" (baseline {trial.user_attrs['baseline']})" if trial.user_attrs.get("baseline") else ""
-    )
+    label = f" (baseline {attrs_of(trial)['baseline']})" if attrs_of(trial).get("baseline") else ""
     lines = [
         f"handreid trainer config exported from study {study.study_name!r}"
         + (f" ({storage})" if storage else ""),
@@ -99,12 +137,15 @@ def export_header(
             "not confirmed: the objective is the maximum of noisy estimates; "
             "`hpo confirm` re-trains the top trials on fresh seeds"
         )
-    lines += floor_lines(study)
+    if view.floors:  # the exported trial's own warning, not the winner's
+        lines.append(floors_text(view.floors))
+        if warning := floor_warning(view, trial):
+            lines.append(f"warning: {warning}")
     lines.append(
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; run with: handreid train --config <this file>"
     )
     why = "the epochs its confirm runs trained and were measured at"
-    if epochs is None and trial.user_attrs.get("best_epochs"):
+    if epochs is None and attrs_of(trial).get("best_epochs"):
         from hpo.decide.confirm import fixed_epochs
 
         epochs = fixed_epochs(trial, view.space)

@@ -16,6 +16,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import trial_label
 from hpo.views.model import StudyView, as_view
 
@@ -212,7 +213,7 @@ def parallel_figure(study: optuna.Study) -> tuple[object | None, str | None, lis
                     thickness=8,
                     len=0.5,
                     x=0.5,
-                    y=-0.08,
+                    y=-_BAR,
                     yanchor="top",
                     tickfont=dict(size=10),
                 ),
@@ -227,7 +228,58 @@ def parallel_figure(study: optuna.Study) -> tuple[object | None, str | None, lis
     )
     # the title at the very top, above the turned axis titles
     fig.update_layout(margin=_MARGIN, title=dict(y=0.985, yanchor="top"))
+    _spell_out(fig, legend)
     return fig, None, legend
+
+
+FIGURE_HEIGHT = 440  # the dashboard draws a saved figure in a card 450 px high
+LEGEND_CHARS, LEGEND_LINE = 92, 13  # a line of the codes' legend: characters at 10 px, px high
+_BAR = 0.08  # the colour bar's offset below the axes, as a share of their height
+
+
+def _legend_lines(items: list[str], chars: int = LEGEND_CHARS) -> list[str]:
+    """``items`` packed into lines of at most ``chars`` characters, `` · `` between items; an
+    item longer than a line (a prompt template) wraps at spaces, indented."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 3 + len(item) <= chars:
+            lines[-1] += " · " + item
+            continue
+        words, line = item.split(" "), ""
+        for word in words:
+            if line and len(line) + 1 + len(word) > chars:
+                lines.append(line)
+                line = "   " + word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return lines
+
+
+def _spell_out(fig, legend: list[str]) -> None:
+    """The short codes the axes use, spelled out in the figure below its colour bar, so they
+    travel with it (the dashboard shows a saved figure without the note beside it)."""
+    import html
+
+    if not legend:
+        return
+    lines = _legend_lines(legend)
+    bottom = _MARGIN["b"] + LEGEND_LINE * len(lines)
+    height = FIGURE_HEIGHT - _MARGIN["t"] - bottom  # of the axes
+    fig.update_layout(margin={**_MARGIN, "b": bottom})
+    fig.add_annotation(
+        text="<br>".join(html.escape(line) for line in lines),
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        yshift=-(_BAR * height + 40),  # below the colour bar and its ticks
+        xanchor="left",
+        yanchor="top",
+        align="left",
+        showarrow=False,
+        font=dict(size=10, color="#444"),
+    )
 
 
 def value_se_figure(study: optuna.Study) -> tuple[object | None, str | None]:
@@ -237,28 +289,28 @@ def value_se_figure(study: optuna.Study) -> tuple[object | None, str | None]:
     done = [
         t
         for t in completed(study)
-        if isinstance(t.user_attrs.get("value_se"), (int, float))
-        and math.isfinite(t.user_attrs["value_se"])
+        if isinstance(attrs_of(t).get("value_se"), (int, float))
+        and math.isfinite(attrs_of(t)["value_se"])
     ]
     if not done:
         return None, "no trial has a value_se user attribute (validation folds give one)"
     fig = go.Figure()
     for name, colour, group in (
-        ("baseline", _BASELINE, [t for t in done if t.user_attrs.get("baseline")]),
-        ("searched", _OTHER, [t for t in done if not t.user_attrs.get("baseline")]),
+        ("baseline", _BASELINE, [t for t in done if attrs_of(t).get("baseline")]),
+        ("searched", _OTHER, [t for t in done if not attrs_of(t).get("baseline")]),
     ):
         if not group:
             continue
         fig.add_scatter(
             x=[t.number for t in group],
             y=[t.value for t in group],
-            error_y=dict(type="data", array=[t.user_attrs["value_se"] for t in group]),
+            error_y=dict(type="data", array=[attrs_of(t)["value_se"] for t in group]),
             mode="markers",
             marker=dict(color=colour, size=8, symbol="diamond" if name == "baseline" else "circle"),
             name=name,
             text=[
-                f"{trial_label(t)}<br>{TARGET} {t.value:.4f} ± {t.user_attrs['value_se']:.4f}"
-                + (f" ({t.user_attrs['n_folds']} folds)" if "n_folds" in t.user_attrs else "")
+                f"{trial_label(t)}<br>{TARGET} {t.value:.4f} ± {attrs_of(t)['value_se']:.4f}"
+                + (f" ({attrs_of(t)['n_folds']} folds)" if "n_folds" in attrs_of(t) else "")
                 for t in group
             ],
             hoverinfo="text",
@@ -283,7 +335,7 @@ def intermediate_figure(study: optuna.Study) -> tuple[object | None, str | None]
     shown = set()
     for t in trials:
         pruned = t.state == TrialState.PRUNED
-        kind = "pruned" if pruned else "baseline" if t.user_attrs.get("baseline") else "complete"
+        kind = "pruned" if pruned else "baseline" if attrs_of(t).get("baseline") else "complete"
         steps = sorted(t.intermediate_values)
         colour = {"pruned": _PRUNED, "baseline": _BASELINE, "complete": _OTHER}[kind]
         fig.add_scatter(
@@ -344,7 +396,7 @@ def curves_figure(study: StudyView | optuna.Study, store=None, n: int = CURVE_TR
             entries = view.history(t, store)
         except UserError:  # an unreadable artifact: the intermediate values still tell
             entries = intermediate_history(t)
-        base = t.user_attrs.get("baseline")
+        base = attrs_of(t).get("baseline")
         colour = _BASELINE if base else _PALETTE[i % len(_PALETTE)]
         several_runs |= len({e["run"] for e in entries}) > 1
         for col, key in ((1, "mAP"), (2, "loss")):
@@ -402,7 +454,7 @@ def _averaged_over(study: optuna.Study) -> str:
     from hpo.common.lines import runs_text
 
     done = completed(study)
-    kinds = sorted({runs_text(t.user_attrs) for t in done})
+    kinds = sorted({runs_text(attrs_of(t)) for t in done})
     return f" ({', '.join(kinds)})" if kinds else ""
 
 
@@ -411,26 +463,40 @@ FLOOR_FIGURES = {"value_se": {}, "intermediate": {}, "curves": {"row": 1, "col":
 _FLOOR_COLOURS = {"pixels": "#2ca02c", "backbone": "#8c564b"}
 
 
-def add_floors(fig, study: optuna.Study, **where) -> None:
-    """A dotted line at each validation floor (``hpo.decide.floors``), labelled with its value."""
-    from hpo.decide.floors import stored
+def add_floors(fig, study: optuna.Study, vertical: bool = False, **where) -> None:
+    """A dotted line at each validation floor (``hpo.decide.floors``), labelled with its name
+    and value; ``vertical`` for a figure with val mAP on x."""
+    from hpo.decide.floors import floor_name, stored
 
     record = stored(study)
     if record is None:
         return
-    names = {"pixels": "raw pixels", "backbone": record.get("backbone_label") or "backbone"}
-    for kind, name in names.items():
+    for kind in ("pixels", "backbone"):
         val = (record.get(kind) or [None])[0]
         if val is None:
             continue
-        fig.add_hline(
-            y=val,
-            line_dash="dot",
-            line_color=_FLOOR_COLOURS[kind],
-            annotation_text=f"floor: {name} {val:.3f}",
-            annotation_position="bottom right",
-            **where,
-        )
+        text = f"{floor_name(kind, record)} {val:.3f}"
+        line = dict(line_dash="dot", line_color=_FLOOR_COLOURS[kind], **where)
+        if vertical:  # named in the legend: a label on the line would cover the points
+            fig.add_vline(x=val, showlegend=True, name=text, **line)
+        else:
+            fig.add_hline(y=val, annotation_text=text, annotation_position="bottom right", **line)
+
+
+def confirm_figure(view: StudyView):
+    """Every confirmed config's mean and 95 % interval on the whole val mAP scale [0, 1],
+    the reference baseline's mean dashed, each floor dotted; None before a confirmation."""
+    from hpo.views.confirm_report import figure
+
+    summary = view.confirm
+    if not summary or not summary.get("rows"):
+        return None
+    fig = figure(summary)
+    fig.update_traces(showlegend=False)
+    fig.update_xaxes(range=[0, 1], dtick=0.1, title=f"confirmed {TARGET} (95 % interval)")
+    fig.update_layout(height=max(fig.layout.height or 0, 260), margin={"t": 70, "b": 50})
+    add_floors(fig, view.study, vertical=True)
+    return fig
 
 
 def study_figures(study: StudyView | optuna.Study, names=tuple(FIGURES), store=None) -> Figures:
@@ -466,7 +532,7 @@ def study_figures(study: StudyView | optuna.Study, names=tuple(FIGURES), store=N
             continue
         if name in FLOOR_FIGURES:
             add_floors(fig, study, **FLOOR_FIGURES[name])
-        fig.update_layout(title={"text": title}, height=440)  # the dashboard's card is 450 px
+        fig.update_layout(title={"text": title}, height=FIGURE_HEIGHT)
         if name != "parallel":
             fig.update_layout(margin={"t": 60})
         out.figures[name] = fig

@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import diff_text, interval_text
 from hpo.views.model import StudyView, as_view
 
@@ -73,10 +74,10 @@ def headline(study: StudyView | optuna.Study) -> str:
         best = view.trial(d["best"])
         from hpo.common.lines import runs_text, value_text
 
-        se = best.user_attrs.get("value_se")
+        se = attrs_of(best).get("value_se")
         return (
             f"not confirmed yet: best trial {best.number}, val mAP {value_text(best.value, se)} "
-            f"({runs_text(best.user_attrs)}); `hpo confirm` re-trains the top trials and the "
+            f"({runs_text(attrs_of(best))}); `hpo confirm` re-trains the top trials and the "
             "baseline on fresh seeds"
         )
     who = f"trial {d['winner']}"

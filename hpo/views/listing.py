@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import (
     STATES,
     TOP,
@@ -20,6 +21,7 @@ from hpo.common.lines import (
     _param_items,
     fit,
     number,
+    param_text,
     params_text,
     pm,
     runs_text,
@@ -50,7 +52,7 @@ def json_ready(value: Any) -> Any:
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     """One trial as ``hpo trials --json`` lists it."""
-    a = trial.user_attrs
+    a = attrs_of(trial)
     record = {
         "number": trial.number,
         "state": trial.state.name,
@@ -116,7 +118,7 @@ def comparison_record(study: StudyView | optuna.Study) -> dict[str, Any] | None:
         {
             "best": c.best.number,
             "baseline": c.baseline.number,
-            "baseline_name": c.baseline.user_attrs.get("baseline"),
+            "baseline_name": attrs_of(c.baseline).get("baseline"),
             "same_trial": c.same_trial,
             "diff": c.diff,
             "diff_se": c.diff_se if finite else None,
@@ -155,7 +157,7 @@ def study_summary(study: StudyView | optuna.Study, top: int = TOP) -> dict[str, 
             "counts": {**counts_of(trials), "total": len(trials)},
             "best": trial_record(best[0]) if best else None,
             "top": [trial_record(t) for t in top_trials(trials, top)],
-            "baselines": [t.number for t in trials if t.user_attrs.get("baseline")],
+            "baselines": [t.number for t in trials if attrs_of(t).get("baseline")],
             "baseline_comparison": comparison_record(view),
             "confirm": confirm,
             "confirm_verdict": verdict(confirm) if confirm else None,
@@ -169,8 +171,6 @@ def study_summary(study: StudyView | optuna.Study, top: int = TOP) -> dict[str, 
 def summary_lines(study: StudyView | optuna.Study) -> list[str]:
     """Counts and the best trial with its parameters, as ``hpo run`` ends and ``hpo show``
     starts."""
-    from hpo.views.export import value_text as se_text
-
     view = as_view(study)
     trials = view.trials
     c = counts_of(trials)
@@ -182,9 +182,10 @@ def summary_lines(study: StudyView | optuna.Study) -> list[str]:
     if not best:
         return [*lines, "no completed trial yet"]
     b = best[0]
-    label = f" (baseline {b.user_attrs['baseline']})" if b.user_attrs.get("baseline") else ""
-    rank1 = f" (rank1 {b.user_attrs['rank1']:.4f})" if "rank1" in b.user_attrs else ""
-    lines.append(f"best trial {b.number}{label}: val mAP {se_text(b)}{rank1}")
+    label = f" (baseline {attrs_of(b)['baseline']})" if attrs_of(b).get("baseline") else ""
+    rank1 = f", rank1 {attrs_of(b)['rank1']:.3f}" if "rank1" in attrs_of(b) else ""
+    value = value_text(b.value, attrs_of(b).get("value_se"))
+    lines.append(f"best trial {b.number}{label}: val mAP {value} ({runs_text(attrs_of(b))}){rank1}")
     width = max((len(k) for k in b.params), default=10)
     # 4 significant figures to read; `hpo export` and `show --json` keep every digit
     lines += [f"  {k:<{width}}  {number(v, 4)}" for k, v in b.params.items()]
@@ -205,14 +206,14 @@ def top_lines(trials: Sequence[FrozenTrial], n: int = TOP, columns: int | None =
     if not top:
         return []
     labels = [
-        f"baseline {t.user_attrs['baseline']}" if t.user_attrs.get("baseline") else "" for t in top
+        f"baseline {attrs_of(t)['baseline']}" if attrs_of(t).get("baseline") else "" for t in top
     ]
     label_width = max(len(x) for x in labels)
     lines = [f"top trials (val mAP {pm()} SE):"]
     for t, label in zip(top, labels, strict=True):
         head = (
-            f"  #{t.number:<5} {value_text(t.value, t.user_attrs.get('value_se')):<14} "
-            f"{'(' + runs_text(t.user_attrs) + ')':<11}"
+            f"  #{t.number:<5} {value_text(t.value, attrs_of(t).get('value_se')):<14} "
+            f"{'(' + runs_text(attrs_of(t)) + ')':<11}"
         )
         if label_width:
             head += f" {label:<{label_width}}"
@@ -254,6 +255,142 @@ def show_text(study: StudyView | optuna.Study, top: int = TOP) -> str:
     if confirm:
         lines.append(format_summary(confirm))
     return fit("\n".join(lines))
+
+
+# complete trials first (their values are comparable), then pruned ones (a value at the
+# epoch they were stopped), then the rest by number
+_TABLE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
+
+
+def trials_table(trials: Sequence[FrozenTrial], columns: int | None = None) -> str:
+    """``hpo trials --table``: one row per trial, best first: number, state, val mAP, SE and
+    the parameters that fit ``columns`` (the terminal's by default); the rightmost parameters
+    that do not fit are left out, and a last line names them."""
+    from hpo.common.table import Column, fitted, render, split_header
+
+    columns = columns or width()
+
+    def order(t: FrozenTrial):
+        rank = _TABLE_ORDER.get(t.state, 2)
+        value = t.value if rank < 2 and t.value is not None and math.isfinite(t.value) else None
+        return (rank, value is None, -(value or 0.0), t.number)
+
+    rows = sorted(trials, key=order)
+    se = [attrs_of(t).get("value_se") for t in rows]
+    names = list(dict.fromkeys(k for t in rows for k in t.params))
+    table = [
+        Column("trial", [str(t.number) for t in rows], right=True, keep=True),
+        Column("state", [t.state.name for t in rows], keep=True),
+        Column("val mAP", [value_text(t.value) for t in rows], right=True, keep=True),
+        Column("SE", [_se_text(s) for s in se], right=True, keep=True),
+    ]
+    for name in names:
+        cells = [_param_cell(t.params, name) for t in rows]
+        table.append(Column(split_header(name, cells), cells, right=_numeric(rows, name)))
+    shown = fitted(table, columns)
+    lines = render(shown)
+    left = [c.header.replace("\n", "") for c in table if all(c is not x for x in shown)]
+    if left:
+        many = f"{len(left)} parameter{'s' if len(left) > 1 else ''}"
+        lines.append(
+            fit(
+                f"{many} left out to fit {columns} columns: {', '.join(left)} "
+                "(`hpo trials --long` shows every parameter)",
+                columns,
+            )
+        )
+    return "\n".join(lines)
+
+
+def _se_text(se: Any) -> str:
+    return f"{se:.3f}" if isinstance(se, (int, float)) and math.isfinite(se) else "-"
+
+
+def _param_cell(params: Mapping[str, Any], name: str) -> str:
+    """A parameter's value in a table cell: a number with 3 significant figures, a string
+    whole (quoted when it has spaces, as in a trial line); ``-`` when the trial has none."""
+    if name not in params:
+        return "-"
+    return param_text(name, params[name]).removeprefix(f"{name}=")
+
+
+def _numeric(rows: Sequence[FrozenTrial], name: str) -> bool:
+    return all(
+        isinstance(t.params[name], (int, float)) and not isinstance(t.params[name], bool)
+        for t in rows
+        if name in t.params
+    )
+
+
+def studies_table(storage, summaries: Sequence[Any], columns: int | None = None) -> str:
+    """``hpo ls``: one row per study (``optuna.get_all_study_summaries``) with its trials, best
+    val mAP, confirmed winner with its 95 % CI and how it compares with the baseline; each
+    companion of confirm runs on a line under its parent. Columns that do not fit
+    ``columns`` are left out from the right and named on a last line."""
+    from hpo.common.table import Column, fitted, render
+    from hpo.records.companion import SUFFIX, is_companion
+    from hpo.views.headline import decision
+
+    columns = columns or width()
+    names = {s.study_name for s in summaries}
+    parents, children = [], {}
+    for s in sorted(summaries, key=lambda s: s.study_name):
+        parent = s.study_name.removesuffix(SUFFIX)
+        if is_companion(s.study_name) and parent in names:
+            children[parent] = s
+        else:
+            parents.append(s)
+    cells: list[list[str]] = []
+    for s in parents:
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        best = s.best_trial.value if s.best_trial is not None else None
+        cells.append(
+            [
+                printable(s.study_name),
+                str(s.n_trials),
+                value_text(best),
+                *_confirmed(decision(study)),
+            ]
+        )
+    table = [
+        Column("study", [c[0] for c in cells], keep=True),
+        Column("trials", [c[1] for c in cells], right=True, keep=True),
+        Column("best", [c[2] for c in cells], right=True, keep=True),
+        Column("confirmed [95% CI]", [c[3] for c in cells], keep=True),
+        Column("vs baseline", [c[4] for c in cells]),
+    ]
+    shown = fitted(table, columns)
+    head, *rows = render(shown)
+    lines = [head]
+    for s, line in zip(parents, rows, strict=True):
+        lines.append(line)
+        if (child := children.get(s.study_name)) is not None:  # its runs, not a row of its own
+            lines.append(
+                fit(f"  {printable(child.study_name)}: {child.n_trials} confirm runs", columns)
+            )
+    left = [c.header for c in table if all(c is not x for x in shown)]
+    if left:
+        lines.append(
+            fit(
+                f"left out to fit {columns} columns: {', '.join(left)} (`hpo show` has it)", columns
+            )
+        )
+    return "\n".join(lines)
+
+
+def _confirmed(d: Mapping[str, Any]) -> list[str]:
+    """The ``confirmed [95% CI]`` and ``vs baseline`` cells of a study's ``hpo ls`` row."""
+    from hpo.common.lines import interval_text
+
+    if not d["confirmed"]:
+        return ["not confirmed", "-"]
+    versus = d["vs_baseline"] or "-"
+    if d["winner"] == d["reference_baseline"]:
+        versus = "is the baseline"
+    versus = versus.removesuffix(" than").removesuffix(" from")
+    if d["partial"]:
+        versus += " (partial)"
+    return [f"#{d['winner']} {d['mean']:.3f} {interval_text(*d['ci'])}", versus]
 
 
 def printable(name: str) -> str:
@@ -321,27 +458,34 @@ def epoch_table(rows: Sequence[Mapping[str, Any]], columns: int | None = None) -
         run = int(r.get("run", 0))
         if r.get("mAP") is not None and (run not in best or r["mAP"] > best[run]["mAP"]):
             best[run] = r
-    cells = [[h for _, h, _ in cols] + [""]]
-    for r in rows:
-        line = [_cell(r.get(k), f) for k, _, f in cols]
-        line.append("*" if best.get(int(r.get("run", 0))) is r else "")
-        cells.append(line)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cols) + 1)]
-    # columns that do not fit the terminal go to a second table below, keyed the same way
-    keys = [i for i, (k, _, _) in enumerate(cols) if k in ("fold", "run", "epoch")]
-    rest = [i for i in range(len(cols) + 1) if i not in keys]
-    limit, parts, part = columns or width(), [], list(keys)
-    for i in rest:
-        if len(part) > len(keys) and sum(widths[j] + 2 for j in [*part, i]) - 2 > limit:
-            parts.append(part)
+    from hpo.common.table import Column, render, split_header
+
+    marks = ["*" if best.get(int(r.get("run", 0))) is r else "" for r in rows]
+    table = [Column(h, [_cell(r.get(k), f) for r in rows], right=True) for k, h, f in cols]
+    limit = columns or width()
+    keys = [c for c, (k, _, _) in zip(table, cols, strict=True) if k in ("fold", "run", "epoch")]
+    rest = [c for c in table if all(c is not k for k in keys)]
+    star = Column("", marks)
+    if _width([*table, star]) > limit:  # long names (lr_clip_visual) on two lines first
+        rest = [Column(split_header(c.header, c.cells), c.cells, right=True) for c in rest]
+    # columns that still do not fit go to a second table below, keyed the same way; every
+    # part ends with the best-epoch mark, so that each reads on its own
+    parts, part = [], list(keys)
+    for c in rest:
+        if len(part) > len(keys) and _width([*part, c, star]) > limit:
+            parts.append([*part, star])
             part = list(keys)
-        part.append(i)
-    parts.append(part)
+        part.append(c)
+    parts.append([*part, star])
     text = []
     for n, part in enumerate(parts):
         text += [""] if n else []
-        text += ["  ".join(line[i].rjust(widths[i]) for i in part).rstrip() for line in cells]
+        text += render(part)
     return "\n".join([*text, "* best val mAP of the run"])
+
+
+def _width(columns) -> int:
+    return sum(c.width + 2 for c in columns) - 2
 
 
 def _cell(value: Any, fmt) -> str:
@@ -362,7 +506,9 @@ __all__ = [
     "printable",
     "select",
     "show_text",
+    "studies_table",
     "study_summary",
     "summary_lines",
     "trial_record",
+    "trials_table",
 ]

@@ -20,6 +20,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
+from hpo.common.lines import diff_text, interval_text, p_text
 from hpo.common.paths import study_dir
 from hpo.decide.compare import compare_to_baseline
 from hpo.decide.confirm import current
@@ -34,7 +36,9 @@ from hpo.records.artifacts import (  # noqa: F401 - hpo.cli imports these names 
     repair_artifact_entries,
     save_space,
 )
-from hpo.views import confirm_report
+from hpo.records.companion import load_companion
+from hpo.views.confirm_report import FIGURE_ID as CONFIRM_FIGURE_ID
+from hpo.views.confirm_report import run_values
 from hpo.views.export import value_text
 from hpo.views.figures import (
     DASHBOARD_FIGURES,
@@ -42,11 +46,13 @@ from hpo.views.figures import (
     TARGET,
     Figures,
     completed,
+    confirm_figure,
     short_name,
     study_figures,
 )
-from hpo.views.headline import headline
+from hpo.views.headline import headline, versus_baseline
 from hpo.views.model import StudyView, as_view, load_view
+from hpo.views.page import figure_div, scripts
 
 log = logging.getLogger("hpo")
 
@@ -102,13 +108,13 @@ def study_note(study: StudyView | optuna.Study, legend: Sequence[str] = ()) -> s
     else:
         best = study.best_trial
         label = (
-            f" (baseline {best.user_attrs['baseline']})" if best.user_attrs.get("baseline") else ""
+            f" (baseline {attrs_of(best)['baseline']})" if attrs_of(best).get("baseline") else ""
         )
         lines += ["", f"### Best trial {best.number}{label}: {TARGET} {value_text(best)}", ""]
         metrics = [
-            f"{k} {_cell(metric_text(k, best.user_attrs[k]))}"
+            f"{k} {_cell(metric_text(k, attrs_of(best)[k]))}"
             for k in METRICS
-            if k in best.user_attrs
+            if k in attrs_of(best)
         ]
         if metrics:
             lines += [", ".join(metrics), ""]
@@ -142,7 +148,7 @@ def _floor_note(study: optuna.Study) -> list[str]:
 
 def baselines(study: optuna.Study) -> list[FrozenTrial]:
     """Every trial that ran a baseline config (retries included), in trial order."""
-    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+    return [t for t in study.get_trials(deepcopy=False) if attrs_of(t).get("baseline")]
 
 
 def _baseline_state(t: FrozenTrial, tried: list[FrozenTrial]) -> str:
@@ -151,11 +157,11 @@ def _baseline_state(t: FrozenTrial, tried: list[FrozenTrial]) -> str:
         text = f"{TARGET} {value_text(t)}"
     else:
         text = t.state.name.lower()
-        retries = [r.number for r in tried if r.user_attrs.get("retry_of") == t.number]
+        retries = [r.number for r in tried if attrs_of(r).get("retry_of") == t.number]
         if retries:
             text += f", queued again as trial {retries[0]}"
-    if "retry_of" in t.user_attrs:
-        text += f" (retry of trial {t.user_attrs['retry_of']})"
+    if "retry_of" in attrs_of(t):
+        text += f" (retry of trial {attrs_of(t)['retry_of']})"
     return text
 
 
@@ -172,13 +178,13 @@ def _baseline_lines(study: optuna.Study) -> list[str]:
     else:
         lines.append(cmp.value_line(confirmed=current(study) is not None) + ".")
         if cmp.changes:
-            name = _cell(cmp.baseline.user_attrs["baseline"])
+            name = _cell(attrs_of(cmp.baseline)["baseline"])
             lines += ["", f"| parameter | baseline {name} | best trial {cmp.best.number} |"]
             lines.append("|---|---|---|")
             lines += [f"| {c.name} | {' | '.join(map(_cell, c.texts()))} |" for c in cmp.changes]
     lines += ["", "Baseline trials:"]
     lines += [
-        f"- trial {t.number}: {_cell(t.user_attrs['baseline'])}, {_baseline_state(t, tried)}"
+        f"- trial {t.number}: {_cell(attrs_of(t)['baseline'])}, {_baseline_state(t, tried)}"
         for t in tried
     ]
     return lines
@@ -205,11 +211,11 @@ def annotate_study(study: optuna.Study, view: StudyView | None = None) -> Figure
     """
     from optuna_dashboard import save_note, save_plotly_graph_object
 
-    # names the axis "val mAP" instead of "Objective 0"; the API is marked experimental
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        study.set_metric_names([TARGET])
     view = view if view is not None else load_view(study)
+    companion = load_companion(study) if view.companion_trials else None
+    for named in (study, companion):
+        if named is not None:
+            name_metric(named)
     figs = study_figures(view, DASHBOARD_FIGURES)
     legend = [item for items in figs.legends.values() for item in items]
     save_note(study, study_note(view, legend) + _kept_user_notes(study))
@@ -218,6 +224,16 @@ def annotate_study(study: optuna.Study, view: StudyView | None = None) -> Figure
         save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID.format(name))
     _retire_old_figures(study)
     return figs
+
+
+def name_metric(study: optuna.Study) -> None:
+    """The dashboard names the objective "val mAP" instead of "Objective 0" (the API is
+    marked experimental); written only when it differs, as a refresh writes nothing new."""
+    if study.metric_names == [TARGET]:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.set_metric_names([TARGET])
 
 
 RETIRED = "Retired panel: optuna-dashboard draws this one itself"
@@ -278,6 +294,7 @@ def annotate_after_confirm(study: optuna.Study, companion: optuna.Study) -> None
     try:
         companion.set_user_attr("confirm_of", study.study_name)
         companion.set_user_attr("purpose", "confirm runs (hpo confirm); see the parent's note")
+        name_metric(companion)
         view = load_view(study)
         save_note(companion, companion_note(study, companion, view))
         annotate_study(study, view)
@@ -313,7 +330,7 @@ def _head(name: str) -> str:
 
 
 def _trial_cell(t: FrozenTrial) -> str:
-    base = t.user_attrs.get("baseline")
+    base = attrs_of(t).get("baseline")
     tag = f' <span class="base">baseline {html.escape(str(base))}</span>' if base else ""
     return f"<td>{t.number}{tag}</td>"
 
@@ -331,7 +348,7 @@ def _table(study: optuna.Study, n: int) -> str:
     if not trials:
         return "<p>No completed trial yet.</p>"
     params = list(dict.fromkeys(k for t in trials for k in t.params))
-    has = lambda key: any(key in t.user_attrs for t in trials)  # noqa: E731
+    has = lambda key: any(key in attrs_of(t) for t in trials)  # noqa: E731
     cols = [("trial", None), (TARGET, None)]
     if has("rank1"):
         cols.append(("rank-1/5/10", None))
@@ -343,7 +360,7 @@ def _table(study: optuna.Study, n: int) -> str:
     head += "".join(_head(p) for p in params)
     rows = []
     for t in trials:
-        a = t.user_attrs
+        a = attrs_of(t)
         cells = {
             TARGET: value_text(t),
             "rank-1/5/10": " / ".join(
@@ -374,7 +391,7 @@ def _baseline_html(study: optuna.Study) -> list[str]:
         line = cmp.value_line(confirmed=current(study) is not None)
         out.append(f'<p class="cmp">{html.escape(line)}.</p>')
         if cmp.changes:
-            base = html.escape(str(cmp.baseline.user_attrs["baseline"]))
+            base = html.escape(str(attrs_of(cmp.baseline)["baseline"]))
             head = (
                 f"<tr><th>parameter</th><th>baseline {base} (trial {cmp.baseline.number})</th>"
                 f"<th>best trial {cmp.best.number}</th></tr>"
@@ -388,7 +405,7 @@ def _baseline_html(study: optuna.Study) -> list[str]:
             out.append(f'<table class="cmp"><thead>{head}</thead><tbody>{rows}</tbody></table>')
     items = "".join(
         f'<li>trial {t.number}: <span class="base">baseline '
-        f"{html.escape(str(t.user_attrs['baseline']))}</span>, "
+        f"{html.escape(str(attrs_of(t)['baseline']))}</span>, "
         f"{html.escape(_baseline_state(t, tried))}</li>"
         for t in tried
     )
@@ -402,17 +419,68 @@ td,th{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top}
 td.text{overflow-wrap:anywhere;min-width:8em}td.num{white-space:nowrap}
 th{background:#f3f3f3}.base{color:#b00;font-size:11px}.figure{margin:1.5em 0}
 table.cmp{width:auto;max-width:100%;margin-top:.5em}table.cmp td{overflow-wrap:anywhere}
-.skip{color:#a40}.legend{color:#555;font-size:12px}code{background:#f3f3f3;padding:1px 3px}"""
+.skip{color:#a40}code{background:#f3f3f3;padding:1px 3px}"""
+
+
+def _confirm_section(view: StudyView) -> list[str]:
+    """The confirmation: the headline, a table with one row per re-trained config in which
+    every cell reads on its own, and the figure on the whole val mAP scale with the floors;
+    empty before a confirmation."""
+    summary = view.confirm
+    fig = confirm_figure(view)
+    if fig is None:
+        return []
+    values = run_values(view)
+    ref = summary.get("reference_baseline")
+    head = (
+        f"<tr><th>trial</th><th>runs ({TARGET} each, by seed)</th>"
+        f"<th>confirmed {TARGET} [95 % CI]</th><th>against the baseline</th></tr>"
+    )
+    rows = []
+    for r in summary["rows"]:
+        base = r.get("baseline")
+        tag = f' <span class="base">baseline {html.escape(str(base))}</span>' if base else ""
+        runs = ", ".join(f"{v:.3f}" for v in values.get(r["trial"], [])) or "-"
+        mean = f"{r['mean']:.3f} {interval_text(*r['ci'])}, {r['n']} runs"
+        rows.append(
+            f"<tr><td>{r['trial']}{tag}</td><td class='text'>{runs}</td>"
+            f"<td class='num'>{mean}</td>"
+            f"<td>{html.escape(_against_baseline(r, ref))}</td></tr>"
+        )
+    seeds = summary.get("seeds", [])
+    folds = summary.get("folds", 1)
+    return [
+        "<h2>Confirmation</h2>",
+        f"<p><b>{html.escape(headline(view))}</b></p>",
+        f"<p>Each config was trained again on fresh seeds ({', '.join(map(str, seeds))}) "
+        f"on each of {folds} fold{'s' * (folds != 1)}; differences pair runs by seed and "
+        "fold.</p>",
+        f"<table class='cmp'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>",
+        figure_div(CONFIRM_FIGURE_ID, fig),
+    ]
+
+
+def _against_baseline(row: dict, ref: int | None) -> str:
+    """One sentence: how a confirmed config compares with the reference baseline."""
+    if row["trial"] == ref:
+        return "The reference baseline: every other config is compared with it."
+    d = row.get("vs_baseline")
+    if ref is None:
+        return "Not compared: no baseline was confirmed."
+    if not d:
+        return f"Not compared: its runs do not pair with those of the baseline (trial {ref})."
+    words = versus_baseline(row) or "compared with"
+    diff = f"{diff_text(d['diff'])} {interval_text(*d['ci'], signed=True)}, {p_text(d.get('p'))}"
+    return f"{words[0].upper()}{words[1:]} the baseline (trial {ref}): {diff}."
 
 
 def render_html(
     study: StudyView | optuna.Study, figs: Figures, *, top: int = 10, notes: Sequence[str] = ()
 ) -> str:
-    """One self-contained page: plotly.js inlined once in <head>, every figure a div that uses it."""
-    import plotly.io as pio
-    from plotly.offline import get_plotlyjs
-
-    study = as_view(study).study  # the read model's copy
+    """One self-contained page: plotly.js packed once, every figure a div with its data
+    beside it, drawn by one script at the end (``hpo.views.page``)."""
+    view = as_view(study)
+    study = view.study  # the read model's copy
 
     attrs, c = study.user_attrs, counts(study)
     attrs = {**attrs, "command": optuna_internals.study_record(study, "command")}
@@ -437,26 +505,15 @@ def render_html(
         f"<h2>Top trials by {TARGET}</h2>",
         _table(study, top),
         *_baseline_html(study),
-        *confirm_report.section(study),
+        *_confirm_section(view),
     ]
-    for fig_name, fig in figs.figures.items():
-        div = pio.to_html(
-            fig,
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=f"fig-{fig_name}",
-            config={"responsive": True},
-        )
-        legend = figs.legends.get(fig_name)
-        if legend:
-            div += f'<p class="legend">{html.escape("; ".join(legend))}</p>'
-        body.append(f'<div class="figure">{div}</div>')
+    body += [figure_div(f"fig-{fig_name}", fig) for fig_name, fig in figs.figures.items()]
     for line in [*(f"{FIGURES[k]}: skipped, {why}" for k, why in figs.skipped.items()), *notes]:
         body.append(f'<p class="skip">{html.escape(line)}</p>')
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{name}: hpo report</title>'
-        f'<style>{_CSS}</style>\n<script type="text/javascript">{get_plotlyjs()}</script>\n'
-        f"</head><body>\n{chr(10).join(body)}\n</body></html>\n"
+        f"<style>{_CSS}</style>\n</head><body>\n{chr(10).join(body)}\n"
+        f"{scripts()}</body></html>\n"
     )
 
 

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from handreid.config import TrainConfig
 from hpo.cli import main
+from hpo.common.attrs import attrs_of
 from hpo.records.space import load_space
 
 
@@ -42,7 +43,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert "best trial" in out and "study handreid-tiny-vit: " in out
     assert Path("studies/synthetic-64x16-64px-seed0/HandInfo.csv").is_file()
     floors = study.user_attrs["floors"]
-    assert "floors (no training; val / test mAP): raw pixels" in out and "(computed in" in out
+    assert "floors (no training; val / test mAP): pixel floor" in out and "(computed in" in out
     assert floors["backbone_label"] == "untrained tiny-vit"
 
     code, out, err = hpo([*run, "--trials", "6"], capsys)
@@ -59,7 +60,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert code == 0 and "top trials (val mAP ± SE):" in out
     assert "floors (no training; val / test mAP)" in out
     code, out, _ = hpo(["ls"], capsys)
-    assert code == 0 and "handreid-tiny-vit" in out and "trials 6" in out
+    assert code == 0 and out.splitlines()[1].split()[:2] == ["handreid-tiny-vit", "6"]
 
     code, out, err = hpo(["export"], capsys)
     assert code == 0, err
@@ -70,7 +71,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert f"# trial {best.number}" in text
     assert f"objective (best-epoch validation mAP) {best.value:.4f} ± " in text
     assert "not confirmed" in text
-    assert "# floors (no training; val / test mAP): raw pixels" in text
+    assert "# floors (no training; val / test mAP): pixel floor" in text
     space = load_space("tiny-vit")
     cfg = TrainConfig.from_yaml(exported)
     for key, value in best.params.items():
@@ -81,7 +82,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert cfg.epochs == 2 and cfg.data_root.endswith("synthetic-64x16-64px-seed0")
     from hpo.records.artifacts import config_attrs
 
-    assert config_attrs(cfg).attrs["config_sha256"] == best.user_attrs["config_sha256"]
+    assert config_attrs(cfg).attrs["config_sha256"] == attrs_of(best)["config_sha256"]
 
     from handreid.cli import main as handreid_main
 
@@ -119,7 +120,8 @@ def test_study_on_the_real_11k_sample(sample_11k, tmp_path, monkeypatch, capsys)
     # raw pixels beat every 2-epoch tiny-vit here: the run's summary says so
     pixels_val = study.user_attrs["floors"]["pixels"][0]
     assert pixels_val > 0.8
-    assert f"the pixel floor ({pixels_val:.3f})" in out and "warning: the best trial" in out
+    words = " ".join(out.split())  # the summary wraps at the terminal's width
+    assert f"the pixel floor ({pixels_val:.3f})" in words and "warning: the best trial" in words
 
 
 def no_study_created(tmp_path: Path) -> bool:
@@ -163,3 +165,49 @@ def test_export_show_errors(tmp_path, monkeypatch, capsys):
     code, _, err = hpo(["export", "--storage", storage], capsys)
     assert code == 2 and "has no completed trial yet" in err
     assert not (tmp_path / "studies" / "empty").exists()
+
+
+def assert_fits(text: str, columns: int, whole: list[str]) -> None:
+    """Every line within ``columns``, and each of ``whole`` (a path, a sentence) readable
+    across the wrapped lines: wrapped at spaces, no word cut."""
+    wide = [line for line in text.splitlines() if len(line) > columns]
+    assert not wide, wide
+    words = " ".join(text.split())
+    for phrase in whole:
+        assert phrase in words, phrase
+
+
+def test_run_wraps_its_header_floors_and_summary_at_word_boundaries(
+    tmp_path, synthetic_root, monkeypatch, capsys
+):
+    from hpo.commands import run as run_module
+    from hpo.views import report
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def one_trial(args, study, *rest) -> int:  # no training: the texts around it are tested
+        attrs = {"value_se": 0.021, "rank1": 0.5}
+        study.add_trial(optuna.trial.create_trial(value=0.612, user_attrs=attrs))
+        return 0
+
+    monkeypatch.setattr(run_module, "_run_here", one_trial)
+    # the dashboard note's line is the report's (hpo.views.report), not run's own
+    monkeypatch.setattr(report, "annotate_after_run", lambda *a, **k: None)
+    storage = "sqlite:///a-folder-with-a-long-name/handreid-studies.db"
+    (tmp_path / "a-folder-with-a-long-name").mkdir()
+    name = "handreid-tiny-vit-on-synthetic-hands"
+    argv = ["run", "--backbone", "tiny-vit", "--data", synthetic_root, "--study", name]
+    code, out, err = hpo([*argv, "--storage", storage, "--trials", "1"], capsys)
+    assert code == 0, err
+    assert_fits(
+        out,
+        80,
+        [
+            f"study '{name}' in {storage}: tiny-vit, 1 trials, sampler tpe (seed ",
+            f"data {synthetic_root}",
+            "floors (no training; val / test mAP): pixel floor ",
+            "best trial 1: val mAP 0.612 ± 0.021 (1 split), rank1 0.500",  # 0: the baseline
+            "`hpo confirm` re-trains the top trials and the baseline on fresh seeds",
+        ],
+    )

@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.records.storage import open_storage
 from hpo.search.study import FINISHED, process_seed, run_until
 from tests.hpo.test_workers import env, pg_url, run_args  # noqa: F401 - pg_url is a fixture
@@ -50,7 +51,7 @@ def test_a_trial_that_repeats_another_trials_parameters_is_drawn_again():
     repeats = [t for t in study.trials if t.state == TrialState.FAIL]
     assert repeats, "seed 0 draws some value twice among its first draws"
     assert all(t.user_attrs["error"].startswith("duplicate of trial") for t in repeats)
-    assert all(t.user_attrs["sampler_seed"] == 0 for t in study.trials)
+    assert all(attrs_of(t)["sampler_seed"] == 0 for t in study.trials)
 
 
 def test_a_baseline_enqueued_twice_runs_once():
@@ -102,7 +103,7 @@ def assert_six_distinct(results, storage: str, name: str) -> None:
     assert len(params) == 6, "six distinct parameter sets"
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.user_attrs.get("baseline") == "default" for t in done) == 1
-    seeds = {t.user_attrs["worker"]: t.user_attrs["sampler_seed"] for t in trials}
+    seeds = {attrs_of(t)["worker"]: attrs_of(t)["sampler_seed"] for t in trials}
     assert len(set(seeds.values())) == len(seeds), "one seed per process, recorded per trial"
 
 

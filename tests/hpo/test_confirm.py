@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from handreid.engine import FitResult
 from handreid.errors import UserError
+from hpo.common.attrs import attrs_of
 from hpo.decide import confirm as cf
 from hpo.records.space import parse_space
 from hpo.search.objective import Objective
@@ -107,7 +108,7 @@ def test_three_folds_give_the_mean_their_spread_and_a_standard_error():
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect, noise=0)), 1)
     t = study.get_trials()[0]
-    attrs = t.user_attrs
+    attrs = attrs_of(t)
     assert t.state == TrialState.COMPLETE and attrs["n_folds"] == 3
     assert attrs["fold_values"] == pytest.approx([0.8, 0.82, 0.84], abs=1e-6)
     assert t.value == pytest.approx(np.mean(attrs["fold_values"]))
@@ -126,7 +127,7 @@ def test_one_fold_one_repeat_is_exactly_one_fit():
     t = study.get_trials()[0]
     single = fit(space.config(t.params))
     assert t.value == single.best_map
-    assert t.user_attrs["fold_values"] == [round(single.best_map, 6)]
+    assert attrs_of(t)["fold_values"] == [round(single.best_map, 6)]
     assert sorted(t.intermediate_values) == [1, 2, 3]
 
 
@@ -136,7 +137,7 @@ def test_repeats_train_on_consecutive_seeds_of_one_split():
     calls = []
     run_until(study, objective(space, stub_fit(lr_effect, calls=calls)), 1)
     assert [(fold, seed) for _, fold, seed in calls] == [(0, 4), (0, 5)]
-    assert study.get_trials()[0].user_attrs["n_repeats"] == 2
+    assert attrs_of(study.get_trials()[0])["n_repeats"] == 2
 
 
 def test_a_trial_clearly_worse_on_the_first_folds_is_pruned_between_folds():
@@ -151,7 +152,7 @@ def test_a_trial_clearly_worse_on_the_first_folds_is_pruned_between_folds():
     assert worse.state == TrialState.PRUNED
     assert worse.user_attrs["pruned_at"] == "after fold 1/3"
     assert "corrected for that selection" in worse.user_attrs["prune_reason"]
-    assert worse.user_attrs["fold_values"] == pytest.approx([0.5], abs=0.05)
+    assert attrs_of(worse)["fold_values"] == pytest.approx([0.5], abs=0.05)
     assert len(calls) == 3 * 3 + 1, "the pruned trial never trained its second fold"
 
 
@@ -175,7 +176,7 @@ def test_epoch_pruning_inside_a_later_fold_says_where():
     t = study.get_trials()[1]
     assert t.state == TrialState.PRUNED
     assert t.user_attrs["pruned_at"] == "fold 2/3, epoch 2"
-    assert t.user_attrs["epochs_run"] == 3 + 2
+    assert attrs_of(t)["epochs_run"] == 3 + 2
 
 
 def test_no_pruning_during_a_later_folds_warmup():
@@ -290,19 +291,19 @@ def test_confirm_trains_the_median_best_epoch_and_measures_that_epoch():
     study, space = make_study()
     # every run peaks at its second epoch (of 3): the trials' best epoch is 2
     run_until(study, objective(space, stub_fit(lr_effect, peak=1), prune_between_runs=False), 3)
-    assert all(t.user_attrs["best_epochs"] == [2, 2, 2] for t in study.get_trials())
+    assert all(attrs_of(t)["best_epochs"] == [2, 2, 2] for t in study.get_trials())
     configs = []
     p, companion, summary = confirmed(study, space, stub_fit(lr_effect, peak=0, configs=configs))
     assert set(p.epochs.values()) == {2}
     assert {(c.epochs, c.early_stop_patience) for c in configs} == {(2, 0)}
     # the confirm stub peaks at epoch 1 and loses 0.01 by epoch 2: the value is epoch 2's
     for t in companion.get_trials():
-        assert t.user_attrs["train_epochs"] == 2 and t.user_attrs["best_epochs"] == [2, 2, 2]
+        assert t.user_attrs["train_epochs"] == 2 and attrs_of(t)["best_epochs"] == [2, 2, 2]
         iv = t.intermediate_values  # fold k reports epochs 1, 2 at steps 2k + 1, 2k + 2
-        for k, value in enumerate(t.user_attrs["fold_values"]):
+        for k, value in enumerate(attrs_of(t)["fold_values"]):
             assert value == pytest.approx(iv[2 * k + 2], abs=1e-6)
             assert value == pytest.approx(iv[2 * k + 1] - 0.01, abs=1e-6)
-        assert t.value == pytest.approx(np.mean(t.user_attrs["fold_values"]), abs=1e-5)
+        assert t.value == pytest.approx(np.mean(attrs_of(t)["fold_values"]), abs=1e-5)
     assert {r["epochs"] for r in summary["rows"]} == {2}
     header = export_header_lines(study)
     assert any("at epoch 2" in h for h in header)
@@ -319,7 +320,7 @@ def test_fixed_epochs_is_the_median_best_epoch_after_the_warmup():
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect, peak=0), prune_between_runs=False), 1)
     t = study.get_trials()[0]
-    assert t.user_attrs["best_epochs"] == [1, 1, 1]
+    assert attrs_of(t)["best_epochs"] == [1, 1, 1]
     assert cf.fixed_epochs(t, space) == 2  # warmup_epochs 1: the schedule must leave warm-up
 
 

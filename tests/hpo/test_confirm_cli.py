@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from handreid.cli import main as handreid_main
 from hpo.cli import main
+from hpo.common.attrs import attrs_of
 from hpo.decide import confirm as cf
 
 
@@ -50,8 +51,8 @@ def test_folds_confirm_export_and_the_export_trains(
     finished = [t for t in study.get_trials() if t.state.is_finished()]
     assert [t.state for t in finished] == [TrialState.COMPLETE] * 4
     for t in finished:
-        folds = t.user_attrs["fold_values"]
-        assert len(folds) == 3 and t.user_attrs["n_folds"] == 3
+        folds = attrs_of(t)["fold_values"]
+        assert len(folds) == 3 and attrs_of(t)["n_folds"] == 3
         assert t.value == pytest.approx(sum(folds) / 3, abs=1e-5)
         assert t.user_attrs["value_se"] > 0
     assert "± " in out  # the best value is shown with its standard error
@@ -63,7 +64,7 @@ def test_folds_confirm_export_and_the_export_trains(
     assert len(summary["rows"]) >= 2  # a searched trial and the baseline
     assert all(r["n"] == 6 for r in summary["rows"])  # 2 seeds x 3 folds per config
     assert "95% CI" in out and "baseline" in out
-    assert "floors (no training; val / test mAP): raw pixels" in out
+    assert "floors (no training; val / test mAP): pixel floor" in out
 
     code, out, err = hpo(["export", "--study", NAME], capsys)
     assert code == 0, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
 import json
 import math
@@ -23,11 +24,13 @@ from PIL import Image
 from hpo.cli import main
 from hpo.records.artifacts import open_artifact_store, record_config, save_space
 from hpo.records.history import save_history
+from hpo.records.optuna_internals import set_attr
 from hpo.records.space import load_space
 from hpo.views.dashboard import make_dashboard, url
 from hpo.views.figures import DASHBOARD_FIGURES, FIGURES
 from hpo.views.report import annotate_study, write_report
-from tests.hpo.test_report import fake_study
+from tests.hpo.conftest import DEMO
+from tests.hpo.test_report import FLOORS, fake_study
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -99,6 +102,126 @@ def test_dashboard_bad_input(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     code, out, err = _cli(["dashboard", *args], capsys)
     assert code == 2 and err.startswith(message) and err.count("\n") == 1
+
+
+def _app(storage: str, tmp_path: Path):
+    """The WSGI app ``hpo dashboard`` serves, without a socket to serve it on."""
+    server = make_dashboard(storage, "127.0.0.1", 0, tmp_path / "artifacts")
+    server.server_close()
+    return server.get_app()
+
+
+def _get(app, path: str, **headers: str) -> tuple[str, dict, bytes]:
+    """GET ``path`` from a WSGI ``app``: status, headers, body."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    environ |= {f"HTTP_{k.upper()}": v for k, v in headers.items()}
+    setup_testing_defaults(environ)
+    got = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        got.update(status=status, headers=dict(response_headers))
+
+    body = b"".join(app(environ, start_response))
+    return got["status"], got["headers"], body
+
+
+def test_companion_listed_right_below_its_parent_and_named_as_its_part(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    for name in ("a", "b", "a.confirm", "x.confirm"):  # a confirm made after another study
+        optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    summaries = json.loads(_get(_app(storage, tmp_path), "/api/studies")[2])["study_summaries"]
+    shown = [s["study_name"] for s in reversed(summaries)]  # the dashboard shows newest first
+    assert shown == ["x.confirm", "b", "a", "a › confirm runs"]  # x.confirm has no parent
+    ids = {s["study_name"]: s["study_id"] for s in summaries}
+    assert ids["a › confirm runs"] == 3 and ids["a"] == 1  # the links still lead to each
+    assert optuna.load_study(study_name="a.confirm", storage=storage)  # stored as it was
+
+
+def test_study_data_floors_in_words_best_in_3_decimals_companion_without_best(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="a", storage=storage, direction="maximize")
+    study.set_user_attr("floors", FLOORS)
+    for value in (0.41, 0.5605137420010838):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    runs = optuna.create_study(study_name="a.confirm", storage=storage, direction="maximize")
+    for value in (0.5737, 0.52):
+        runs.add_trial(optuna.trial.create_trial(value=value, user_attrs={"candidate": 1}))
+    app = _app(storage, tmp_path)
+
+    detail = json.loads(_get(app, "/api/studies/1")[2])
+    floors = {a["key"]: a["value"] for a in detail["user_attrs"]}["floors"]
+    assert floors == (
+        "what no training reaches, val / test mAP: pixel floor 0.555 / 0.427, "
+        "backbone floor (untrained tiny-vit) 0.662 / 0.455"
+    )
+    assert [t["values"] for t in detail["best_trials"]] == [[0.561]]  # it ran off its card
+    assert [t["values"] for t in detail["trials"]] == [[0.41], [0.5605137420010838]]
+
+    detail = json.loads(_get(app, "/api/studies/2")[2])
+    assert detail["name"] == "a › confirm runs"
+    assert detail["best_trials"] == []  # the luckiest seed is no best trial
+    assert detail["objective_names"] == ["val mAP"]  # not "Objective 0"
+    importances = json.loads(_get(app, "/api/studies/2/param_importances")[2])
+    assert importances == {"param_importances": [[]]}  # 4 seeds are no search
+    assert json.loads(_get(app, "/api/studies/1")[2])["name"] == "a"
+
+
+def test_dashboard_page_loads_the_card_script_even_when_cached_before(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="a", storage=storage)
+    app = _app(storage, tmp_path)
+    status, headers, page = _get(
+        app, "/dashboard/studies/1", if_modified_since="Tue, 01 Jan 2999 00:00:00 GMT"
+    )
+    assert status.startswith("200") and int(headers["Content-Length"]) == len(page)
+    assert b'<script defer src="/hpo/dashboard.js"></script>' in page  # same origin: the CSP
+    assert "script-src 'self'" in headers["Content-Security-Policy"]  # allows it, not inline
+    assert headers["Cache-Control"] == "no-store" and "ETag" not in headers
+    status, headers, script = _get(app, "/hpo/dashboard.js")
+    assert headers["Content-Type"] == "text/javascript" and b"/hpo/studies/" in script
+
+
+def test_card_names_the_winner_interval_difference_floors_and_the_best_trial(stored, tmp_path):
+    from hpo.common.lines import diff_text, interval_text
+    from hpo.decide.confirm import current
+    from hpo.records.optuna_internals import study_id
+    from hpo.views.headline import decision
+
+    url, _ = stored
+    shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "s.db")
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.set_user_attr("floors", FLOORS)
+    d = decision(study)
+    app = _app(storage, tmp_path)
+    status, headers, body = _get(app, f"/hpo/studies/{study_id(study)}/card")
+    assert status.startswith("200") and headers["Content-Type"].startswith("text/html")
+    card = html.unescape(body.decode())
+    assert f"trial {d['winner']}, val mAP {d['mean']:.3f} {interval_text(*d['ci'])}" in card
+    diff = d["diff"]
+    assert f"{diff_text(diff['diff'])} {interval_text(*diff['ci'], signed=True)}" in card
+    assert "pixel floor 0.555, backbone floor (untrained tiny-vit) 0.662" in card
+    best = max(t.value for t in study.trials if t.state.name == "COMPLETE")
+    assert '"Best Trial" and History below show the search\'s own values' in card
+    assert f"reached val mAP {best:.3f}" in card
+    rows = current(study)["rows"]
+    assert card.count("<circle ") == len(rows) >= 2  # the figure: a mean and interval each
+
+    companion = optuna.load_study(study_name="s.confirm", storage=storage)
+    body = _get(app, f"/hpo/studies/{study_id(companion)}/card")[2].decode()
+    assert "Confirm runs, not a search" in body and "confirm runs of study" in body
+    assert _get(app, "/hpo/studies/99/card")[0].startswith("404")
+
+
+def test_card_before_confirm_says_the_best_trial_is_not_confirmed(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = fake_study(storage, name="open", se=True)
+    card = html.unescape(_get(_app(storage, tmp_path), "/hpo/studies/1/card")[2].decode())
+    best = study.best_trial
+    assert f"Not confirmed yet: best trial {best.number}, val mAP {best.value:.3f}" in card
+    assert "none confirmed" in card and "<svg" not in card
 
 
 @pytest.fixture
@@ -276,6 +399,75 @@ _CURVES = """(async () => {
 })()"""
 
 
+# Text that runs out of the box that clips it (or out of the window): a line of each, at most
+# 10. Left out: the collapsed side drawer's labels, text cut with an ellipsis on purpose, text
+# not shown (hidden, or in a 1 px box for screen readers) and the dashboard's shrunk form labels.
+_OVERFLOW = """(() => {
+  const out = [], W = document.documentElement.clientWidth;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement, style = getComputedStyle(el);
+    if (!n.textContent.trim() || el.closest('svg, script, style, .MuiDrawer-root, .MuiInputLabel-root')
+        || style.textOverflow === 'ellipsis' || style.visibility !== 'visible'
+        || style.opacity === '0') {
+      continue;
+    }
+    let clip = el;
+    while (clip !== document.body && getComputedStyle(clip).overflowX === 'visible') {
+      clip = clip.parentElement;
+    }
+    const box = clip === document.body ? {left: 0, right: W} : clip.getBoundingClientRect();
+    if (box.right - box.left <= 2) continue;
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    const out_of = [...range.getClientRects()].find(r => r.width > 0
+      && (r.right > Math.min(box.right, W) + 1 || r.left < Math.max(box.left, 0) - 1));
+    if (out_of) out.push(`${n.textContent.trim().slice(0, 60)} (${Math.round(out_of.left)}-`
+      + `${Math.round(out_of.right)} px in ${Math.round(box.left)}-${Math.round(box.right)})`);
+  }
+  return JSON.stringify(out.slice(0, 10));
+})()"""
+
+
+def _seen(texts: list[str]) -> str:
+    """A JS expression: where each of ``texts`` is on the screen (``box``: left, top, right,
+    bottom) and whether it is what the window shows there (``on_top``); null box when absent."""
+    return """JSON.stringify(WANTED.map(w => {
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const at = n.textContent.indexOf(w);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(n, at);
+    range.setEnd(n, at + w.length);
+    const r = range.getBoundingClientRect();
+    const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+    return {text: w, box: [r.left, r.top, r.right, r.bottom],
+      on_top: hit !== null && (hit === n.parentElement || n.parentElement.contains(hit))};
+  }
+  return {text: w, box: null, on_top: false};
+}))""".replace("WANTED", json.dumps(texts))
+
+
+def _together(**expressions: str) -> str:
+    """One JS expression giving the JSON of each named expression's (awaited) JSON value."""
+    parts = ", ".join(f"{k}: JSON.parse(await ({v}))" for k, v in expressions.items())
+    return f"(async () => JSON.stringify({{{parts}}}))()"
+
+
+def _first_screen(seen: list[dict], width: int = 1280, height: int = 900) -> list[str]:
+    """Those of ``_seen``'s texts that a reader does not see without scrolling."""
+    return [
+        s["text"]
+        for s in seen
+        if s["box"] is None
+        or not s["on_top"]
+        or min(s["box"][0], s["box"][1]) < 0
+        or s["box"][2] > width
+        or s["box"][3] > height
+    ]
+
+
 def _page_facts(
     address: str, wait_for: str, width: int = 1280, extra: str = "", shot: Path | None = None
 ) -> dict:
@@ -342,8 +534,9 @@ def test_real_study_in_dashboard_and_report_in_browser(
     address = dashboard(storage)
     base = address.removesuffix("/dashboard")
     summaries = _get_json(f"{base}/api/studies")["study_summaries"]
-    assert [s["study_name"] for s in summaries] == ["hands-demo", "hands-demo.confirm"]
-    study_id = summaries[0]["study_id"]
+    # (the dashboard shows the list reversed: the parent, then its confirm runs)
+    assert [s["study_name"] for s in summaries] == ["hands-demo › confirm runs", "hands-demo"]
+    study_id = summaries[1]["study_id"]
     detail = _get_json(f"{base}/api/studies/{study_id}")
     assert detail["note"]["body"].startswith("## hands-demo\n")
     ids = sorted(g["id"] for g in detail["plotly_graph_objects"])  # stored in no fixed order
@@ -378,6 +571,75 @@ def test_real_study_in_dashboard_and_report_in_browser(
     _not_blank(tmp_path / "report.png")
     page = _page_facts((folder / "report.html").as_uri(), wait_for="Top trials")
     assert page["scroll"] <= page["client"], page["wide"]  # the table and figures fit 1280 px
+
+
+@needs_chromium
+def test_first_screens_after_confirm_show_the_decision(tmp_path, monkeypatch, dashboard, confirmed):
+    """After ``hpo run`` + ``hpo confirm``, at 1280 x 900: the study page's first screen shows
+    the confirmed value, its interval, the difference to the baseline and the floors; the
+    companion is listed right below its parent, named as its part, and says it holds confirm
+    runs; the trial page shows curves.png at least 400 px wide; no text runs out of its box."""
+    from hpo.common.lines import diff_text, interval_text
+    from hpo.decide.confirm import companion_name
+    from hpo.records.optuna_internals import study_id
+    from hpo.views.headline import decision
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(confirmed["root"] / "s.db", tmp_path / "s.db")
+    shutil.copytree(confirmed["root"] / "studies", tmp_path / "studies")
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.load_study(study_name=DEMO, storage=storage)
+    companion = optuna.load_study(study_name=companion_name(DEMO), storage=storage)
+    d = decision(study)
+    value = f"val mAP {d['mean']:.3f} {interval_text(*d['ci'])}"
+    diff = f"{diff_text(d['diff']['diff'])} {interval_text(*d['diff']['ci'], signed=True)}"
+    address = dashboard(storage)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+
+    listing = _page_facts(address, wait_for="Direction", extra=_OVERFLOW)
+    shown = listing["text"]
+    assert shown.index(f"1. {DEMO}") < shown.index(f"2. {DEMO} › confirm runs")
+    assert "confirm runs" not in shown.split(f"1. {DEMO}")[0]  # nothing of it above its parent
+    assert listing["extra"] == []
+
+    wanted = [value, diff, "pixel floor", "backbone floor", '"Best Trial"']
+    page = _page_facts(
+        f"{address}/studies/{study_id(study)}",
+        wait_for=value,
+        extra=_together(seen=_seen(wanted), over=_OVERFLOW),
+        shot=shots / "study.png",
+    )
+    assert _first_screen(page["extra"]["seen"]) == []
+    assert page["extra"]["over"] == []
+    assert page["scroll"] <= page["client"], page["wide"]
+
+    runs = f"confirm runs of study {DEMO}"
+    page = _page_facts(
+        f"{address}/studies/{study_id(companion)}",
+        wait_for=runs,
+        extra=_together(
+            seen=_seen(["are the confirm runs of study", "not a search"]), over=_OVERFLOW
+        ),
+        shot=shots / "companion.png",
+    )
+    assert _first_screen(page["extra"]["seen"]) == []
+    assert page["extra"]["over"] == []
+    assert f"{DEMO} › confirm runs (id={study_id(companion)})" in page["text"]  # its title
+    assert "Best Trial (" not in page["text"] and "Objective 0" not in page["text"]
+
+    page = _page_facts(
+        f"{address}/studies/{study_id(study)}/trials",
+        wait_for="curves.png",
+        extra=_together(curves=_CURVES, over=_OVERFLOW),
+        shot=shots / "trial.png",
+    )
+    curves = page["extra"]["curves"]
+    left, top, right, bottom = curves["box"]
+    assert curves["decoded"] and right - left >= 400, curves  # legible, not a thumbnail
+    assert page["extra"]["over"] == []
+    for shot in shots.iterdir():
+        _not_blank(shot)
 
 
 def _history(number: int, epochs: int) -> dict:
@@ -435,7 +697,7 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     metrics |= {"status": "complete", "value_se": 0.0312, "n_folds": 3}
     metrics |= {"fold_values": [0.74123456789, 0.79876543210, 0.77370370370]}
     for key, value in metrics.items():
-        trial.set_user_attr(key, value)
+        set_attr(trial, key, value)  # as the objective records them
     for epoch in range(1, 5):
         trial.report(0.2 * epoch, epoch)
     save_history(trial, store, _history(trial.number, epochs=4))  # history.json, curves.png
@@ -454,7 +716,7 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     assert "warning" not in (tmp_path / "dashboard.out").read_text()  # the artifacts are here
     shot = tmp_path / "trial.png"
     trial_page = _page_facts(
-        f"{address}/studies/1/trials", wait_for="config_sha256", extra=_CURVES, shot=shot
+        f"{address}/studies/1/trials", wait_for="value_se", extra=_CURVES, shot=shot
     )
     assert "config.yaml" in trial_page["text"]  # the full config is one click away
     # (1 px: the dashboard's trial page rounds a sub-pixel width up on some runs)
@@ -462,14 +724,14 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     # curves.png: served as a PNG, byte for byte what the store holds, and painted
     curves = trial_page["extra"]
     assert curves is not None, "no curves.png image on the trial page"
-    assert curves["decoded"] and (curves["width"], curves["height"]) == (880, 646)
+    assert curves["decoded"] and (curves["width"], curves["height"]) == (880, 640)
     with urllib.request.urlopen(address.removesuffix("/dashboard") + curves["src"]) as resp:
         assert resp.headers["Content-Type"] == "image/png"
         served = resp.read()
     assert served == (store_dir / curves["src"].rsplit("/", 1)[1]).read_bytes()
-    assert Image.open(io.BytesIO(served)).size == (880, 646)
+    assert Image.open(io.BytesIO(served)).size == (880, 640)
     left, top, right, bottom = (round(v) for v in curves["box"])
-    assert right - left >= 150 and 0 <= top < bottom <= 900  # a card's thumbnail, in view
+    assert right - left >= 400 and 0 <= top < bottom <= 900  # legible, not a thumbnail
     thumb = Image.open(shot).convert("RGB").crop((left, top, right, bottom))
     colours = thumb.getcolors(maxcolors=1 << 20)
     blue = sum(n for n, (r, _, b) in colours if b > 150 and b - r > 60)  # run 0's line

@@ -51,9 +51,9 @@ def test_the_confirmed_winner_heads_show_ls_note_report_and_export(confirmed):
     assert show.splitlines()[0] == line
     ls = hpo(root, "ls", *base).stdout.splitlines()
     lo, hi = d["ci"]  # an interval as [lo, hi]; ± is kept for a standard error
-    assert ls[0].startswith(NAME)
-    assert f"confirmed trial {d['winner']} {number} [{lo:.3f}, {hi:.3f}]" in ls[0]
-    assert ls[1].startswith("  " + companion_name(NAME))  # grouped under its parent
+    assert ls[1].startswith(NAME)  # under the table's header
+    assert f"#{d['winner']} {number} [{lo:.3f}, {hi:.3f}]" in ls[1]
+    assert ls[2].startswith("  " + companion_name(NAME))  # grouped under its parent
     note = get_note(study)
     assert f"**{line}**" in note
     report = (root / "studies" / NAME / "report" / "report.html").read_text()

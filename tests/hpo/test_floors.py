@@ -206,7 +206,7 @@ def test_value_figures_draw_a_line_at_each_val_floor():
         lines = sorted(s.y0 for s in figs.figures[name].layout.shapes)
         assert lines == pytest.approx([0.7301, 0.827]), name
         labels = [a.text for a in figs.figures[name].layout.annotations]
-        assert "floor: raw pixels 0.827" in labels, name
+        assert "pixel floor 0.827" in labels, name
     assert not figs.figures["parallel"].layout.shapes
     without = study_figures(study_with([(0.70, 0.02)], floors=None), ("value_se",))
     assert not without.figures["value_se"].layout.shapes

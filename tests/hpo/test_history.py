@@ -200,7 +200,19 @@ def test_intermediate_history_without_the_epochs_per_run_is_one_run():
     ]
 
 
-def test_curves_png_is_small_and_draws_each_run():
+def _blends(image: Image.Image, hex_colour: str) -> int:
+    """Pixels that are ``hex_colour`` partly over white (an antialiased edge): each channel the
+    same fraction, 0.15 to 0.85, of the way from white to the colour."""
+    target = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
+    found = 0
+    for count, pixel in image.convert("RGB").getcolors(1 << 20):
+        shares = [(255 - p) / (255 - t) for p, t in zip(pixel, target, strict=True)]
+        if 0.15 < shares[0] < 0.85 and max(shares) - min(shares) < 0.04:
+            found += count
+    return found
+
+
+def test_curves_png_draws_each_run_and_term_antialiased():
     epochs = [
         {"run": r, "epoch": e, "mAP": 0.3 + 0.05 * e + 0.02 * r, "loss": 3.0 - 0.2 * e}
         | {"id": 2.0 - 0.2 * e, "tri": 0.5, "supcon": 0.1 * e}  # a SupCon weight ramp
@@ -210,13 +222,17 @@ def test_curves_png_is_small_and_draws_each_run():
     runs = [{"run": r, "fold": r, "seed": 0} for r in range(3)]
     data = curves_png("trial 7 (completed)", epochs, runs)
     image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG" and image.size == (880, 646)  # near 4:3: legible as a thumbnail
-    assert len(data) < 40_000
-    colours = {c for _, c in image.convert("RGB").getcolors(1 << 16)}
+    # 880 px: legible at the dashboard's trial page, which shows it at least 400 px wide
+    assert image.format == "PNG" and image.size == (880, 640)
+    assert len(data) < 150_000
+    colours = {c for _, c in image.convert("RGB").getcolors(1 << 20)}
     for hex_colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # one line colour per run
         assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
     for hex_colour in ("#444444", "#8c564b", "#e377c2"):  # and one per loss term
         assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
+    # smooth lines: run 0's line fades into the white around it (a jagged line has no such
+    # pixels: it is its colour or the background)
+    assert _blends(image, "#1f77b4") > 200
     curves_png("trial 8 (failed)", [], runs)  # nothing validated yet: still an image
 
 

@@ -168,3 +168,10 @@ def test_one_uncertainty_sign_in_hpo_and_handreid_lines(monkeypatch, encoding, s
     )
     assert line.count(f"50.00 {sign} 1.00") == 4
     assert ("±" in line) == (sign == "±")
+
+
+def test_a_trials_duration_never_stands_on_a_line_of_its_own():
+    t = frozen(TrialState.FAIL, error="", epochs_run=3, seconds=185.0)
+    head = len("trial 12 FAIL · 3 epochs")
+    lines = trial_line(t, params=False, columns=head + 3).splitlines()  # "3m05s" would not fit
+    assert lines == ["trial 12 FAIL", "    3 epochs · 3m05s"]

@@ -137,6 +137,11 @@ def test_a_terminal_shows_a_live_status_line_for_the_running_trial(
             proc.kill()
     assert proc.returncode == 0, screen[-3000:]
     assert re.search(r"trial 0 \(baseline default\) · epoch 1/2 · val mAP \d\.\d{3} · loss", screen)
+    # during an epoch the line shows its batches and the time the trial has run, not a
+    # frozen "first epoch"
+    assert re.search(r"trial 0 \(baseline default\) · epoch 1/2 · batch \d+/\d+ · [\d.]+s", screen)
+    assert re.search(r"epoch 2/2 · batch \d+/\d+ · val mAP \d\.\d{3} · ", screen)
+    assert "first epoch" not in screen
     assert "trials:   0%" in screen and "trials: 100%" in screen
     assert "trial 0 (baseline default) COMPLETE val mAP" in screen
     # the status line is drawn in place, not printed once per epoch as in a log

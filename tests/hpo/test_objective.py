@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from handreid.engine import FitResult
+from hpo.common.attrs import attrs_of
 from hpo.fleet.progress import counts
 from hpo.records.space import parse_space
 from hpo.search.objective import Objective
@@ -96,7 +97,7 @@ def test_baseline_first_and_user_attrs():
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert trials[0].params == {"lr_modules": 1e-3, "max_norm": 1.0}
     assert trials[0].user_attrs["baseline"] == "hand-tuned"
-    attrs = trials[0].user_attrs
+    attrs = attrs_of(trials[0])
     from hpo.records.artifacts import config_attrs
 
     assert "config" not in attrs  # a long attribute made the dashboard's trial page overflow
@@ -120,7 +121,7 @@ def test_deterministic_pruner_ends_trials_at_the_right_epoch():
     for t in trials[1:]:
         assert t.state == TrialState.PRUNED
         assert max(t.intermediate_values) == 2
-        assert t.user_attrs["epochs_run"] == 2 and t.user_attrs["status"] == "pruned"
+        assert attrs_of(t)["epochs_run"] == 2 and attrs_of(t)["status"] == "pruned"
 
 
 def test_failure_is_recorded_and_the_study_goes_on():
@@ -139,7 +140,7 @@ def test_nan_loss_prunes():
     curve = lambda cfg, epoch: float("nan") if epoch == 1 else 0.5  # noqa: E731
     run_until(study, Objective(space, device="cpu", data=StubPool(), fit_fn=fake_fit(curve)), 1)
     t = study.get_trials()[0]
-    assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "diverged"
+    assert t.state == TrialState.PRUNED and attrs_of(t)["status"] == "diverged"
 
 
 def test_sampler_seed_makes_suggestions_repeat():

@@ -10,6 +10,7 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats
 
 from handreid.engine import FitResult
+from hpo.common.attrs import attrs_of
 from hpo.records.space import parse_space
 from hpo.search.objective import Objective
 from hpo.search.pruning import prune_reason, run_reference
@@ -137,7 +138,7 @@ def test_a_baseline_is_never_pruned(per_epoch, label):
     poor = study.trials[3]
     if label:
         assert poor.state == TrialState.COMPLETE
-        assert len(poor.user_attrs["fold_values"]) == 3
+        assert len(attrs_of(poor)["fold_values"]) == 3
     else:
         assert poor.state == TrialState.PRUNED
         expected = "pruned at " if per_epoch else "pruned after run 1: "

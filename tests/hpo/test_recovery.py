@@ -16,6 +16,7 @@ import sqlalchemy.exc
 from optuna.study import _optimize
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.fleet.recovery import (
     _local_pid_dead,
     recover_stale,
@@ -139,7 +140,7 @@ def test_a_killed_sqlite_run_is_retried_at_once_on_the_next_start(synthetic_root
     seconds = time.monotonic() - start
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]
-    pid = victim.user_attrs["worker"].rpartition(":")[2]
+    pid = attrs_of(victim)["worker"].rpartition(":")[2]
     assert f"trial {victim.number}: its worker" in line and f":{pid} is no longer running" in line
     # at once: by the dead PID, before the re-run trains anything (no heartbeat grace period)
     assert not [b for b in before if "epoch" in b or b.startswith("trial ")], before
@@ -425,7 +426,7 @@ def test_an_interrupt_inside_optunas_ask_ends_a_trial_that_names_its_worker(sign
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL and ran == []  # ended before it trained
     assert trial.user_attrs["error"] == reason
-    assert trial.user_attrs["worker"] == worker_id()
+    assert attrs_of(trial)["worker"] == worker_id()
 
 
 def test_a_dead_worker_trial_says_so(tmp_path):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import math
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from hpo.records import optuna_internals
 from hpo.records.space import load_space
 from hpo.views import report
 from hpo.views.figures import DASHBOARD_FIGURES, FIGURES, RELIABLE_IMPORTANCES, study_figures
+from hpo.views.headline import versus_baseline
 from hpo.views.report import NOTE_MARKER, OLD_FIGURE_IDS, annotate_study, write_report
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -27,6 +32,13 @@ TEMPLATES = [
     "A photo of a {} {aspect} hand.",
     "A detailed photo of {}'s {aspect} hand for identification.",
 ]
+FLOORS = {  # a floors record as ``hpo run`` stores it (hpo.decide.floors)
+    "key": "033f15c9ee04",
+    "pixels": [0.5546, 0.4272],
+    "backbone": [0.6624, 0.4548],
+    "backbone_label": "untrained tiny-vit",
+    "seconds": 0.6,
+}
 
 
 def fake_study(
@@ -288,20 +300,28 @@ def test_figures_of_earlier_versions_removed_where_the_storage_can(tmp_path, kin
         assert log.count(report.RETIRED) == len(OLD_FIGURE_IDS)
 
 
-def test_html_report_is_self_contained_with_plotly_once(tmp_path):
+def _plot_data(page: str, div_id: str) -> dict:
+    """The figure (data and layout) a report page draws into ``div_id``."""
+    return json.loads(page.split(f'data-plot="{div_id}">', 1)[1].split("</script>", 1)[0])
+
+
+def test_html_report_is_self_contained_with_plotly_once_and_packed(tmp_path):
     from plotly.offline import get_plotlyjs
 
     study = fake_study(se=True, params=("lr", "classifier", "prompt_template"))
     rep = write_report(study, tmp_path / "out", top=3, png=False)
     text = rep.html.read_text()
     assert rep.html == tmp_path / "out" / "report.html" and rep.pngs == []
-    assert text.count("* plotly.js v") == 1
-    assert text.count("Plotly.newPlot(") == len(FIGURES)
+    packed = text.split('<script type="text/plain" id="plotly-gz">', 1)[1].split("</script>")[0]
+    assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()  # all of it
+    assert text.count('id="plotly-gz"') == 1 and text.count("DecompressionStream") >= 1
+    assert text.count("data-plot=") == len(FIGURES)
     for name in FIGURES:
-        assert f'id="fig-{name}"' in text
-    own = text.replace(get_plotlyjs(), "")  # the page without the library: nothing from outside
+        assert f'id="fig-{name}"' in text and _plot_data(text, f"fig-{name}")["data"]
+    own = text.replace(packed, "")  # the page without the library: nothing from outside
     assert "<script src=" not in own and "http://" not in own and "https://" not in own
-    assert rep.html.stat().st_size < len(get_plotlyjs()) + 500_000
+    # plotly.js is 4.8 MB; packed, the page is well under half of that (it was 4.9 MB)
+    assert rep.html.stat().st_size < len(get_plotlyjs()) / 2
     # top 3 completed trials, best first; the table takes the page's width and wraps
     top = sorted(
         (t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value
@@ -320,12 +340,77 @@ def test_html_report_is_self_contained_with_plotly_once(tmp_path):
         assert '<span class="base">baseline default</span>' in own
 
 
-def test_report_marks_baselines_and_lists_abbreviations(tmp_path):
+def test_report_marks_baselines_and_spells_out_codes_in_the_figure(tmp_path):
     study = fake_study(params=("lr", "prompt_template"), pruned_every=0)
     own = write_report(study, tmp_path, top=10, png=False).html.read_text()
     assert '<td>0 <span class="base">baseline default</span></td>' in own
-    assert html.escape(f"prompt_tmpl 2 = {TEMPLATES[1]}") in own
-    assert f"`prompt_tmpl 2 = {TEMPLATES[1]}`" in get_note(study)  # beside the dashboard's figure
+    (legend,) = _plot_data(own, "fig-parallel")["layout"]["annotations"]
+    assert html.escape(f"prompt_tmpl 2 = {TEMPLATES[1]}") in legend["text"]
+    assert f"`prompt_tmpl 2 = {TEMPLATES[1]}`" in get_note(study)  # and in the note
+
+
+def test_parallel_coordinates_spell_out_their_codes_below_the_axes():
+    """The dashboard shows a saved figure without the note: the codes its axes use (numbered
+    prompt templates, short choices and names) travel inside it, below the colour bar."""
+    params = ("lr", "classifier", "prompt_template", "supcon_temperature")
+    figs = study_figures(fake_study(n=12, params=params, pruned_every=0), ["parallel"])
+    fig = figs.figures["parallel"]
+    (note,) = fig.layout.annotations
+    shown = " ".join(html.unescape(note.text).replace("<br>", " ").split())
+    legend = figs.legends["parallel"]
+    assert (
+        f"prompt_tmpl 1 = {TEMPLATES[0]}" in legend and "supcon_temp = supcon_temperature" in legend
+    )
+    for item in legend:
+        assert " ".join(item.split()) in shown
+    lines = note.text.count("<br>") + 1
+    assert note.yref == "paper" and note.yanchor == "top" and note.y == 0  # below the axes
+    assert fig.layout.margin.b >= 60 + 13 * lines  # with room for every line in the card
+    assert fig.layout.height == 440
+
+
+def _confirmed_copy(stored, tmp_path: Path) -> optuna.Study:
+    """A copy of the session's confirmed study, with floors."""
+    url, _ = stored
+    shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "s.db")
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")
+    study.set_user_attr("floors", FLOORS)
+    return study
+
+
+def test_confirmation_on_the_whole_scale_with_floors_and_a_sentence_per_config(stored, tmp_path):
+    from hpo.decide.confirm import current
+
+    study = _confirmed_copy(stored, tmp_path)
+    page = write_report(study, tmp_path / "out", png=False).html.read_text()
+    fig = _plot_data(page, "fig-confirm")
+    assert fig["layout"]["xaxis"]["range"] == [0, 1]  # val mAP's whole scale, not 1.2
+    floors = {s["name"]: s["x0"] for s in fig["layout"]["shapes"] if s.get("showlegend")}
+    assert floors == {
+        "pixel floor 0.555": FLOORS["pixels"][0],
+        "backbone floor (untrained tiny-vit) 0.662": FLOORS["backbone"][0],
+    }
+    section = page.split("<h2>Confirmation</h2>", 1)[1].split("</table>", 1)[0]
+    last = re.findall(r"<td>([^<]*)</td></tr>", section)  # each row's verdict
+    summary = current(study)
+    assert len(last) == len(summary["rows"]) >= 2
+    ref = summary["reference_baseline"]
+    for row, cell in zip(summary["rows"], last, strict=True):
+        cell = html.unescape(cell)
+        assert cell[0].isupper() and cell.endswith(".") and "baseline" in cell, cell
+        if row["trial"] != ref:
+            verdict = versus_baseline(row)
+            assert cell.startswith(
+                f"{verdict[0].upper()}{verdict[1:]} the baseline (trial {ref}): "
+            )
+    assert "[95 % CI]" in section and "p=" in section
+
+
+def test_both_studies_name_their_metric(stored, tmp_path):
+    study = _confirmed_copy(stored, tmp_path)
+    annotate_study(study)
+    companion = optuna.load_study(study_name="s.confirm", storage=study._storage)
+    assert study.metric_names == ["val mAP"] and companion.metric_names == ["val mAP"]
 
 
 def test_png_export_skipped_with_a_note(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.fleet import scheduler, slurm
 from hpo.fleet.recovery import recover_stale
 from hpo.records.storage import MAX_RETRIES, open_storage
@@ -173,7 +174,7 @@ def test_slurm_early_warning_ends_the_trial_as_interrupted_and_requeues_it(
     stopped = study.trials[0]
     assert stopped.state == TrialState.FAIL
     assert stopped.user_attrs["error"] == "interrupted: Slurm task 40_1 on node n2: time limit near"
-    assert stopped.user_attrs["slurm_job"] == "41" and stopped.user_attrs["node"] == "n2"
+    assert attrs_of(stopped)["slurm_job"] == "41" and stopped.user_attrs["node"] == "n2"
     retry = study.trials[1]
     assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
     assert retry.system_attrs["fixed_params"] == stopped.params
@@ -418,7 +419,7 @@ def test_slurm_array_runs_the_study_to_its_exact_total(slurm_study):
     params = [tuple(sorted(t.params.items())) for t in done]
     assert len(set(params)) == 6, "every trial has its own parameters"
     assert all(t.user_attrs["slurm_array_job"] == job for t in done)
-    assert all(t.user_attrs["slurm_task"] in ("0", "1", "2") and t.user_attrs["node"] for t in done)
+    assert all(attrs_of(t)["slurm_task"] in ("0", "1", "2") and t.user_attrs["node"] for t in done)
     folder = cwd / "studies" / "arr" / "slurm"
     assert sorted(p.name for p in folder.glob("*.log")) == [f"{job}_{i}.log" for i in range(3)]
     assert (folder / f"{job}.sbatch").is_file()
@@ -469,7 +470,7 @@ def test_scancel_of_a_task_mid_trial_fails_its_trial_with_the_reason_and_retries
         while victim is None and time.monotonic() < end:
             study = optuna.load_study(study_name="cancel", storage=storage)
             for t in study.get_trials(states=(TrialState.RUNNING,)):
-                progress = t.user_attrs.get("progress")
+                progress = attrs_of(t).get("progress")
                 if isinstance(progress, dict) and progress.get("epoch", 0) >= 1:
                     victim = t  # mid-trial: one epoch of four done
                     break

@@ -35,7 +35,11 @@ def _render(view) -> dict[str, object]:
         "figures": sorted(figs.figures),
         "note": report.study_note(view).rsplit("Summary refreshed", 1)[0],
         "html": len(report.render_html(view, figs)) > 0,
-        "header": export.export_header(view, trial, "sqlite:///x.db"),
+        "header": [  # the export time is the clock's, not the view's
+            line
+            for line in export.export_header(view, trial, "sqlite:///x.db")
+            if not line.startswith("exported ")
+        ],
         "confirm": confirm_report.section(view)[:3],
     }
 

@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.common.attrs import attrs_of
 from hpo.fleet.recovery import recover_stale
 from hpo.records.storage import StorageError, open_storage
 from hpo.search.study import FINISHED, SurplusTrial, _Guarded, run_until
@@ -88,7 +89,7 @@ def test_two_local_workers_on_a_journal_file(synthetic_root, tmp_path):
     assert len(done) == 6
     assert len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert len({t.user_attrs["worker"] for t in done}) == 2, "both workers ran trials"
+    assert len({attrs_of(t)["worker"] for t in done}) == 2, "both workers ran trials"
     assert "2 worker(s)" in proc.stdout
 
 
@@ -154,7 +155,7 @@ def test_postgres_workers_recover_a_killed_worker(synthetic_root, tmp_path, pg_u
             return None
 
         victim = wait_for(running_mid_trial, 300, "a trial in its second epoch")
-        os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+        os.kill(int(attrs_of(victim)["worker"].rpartition(":")[2]), signal.SIGKILL)
         out, err = parent.communicate(timeout=600)
     finally:
         if parent.poll() is None:
@@ -243,12 +244,12 @@ def test_workers_of_a_sigkilled_parent_stop_and_leave_no_running_trial(synthetic
             except (KeyError, StorageError):
                 return False
             trials = study.get_trials(states=(TrialState.RUNNING,))
-            workers = {t.user_attrs.get("worker") for t in trials} - {None}
+            workers = {attrs_of(t).get("worker") for t in trials} - {None}
             return study if len(workers) == 2 else False
 
         study = wait_for(running, 300, "both workers running a trial")
         pids += [
-            int(t.user_attrs["worker"].rpartition(":")[2])
+            int(attrs_of(t)["worker"].rpartition(":")[2])
             for t in study.get_trials(states=(TrialState.RUNNING,))
         ]
         parent.kill()  # SIGKILL: the parent cannot stop its workers

@@ -1,0 +1,52 @@
+"""A trial's attributes wherever they are kept, and which of them are bookkeeping.
+
+What a trial records for our own use (who ran it, digests, timings, per-run values) is kept
+as trial system attributes under ``hpo:``, where every worker reads them and neither
+``optuna trials`` nor optuna-dashboard's trial page prints them: as user attributes, 18 of
+them made each row of ``optuna trials`` about 1,000 characters wide. What a researcher reads
+stays a user attribute: baseline, value_se, best_epoch, rank-k, error and the pruning reason.
+``hpo.records.optuna_internals.set_attr`` writes them; ``attrs_of`` reads both places (a trial
+recorded before the move has everything as user attributes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RECORD_PREFIX = "hpo:"  # our study and trial records, see hpo.records.optuna_internals
+
+BOOKKEEPING = frozenset(
+    {
+        "worker",
+        "worker_process",
+        "sampler_seed",
+        "slurm_job",
+        "slurm_task",
+        "config_sha256",
+        "split_digest",
+        "progress",
+        "status",
+        "seconds",
+        "peak_memory_mb",
+        "epochs_run",
+        "best_epochs",
+        "fold_values",
+        "n_folds",
+        "n_repeats",
+        "value_sd",
+        "mAP",
+    }
+)
+
+
+def attrs_of(trial: Any) -> dict[str, Any]:
+    """The trial's user attributes and its bookkeeping, as one mapping (a FrozenTrial, or a
+    running ``optuna.Trial``, which shows no system attributes and is read from its storage)."""
+    system = getattr(trial, "system_attrs", None)
+    if system is None:
+        storage = getattr(trial, "storage", None)
+        system = storage.get_trial(trial._trial_id).system_attrs if storage is not None else {}
+    moved = {
+        key: system[RECORD_PREFIX + key] for key in BOOKKEEPING if RECORD_PREFIX + key in system
+    }
+    return {**trial.user_attrs, **moved} if moved else trial.user_attrs

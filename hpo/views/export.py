@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from handreid.errors import UserError
 from hpo.common.attrs import attrs_of
+from hpo.common.lines import interval_text
 from hpo.common.paths import atomic_write_text, check_target
 from hpo.records.configs import trial_config
 from hpo.views.model import StudyView, as_view
@@ -46,13 +47,13 @@ def pick_trial(
 
 
 def value_text(trial: optuna.trial.FrozenTrial) -> str:
-    """``0.6123 ± 0.0312 (SE, 3 folds)``: a trial's value with its standard error."""
+    """``0.612 ± 0.031 (SE, 3 folds)``: a trial's value with its standard error."""
     se = attrs_of(trial).get("value_se")
     if not isinstance(se, (int, float)) or not math.isfinite(se):  # unknown: no "± nan"
-        return f"{trial.value:.4f}"
+        return f"{trial.value:.3f}"
     from hpo.common.lines import pm, runs_text
 
-    return f"{trial.value:.4f} {pm()} {se:.4f} (SE, {runs_text(attrs_of(trial))})"
+    return f"{trial.value:.3f} {pm()} {se:.3f} (SE, {runs_text(attrs_of(trial))})"
 
 
 def floor_warning(study: StudyView | optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
@@ -126,7 +127,7 @@ def export_header(
             seeds = f"{done} (partial: {len(done)} of {len(seeds)} seeds)"
         lines.append(
             f"confirmed on fresh training seeds {seeds}: mean validation mAP{at} "
-            f"{r['mean']:.4f} (95% CI {lo:.4f} to {hi:.4f}, {r['n']} runs)"
+            f"{r['mean']:.3f} {interval_text(lo, hi)} (95 %, {r['n']} runs)"
         )
         if summary.get("winner") == trial.number:
             lines.append(verdict(summary))

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from handreid.errors import UserError
 from hpo.common.attrs import attrs_of
-from hpo.common.lines import diff_text, interval_text, p_text
+from hpo.common.lines import diff_text, fit, interval_text, p_text
 from hpo.common.paths import study_dir
 from hpo.decide.compare import compare_to_baseline
 from hpo.decide.confirm import current
@@ -311,8 +311,10 @@ def annotate_after_run(study: optuna.Study, view: StudyView | None = None) -> No
         return
     n = len(figs.figures)
     print(
-        f"saved the summary note and {n} figure{'s' * (n != 1)} to the study "
-        "(view them with `hpo dashboard`)"
+        fit(
+            f"saved the summary note and {n} figure{'s' * (n != 1)} to the study "
+            "(view them with `hpo dashboard`)"
+        )
     )
 
 

@@ -69,7 +69,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     best = load(storage, "handreid-tiny-vit").best_trial
     assert text.startswith("# handreid trainer config exported from study 'handreid-tiny-vit'")
     assert f"# trial {best.number}" in text
-    assert f"objective (best-epoch validation mAP) {best.value:.4f} ± " in text
+    assert f"objective (best-epoch validation mAP) {best.value:.3f} ± " in text
     assert "not confirmed" in text
     assert "# floors (no training; val / test mAP): pixel floor" in text
     space = load_space("tiny-vit")

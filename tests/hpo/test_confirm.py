@@ -267,7 +267,7 @@ def test_export_takes_the_confirmed_winner_and_says_what_it_is_worth(tmp_path):
     text = path.read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert f"# trial {trial.number}: objective" in text and "± " in header[1]
-    assert any("confirmed on fresh training seeds [1, 2, 3]" in h and "95% CI" in h for h in header)
+    assert any("confirmed on fresh training seeds [1, 2, 3]" in h and "(95 %, " in h for h in header)
     assert any("better than the baseline" in h for h in header)
     assert any("--refit --set epochs=3" in h for h in header)
     assert yaml.safe_load(text)["lr_modules"] == trial.params["lr_modules"]
@@ -459,4 +459,4 @@ def test_a_value_without_spread_has_no_standard_error_rather_than_nan():
     attrs = summarize([run], cfg)
     assert "value_se" not in attrs
     frozen = optuna.trial.create_trial(value=1.0, user_attrs={"value_se": float("nan")})
-    assert value_text(frozen) == "1.0000"  # a study stored before: "nan" is not shown either
+    assert value_text(frozen) == "1.000"  # a study stored before: "nan" is not shown either

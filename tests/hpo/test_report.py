@@ -255,7 +255,7 @@ def test_note_and_figures_saved_in_the_study_and_user_notes_kept():
     assert "trials: 4 complete, 2 pruned, 0 failed, 0 running" in note
     se = best.user_attrs["value_se"]
     assert (
-        f"### Best trial {best.number}: val mAP {best.value:.4f} ± {se:.4f} (SE, 3 folds)" in note
+        f"### Best trial {best.number}: val mAP {best.value:.3f} ± {se:.3f} (SE, 3 folds)" in note
     )
     assert f"| lr | {best.params['lr']:.4g} |" in note
     assert f"rank1 {best.user_attrs['rank1']:.4g}" in note
@@ -536,7 +536,7 @@ def test_note_and_report_compare_the_best_trial_with_the_baseline(tmp_path):
     for change in cmp.changes:
         assert f"| {change.name} | {' | '.join(change.texts())} |" in section
     assert "- trial 6: seed-v3, fail, queued again as trial 7" in section
-    assert "- trial 7: seed-v3, val mAP 0.4500 (retry of trial 6)" in section
+    assert "- trial 7: seed-v3, val mAP 0.450 (retry of trial 6)" in section
     assert "- trial 0: default, val mAP " in section
 
     own = write_report(study, tmp_path, png=False).html.read_text()

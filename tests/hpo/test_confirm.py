@@ -267,7 +267,9 @@ def test_export_takes_the_confirmed_winner_and_says_what_it_is_worth(tmp_path):
     text = path.read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert f"# trial {trial.number}: objective" in text and "± " in header[1]
-    assert any("confirmed on fresh training seeds [1, 2, 3]" in h and "(95 %, " in h for h in header)
+    assert any(
+        "confirmed on fresh training seeds [1, 2, 3]" in h and "(95 %, " in h for h in header
+    )
     assert any("better than the baseline" in h for h in header)
     assert any("--refit --set epochs=3" in h for h in header)
     assert yaml.safe_load(text)["lr_modules"] == trial.params["lr_modules"]

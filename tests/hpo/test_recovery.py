@@ -110,7 +110,7 @@ def running_trial(tmp_path: Path, with_epoch: bool):
         except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
             return None  # not created yet, or its tables are being created
         for t in study.get_trials(states=(TrialState.RUNNING,)):
-            if "worker" in t.user_attrs and (t.intermediate_values or not with_epoch):
+            if "worker" in attrs_of(t) and (t.intermediate_values or not with_epoch):
                 return study, t
         return None
 

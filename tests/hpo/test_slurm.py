@@ -476,7 +476,7 @@ def test_scancel_of_a_task_mid_trial_fails_its_trial_with_the_reason_and_retries
                     break
             time.sleep(0.5)
         assert victim is not None, "no trial reached its first epoch"
-        task = f"{job}_{victim.user_attrs['slurm_task']}"
+        task = f"{job}_{attrs_of(victim)['slurm_task']}"
         subprocess.run(["scancel", task], check=True)
         _wait_job_gone(job)
     finally:

@@ -150,7 +150,7 @@ def test_postgres_workers_recover_a_killed_worker(synthetic_root, tmp_path, pg_u
 
         def running_mid_trial():
             for t in study.get_trials(states=(TrialState.RUNNING,)):
-                if t.intermediate_values and "worker" in t.user_attrs:
+                if t.intermediate_values and "worker" in attrs_of(t):
                     return t
             return None
 

@@ -242,11 +242,9 @@ def run(args: argparse.Namespace) -> int:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         annotate_after_run(study, view)
     if code in (130, 143):
-        print(
-            fit(
-                f"{'terminated' if code == 143 else 'interrupted'}: the running trials were "
-                "stopped and marked FAIL; re-run the same command to resume"
-            ),
+        print(  # one line, under 80 columns: an interrupt is reported as an error is
+            f"{'terminated' if code == 143 else 'interrupted'}: running trials marked FAIL; "
+            "re-run the same command to resume",
             file=sys.stderr,
         )
     elif code:

@@ -1687,6 +1687,12 @@ NOTHING_LOST_CASES = [
         "--device 'tpu': expected auto, cpu, cuda or cuda:N",
     ),
     Case(
+        "trials-table-and-long",
+        "hpo",
+        ("trials", "--table", "--long"),
+        "argument --long: not allowed with argument --table",
+    ),
+    Case(
         "run-fifo-image",
         "hpo",
         (*RUN, "--data", "{tmp}/data"),

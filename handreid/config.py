@@ -83,6 +83,10 @@ class TrainConfig:
     val_fold: int = 0  # the fold this run validates on (0..val_folds-1)
     val_repeats: int = 1  # R > 1: a trial averages R training seeds (seed, seed+1, ...)
     refit: bool = False  # train on all training-side identities (no validation), report test
+    # share of the training side's evaluable subjects set aside as confirm identities: no run
+    # trains or validates on them, except a confirm run, which validates on them and nothing else
+    confirm_fraction: float = 0.0
+    confirm_run: bool = False  # train on every other training-side identity, measure on confirm
     num_splits: int = 10
     eval_ap: str = "standard"
     eval_batch_size: int = 256
@@ -475,6 +479,11 @@ def _validate(cfg: TrainConfig) -> None:
             f"val_fold={cfg.val_fold} is out of range; with val_folds={cfg.val_folds} "
             f"allowed [0, {cfg.val_folds - 1}]"
         )
+    _range(cfg, "confirm_fraction", 0.0, 1.0, high_open=True)
+    if cfg.confirm_run and cfg.confirm_fraction == 0:
+        raise ConfigError("confirm_run needs confirm identities: set confirm_fraction above 0")
+    if cfg.confirm_run and cfg.refit:
+        raise ConfigError("refit and confirm_run exclude each other: refit has no validation")
     _range(cfg, "num_splits", 1, 1000)
     _choice(cfg, "eval_ap", ("standard", "trapezoid"))
     _range(cfg, "eval_batch_size", 1, 1_000_000)

@@ -103,6 +103,8 @@ DATA_KEYS = (
     "val_folds",
     "val_fold",
     "refit",
+    "confirm_fraction",
+    "confirm_run",
     "image_size",
     "num_splits",
 )

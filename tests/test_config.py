@@ -117,6 +117,13 @@ def test_unknown_key_names_closest(tmp_path):
         ({"prompt_template": "A {:{}} hand"}, "Replacement index 1 out of range"),
         ({"prompt_template": "A {aspect!x} hand"}, "Unknown conversion specifier x"),
         ({"prompt_template": "A {aspect:d} hand"}, "Unknown format code 'd'"),
+        ({"confirm_fraction": 1.0}, r"confirm_fraction=1.0 is out of range; allowed \[0.0, 1.0\)"),
+        ({"confirm_fraction": -0.1}, "confirm_fraction=-0.1 is out of range"),
+        ({"confirm_run": True}, "confirm_run needs confirm identities: set confirm_fraction"),
+        (
+            {"confirm_run": True, "confirm_fraction": 0.2, "refit": True},
+            "refit and confirm_run exclude each other",
+        ),
     ],
 )
 def test_bad_values_say_what_and_allowed(changes, message):

@@ -121,7 +121,8 @@ def format_inspect(report: dict[str, Any]) -> str:
         f"images:      {report['images_found']} found, {report['images_missing']} listed but missing, "
         f"{len(report['images_unreadable'])} unreadable, {report['images_used']} used",
         f"split:       {report['split']} ({report['split_reason']})",
-        f"identities:  train {ids['train']}, val {ids['val']}, test {ids['test']}",
+        f"identities:  train {ids['train']}, val {ids['val']}, test {ids['test']}"
+        + (f", confirm {ids['confirm']} (held out)" if ids.get("confirm") else ""),
         f"images:      train {imgs['train']}, val {imgs['val']}, test {imgs['test']}",
     ]
     if report["distractors"]:

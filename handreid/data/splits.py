@@ -21,8 +21,14 @@ Rules, the same for every layout:
 - With ``val_folds = K > 1`` the training-side subjects that can be evaluated are dealt into K
   disjoint folds instead (``val_fraction`` is unused); a run validates on fold ``val_fold``
   and trains on the rest, so K runs rotate the validation role over every such subject.
+- ``confirm_fraction`` sets aside that share of the training side's evaluable subjects (at
+  least ``CONFIRM_MIN``) as confirm identities, drawn before validation: no run trains or
+  validates on them, so a decision measured there is about hands no earlier decision has seen.
+  A ``confirm_run`` trains on every other training-side identity and validates on the confirm
+  identities only (``hpo confirm``).
 - ``refit`` trains on every training-side identity and has no validation partition: the
-  published protocol's final model, reported on the test identities only.
+  published protocol's final model, reported on the test identities only. The decisions are
+  made by then, so confirm identities train too.
 - Every query/gallery split puts one randomly chosen image of each identity in the gallery and
   the rest in the queries; distractors (HD ids 502-712) join every test gallery, never queries.
 - All randomness derives from ``cfg.split_seed``: the same split seed gives identical splits,
@@ -44,6 +50,8 @@ from handreid.errors import DataError
 
 MIN_COVERAGE = 0.9  # share of listed images that must exist before "auto" picks the published split
 _TAG_TEST, _TAG_VAL, _TAG_QUERY, _TAG_FOLDS = 1, 2, 3, 4  # random streams from cfg.split_seed
+_TAG_CONFIRM = 5
+CONFIRM_MIN = 4  # confirm subjects at least: fewer cannot show how configs vary over people
 
 
 @dataclass
@@ -77,8 +85,14 @@ def build_splits(catalog: Catalog, cfg: TrainConfig) -> DataSplits:
     else:
         test_ids = _draw_test(by_id, eligible, cfg)
         train_ids = set(by_id) - test_ids
+    confirm_ids: set[str] = set()
+    if cfg.confirm_fraction > 0 and not cfg.refit:
+        confirm_ids = draw_confirm(by_id, train_ids, eligible & train_ids, cfg)
+        train_ids -= confirm_ids
     if cfg.refit:
         val_ids: set[str] = set()
+    elif cfg.confirm_run:
+        val_ids = confirm_ids
     elif cfg.val_folds > 1:
         val_ids = validation_folds(by_id, eligible & train_ids, cfg)[cfg.val_fold]
     else:
@@ -86,16 +100,19 @@ def build_splits(catalog: Catalog, cfg: TrainConfig) -> DataSplits:
     train_ids -= val_ids
     # keep people disjoint: other views of evaluated subjects never train (the published
     # protocol fixes its test side per aspect, so there only validation subjects are dropped)
-    evaluated = {by_id[i][0].subject for i in (val_ids | test_ids if mode == "random" else val_ids)}
+    held = val_ids | confirm_ids
+    evaluated = {by_id[i][0].subject for i in (held | test_ids if mode == "random" else held)}
     dropped = {i for i in train_ids if by_id[i][0].subject in evaluated}
     train_ids -= dropped
     _check_sizes(train_ids, val_ids, test_ids, cfg.refit)
 
     train = tuple(r for i in sorted(train_ids) for r in by_id[i])
-    # fold k > 0 gets its own query/gallery stream; K = 1 keeps the single validation stream
-    val = _partition(by_id, val_ids, [], cfg, tag=0 if cfg.val_folds == 1 else 10 + cfg.val_fold)
+    # fold k > 0 gets its own query/gallery stream; K = 1 keeps the single validation stream;
+    # the confirm identities have theirs
+    tag = 9 if cfg.confirm_run else 0 if cfg.val_folds == 1 else 10 + cfg.val_fold
+    val = _partition(by_id, val_ids, [], cfg, tag=tag)
     test = _partition(by_id, test_ids, catalog.distractors, cfg, tag=1)
-    n_dropped = _count(set(by_id) - train_ids - val_ids - test_ids, by_id)
+    n_dropped = _count(set(by_id) - train_ids - val_ids - test_ids - confirm_ids, by_id)
     stats = {
         "layout": catalog.layout,
         "split": mode,
@@ -108,6 +125,8 @@ def build_splits(catalog: Catalog, cfg: TrainConfig) -> DataSplits:
         "identities": {"train": len(train_ids), "val": len(val_ids), "test": len(test_ids)},
         "images": {"train": len(train), "val": len(val.records), "test": _count(test_ids, by_id)},
     }
+    if confirm_ids and not cfg.confirm_run:
+        stats["identities"]["confirm"] = len(confirm_ids)  # held out of this run
     return DataSplits(train=train, val=val, test=test, aspects=catalog.aspects, stats=stats)
 
 
@@ -197,6 +216,25 @@ def _draw_test(by_id: dict[str, list[Record]], eligible: set[str], cfg: TrainCon
         )
     n = min(max(round(cfg.test_fraction * len(groups)), 1), len(groups) - 1)
     return _draw(groups, n, _TAG_TEST, cfg.split_seed)
+
+
+def draw_confirm(
+    by_id: dict[str, list[Record]], train_ids: set[str], candidates: set[str], cfg: TrainConfig
+) -> set[str]:
+    """The confirm identities: ``confirm_fraction`` of the training side's subjects, at least
+    ``CONFIRM_MIN``, drawn from those that can be evaluated, with the split seed."""
+    groups = _subjects(by_id, candidates)
+    total = len(_subjects(by_id, train_ids))
+    n = max(round(cfg.confirm_fraction * total), CONFIRM_MIN)
+    # what stays must still train and validate: at least 2 subjects more than the folds
+    keep = max(cfg.val_folds, 2) + 1
+    if n > len(groups) or total - n < keep:
+        raise DataError(
+            f"confirm_fraction={cfg.confirm_fraction}: the training side has {total} subjects "
+            f"({len(groups)} with 2 or more images); {n} confirm subjects would leave fewer "
+            f"than {keep} to train and validate on. Use more data or confirm_fraction: 0"
+        )
+    return _draw(groups, n, _TAG_CONFIRM, cfg.split_seed)
 
 
 def _draw_val(

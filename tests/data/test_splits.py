@@ -198,3 +198,52 @@ def test_too_few_identities(tmp_path):
     root = write_hd(tmp_path / "hd", range(1, 3), range(0))
     with pytest.raises(DataError, match="validation"):
         load_splits(TrainConfig(dataset="hd"), root)
+
+
+# ---- confirm identities -----------------------------------------------------------------------
+
+
+def _id_sets(splits) -> dict[str, set[str]]:
+    return {
+        "train": _ids(splits.train),
+        "val": _ids(splits.val.records),
+        "test": _ids(splits.test.records),
+    }
+
+
+@pytest.mark.parametrize("folds", [1, 3])
+def test_confirm_identities_are_never_trained_or_validated_on(synthetic_root, folds):
+    base = dict(split="random", num_splits=2, split_seed=5, val_folds=folds)
+    held = TrainConfig(confirm_fraction=0.25, **base)
+    plain = _id_sets(_quiet_load(TrainConfig(**base), synthetic_root))
+    runs = [_id_sets(_quiet_load(held.replace(val_fold=k), synthetic_root)) for k in range(folds)]
+    confirm = _id_sets(_quiet_load(held.replace(confirm_run=True), synthetic_root))
+    conf_ids = confirm["val"]
+    # 40 subjects, 50 % test: 20 on the training side, a quarter of them confirm subjects
+    assert len(conf_ids) == 5
+    for run in runs:
+        assert not conf_ids & (run["train"] | run["val"])
+        assert run["test"] == plain["test"]  # the test side does not move
+    # the study's identities are what the confirm run trains on: every other training-side one
+    study = set().union(*(r["train"] | r["val"] for r in runs))
+    assert confirm["train"] == study
+    assert conf_ids | study == plain["train"] | plain["val"]
+    assert confirm["test"] == plain["test"]
+
+
+def test_confirm_identities_follow_the_split_seed_and_refit_trains_on_them(synthetic_root):
+    cfg = TrainConfig(split="random", num_splits=2, confirm_fraction=0.25, confirm_run=True)
+    a = _ids(_quiet_load(cfg, synthetic_root).val.records)
+    assert a == _ids(_quiet_load(cfg.replace(seed=9), synthetic_root).val.records)
+    assert a != _ids(_quiet_load(cfg.replace(split_seed=1), synthetic_root).val.records)
+    refit = _quiet_load(cfg.replace(confirm_run=False, refit=True), synthetic_root)
+    assert a <= _ids(refit.train)
+    assert "confirm" not in refit.stats["identities"]
+    held = _quiet_load(cfg.replace(confirm_run=False), synthetic_root)
+    assert held.stats["identities"]["confirm"] == len(a)
+
+
+def test_too_few_subjects_for_confirm_identities_is_one_clear_error(synthetic_root):
+    cfg = TrainConfig(split="random", num_splits=2, test_fraction=0.9, confirm_fraction=0.5)
+    with pytest.raises(DataError, match=r"confirm_fraction=0.5: the training side has 4 subjects"):
+        _quiet_load(cfg, synthetic_root)

@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 
 from handreid.data.synthetic import write_synthetic
+from hpo.common.attrs import attrs_of
 from hpo.records.artifacts import open_artifact_store
 from hpo.records.space import load_space
 from hpo.search.objective import DataPool, Objective
@@ -79,7 +80,7 @@ def main() -> None:
         for t in study.get_trials():
             print(
                 f"{t.number:>5}  {t.state.name:<8} {t.value or 0:.4f} "
-                f"{t.user_attrs.get('seconds', 0):>8.2f} "
+                f"{attrs_of(t).get('seconds', 0):>8.2f} "
                 f"{objective.history_seconds.get(t.number, 0):>10.3f} "
                 f"{keeper_seconds.get(t.number, 0):>12.3f}"
             )
@@ -94,7 +95,7 @@ def main() -> None:
                 f"{name}: {len(values)} files, median {statistics.median(values) / 1024:.1f} kB, "
                 f"max {max(values) / 1024:.1f} kB"
             )
-        trial_s = statistics.fmean(t.user_attrs["seconds"] for t in study.get_trials())
+        trial_s = statistics.fmean(attrs_of(t)["seconds"] for t in study.get_trials())
         hist_s = statistics.fmean(objective.history_seconds.values())
         ckpt_s = statistics.fmean(keeper_seconds.values())
         print(

@@ -108,6 +108,7 @@ print("(epoch: 890 training images; validation: 1,042 images; the old trainer ne
 journal = out / "hpo.journal"
 if journal.is_file():
     import optuna
+    from hpo.common.attrs import attrs_of
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -115,7 +116,8 @@ if journal.is_file():
     print(f"\nhpo run, 3 trials x 2 epochs on {data}:")
     print(f"{'trial':<7}{'state':<10}{'epochs':>7}{'seconds':>9}{'s/epoch':>9}{'peak MiB':>10}{'val mAP':>9}")
     for t in study.trials:
-        a, epochs = t.user_attrs, t.user_attrs.get("epochs_run", 0) or 0
+        a = attrs_of(t)  # bookkeeping (seconds, memory, epochs) lives in system attributes
+        epochs = a.get("epochs_run", 0) or 0
         secs = a.get("seconds", float("nan"))
         per = secs / epochs if epochs else float("nan")
         value = f"{t.value:.4f}" if t.value is not None else "-"

@@ -1,10 +1,13 @@
 """A trial's attributes wherever they are kept, and which of them are bookkeeping.
 
-What a trial records for our own use (who ran it, digests, timings, per-run values) is kept
-as trial system attributes under ``hpo:``, where every worker reads them and neither
-``optuna trials`` nor optuna-dashboard's trial page prints them: as user attributes, 18 of
-them made each row of ``optuna trials`` about 1,000 characters wide. What a researcher reads
-stays a user attribute: baseline, value_se, best_epoch, rank-k, error and the pruning reason.
+What a trial records for our own use (who ran it, digests, timings, per-run values) and the
+metrics that ``hpo`` shows in its own views (best epoch, Rank-1/5/10: ``hpo show``, the
+report, the note) are kept as trial system attributes under ``hpo:``, where every worker
+reads them and neither ``optuna trials`` nor optuna-dashboard's trial page prints them: as
+user attributes, 18 of them made each row of ``optuna trials`` about 1,000 characters wide,
+and the Rank-k values at full precision kept it over 400. What a researcher needs next to
+the value in Optuna's own views stays a user attribute: baseline, value_se, error and the
+pruning reason (and a confirm run's candidate, seed and role).
 ``hpo.records.optuna_internals.set_attr`` writes them; ``attrs_of`` reads both places (a trial
 recorded before the move has everything as user attributes).
 """
@@ -35,8 +38,18 @@ BOOKKEEPING = frozenset(
         "n_repeats",
         "value_sd",
         "mAP",
+        "best_epoch",
+        "rank1",
+        "rank5",
+        "rank10",
+        "pruned_at",  # prune_reason, a user attribute, says where too
     }
 )
+# How a queued confirm run is to be trained, kept out of sight like the bookkeeping but, unlike
+# it, kept by the retry of a run whose worker died (``hpo.records.storage``): the retry must
+# train the same run.
+PLAN = frozenset({"seed_offset", "train_epochs", "on_confirm_ids", "role"})
+RECORDED = BOOKKEEPING | PLAN  # every attribute kept as a system attribute ``hpo:<key>``
 
 
 def attrs_of(trial: Any) -> dict[str, Any]:
@@ -46,7 +59,5 @@ def attrs_of(trial: Any) -> dict[str, Any]:
     if system is None:
         storage = getattr(trial, "storage", None)
         system = storage.get_trial(trial._trial_id).system_attrs if storage is not None else {}
-    moved = {
-        key: system[RECORD_PREFIX + key] for key in BOOKKEEPING if RECORD_PREFIX + key in system
-    }
+    moved = {key: system[RECORD_PREFIX + key] for key in RECORDED if RECORD_PREFIX + key in system}
     return {**trial.user_attrs, **moved} if moved else trial.user_attrs

@@ -33,7 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 # our long study records (see the module docstring) and trial bookkeeping (hpo.common.attrs)
-from hpo.common.attrs import BOOKKEEPING, RECORD_PREFIX
+from hpo.common.attrs import RECORD_PREFIX, RECORDED
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' study/trial system-attribute key prefix
 FIGURE_PREFIX = "dashboard:plot_data:"  # optuna_dashboard.save_plotly_graph_object's prefix
@@ -137,7 +137,7 @@ def set_trial_record(trial: optuna.Trial, name: str, value: Any) -> None:
 def set_attr(trial: optuna.Trial, key: str, value: Any) -> None:
     """Record ``key`` on a running trial: bookkeeping out of the standard tools' sight, the
     rest as a user attribute."""
-    if key in BOOKKEEPING:
+    if key in RECORDED:
         trial.storage.set_trial_system_attr(trial._trial_id, RECORD_PREFIX + key, value)
     else:
         trial.set_user_attr(key, value)
@@ -145,10 +145,23 @@ def set_attr(trial: optuna.Trial, key: str, value: Any) -> None:
 
 def set_frozen_attr(storage, trial: FrozenTrial, key: str, value: Any) -> None:
     """``set_attr`` for a trial known by its frozen copy (another worker's, still running)."""
-    if key in BOOKKEEPING:
+    if key in RECORDED:
         storage.set_trial_system_attr(trial._trial_id, RECORD_PREFIX + key, value)
     else:
         storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def enqueue(study: optuna.Study, params: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """``study.enqueue_trial(params)`` with ``attrs`` split as ``set_attr`` splits them: the
+    recorded ones as system attributes, the rest as user attributes."""
+    system = {"fixed_params": params}  # what enqueue_trial stores
+    system |= {RECORD_PREFIX + k: v for k, v in attrs.items() if k in RECORDED}
+    user = {k: v for k, v in attrs.items() if k not in RECORDED}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, system_attrs=system, user_attrs=user
+        )
+    )
 
 
 def artifact_tombstones(study: optuna.Study) -> list[str]:

@@ -6,10 +6,16 @@ A space file has three sections::
     space:      one entry per tuned key
                   lr_modules: {type: float, low: 1e-5, high: 1e-3, log: true}
                   bnneck_dim: {type: categorical, choices: [256, 512, 1024]}
+                  prompt_template: {type: categorical, choices: {photo: "A photo of a {} hand."}}
                   arcface_scale: {type: float, low: 16, high: 64, when: {classifier: arcface}}
     baselines:  configs enqueued first, each a mapping of tuned keys (optional ``name``)
 
 A key whose ``when`` condition does not hold is not suggested and keeps its ``base`` value.
+A categorical may give its choices as a mapping of short codes to values: the trial stores
+the code (so ``optuna trials`` and the dashboard print ``'prompt_template': 'photo'``, not a
+whole sentence) and ``SearchSpace.config`` turns it into the value the trainer gets. A
+baseline or a ``when`` may name either; a trial stored with the value itself (a study made
+before the codes) is read as it is.
 Every problem in a file is collected and reported together, before any study exists.
 """
 
@@ -48,11 +54,37 @@ class Param:
     high: float | int | None = None
     log: bool = False
     step: float | int | None = None
-    choices: tuple = ()
+    choices: tuple = ()  # what a trial stores: a mapping's codes, else the values themselves
     when: dict[str, tuple] = field(default_factory=dict)
+    values: tuple = ()  # a mapping's values, one per code in ``choices``; empty for a list
 
     def active(self, values: dict[str, Any]) -> bool:
         return all(values.get(key) in allowed for key, allowed in self.when.items())
+
+    @property
+    def coded(self) -> bool:
+        """Whether the choices are short codes that stand for the values."""
+        return bool(self.values)
+
+    @property
+    def full_choices(self) -> tuple:
+        """The values the trainer can get: a mapping's values, else the choices."""
+        return self.values or self.choices
+
+    def value_of(self, stored: Any) -> Any:
+        """The trainer value for what a trial stored: a code's value; anything else as it is
+        (a value stored before the choices had codes)."""
+        if self.coded and _index(self.choices, stored) is not None:
+            return self.values[_index(self.choices, stored)]
+        return stored
+
+    def code_of(self, value: Any) -> Any:
+        """What a trial stores for ``value``: its code when ``value`` is a mapping's value."""
+        if self.coded and _index(self.choices, value) is None:
+            i = _index(self.values, value)
+            if i is not None:
+                return self.choices[i]
+        return value
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "float":
@@ -65,6 +97,11 @@ class Param:
 
     def contains(self, value: Any) -> bool:
         if self.kind == "categorical":
+            if self.coded:
+                return (
+                    _index(self.choices, value) is not None
+                    or _index(self.values, value) is not None
+                )
             return value in self.choices
         return (
             isinstance(value, (int, float))
@@ -85,8 +122,10 @@ class SearchSpace:
         return tuple(p.name for p in self.params)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Suggest every active parameter in file order (conditions see earlier values)."""
-        values = dict(self.base)
+        """Suggest every active parameter in file order (conditions see earlier values).
+
+        A categorical with codes gives its code, as the trial stores it (``config`` maps it)."""
+        values = _as_codes(self.params, self.base)
         params: dict[str, Any] = {}
         for p in self.params:
             if p.active(values):
@@ -94,8 +133,15 @@ class SearchSpace:
         return params
 
     def config(self, params: dict[str, Any]) -> TrainConfig:
-        """Base + params as a validated trainer config."""
-        return TrainConfig.from_dict({**self.base, **params}, source=self.source)
+        """Base + params as a validated trainer config (a categorical's code becomes its value)."""
+        return TrainConfig.from_dict(
+            {**self.base, **self.trainer_values(params)}, source=self.source
+        )
+
+    def trainer_values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` as the trainer takes them: each categorical's code replaced by its value."""
+        by_name = {p.name: p for p in self.params}
+        return {k: by_name[k].value_of(v) if k in by_name else v for k, v in params.items()}
 
     def with_base(self, **changes: Any) -> SearchSpace:
         """The same space with fixed keys changed (``--epochs``, ``--set``, data options)."""
@@ -113,7 +159,9 @@ class SearchSpace:
         for p in self.params:
             entry: dict[str, Any] = {"type": p.kind}
             if p.kind == "categorical":
-                entry["choices"] = list(p.choices)
+                entry["choices"] = (
+                    dict(zip(p.choices, p.values, strict=True)) if p.coded else list(p.choices)
+                )
             else:
                 entry.update(low=p.low, high=p.high)
                 if p.log:
@@ -132,8 +180,13 @@ class SearchSpace:
 
 def space_digest(space: SearchSpace) -> str:
     """The space's short SHA-256 (its base, params and baselines), kept by the study so a
-    later run or a stored ``space.yaml`` can be checked against it."""
-    text = json.dumps(space.to_dict(), sort_keys=True, default=str)
+    later run or a stored ``space.yaml`` can be checked against it. A mapping of codes counts
+    as its ``[code, value]`` pairs in order (Optuna numbers choices by their place)."""
+    data = space.to_dict()
+    for entry in data["space"].values():
+        if isinstance(entry.get("choices"), dict):
+            entry["choices"] = [[code, value] for code, value in entry["choices"].items()]
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -275,6 +328,8 @@ def _parse_param(
     when = _parse_when(where, spec.get("when"), base_cfg, earlier, errors)
     if kind == "categorical":
         choices = spec.get("choices")
+        if isinstance(choices, dict):
+            return _parse_codes(name, choices, where, base_cfg, when, errors)
         if not isinstance(choices, list) or not choices:
             errors.append(f"{where}: categorical needs a non-empty list of choices")
             return None
@@ -286,6 +341,51 @@ def _parse_param(
                 errors.append(f"{where}: choice {choice!r} is invalid ({problem})")
         return Param(name, kind, choices=tuple(choices), when=when)
     return _parse_range(name, kind, spec, where, base_cfg, when, errors)
+
+
+def _parse_codes(name, choices: dict, where, base_cfg, when, errors) -> Param | None:
+    """Choices given as ``{code: value}``: the trial stores the code, the trainer gets the
+    value. One error line per problem."""
+    if not choices:
+        errors.append(
+            f"{where}: choices is an empty mapping; give at least one {{code: value}}, "
+            "such as {photo: 'A photo of a {} hand.'}"
+        )
+        return None
+    ok = True
+    for code in choices:
+        if not isinstance(code, str) or not code.strip():
+            errors.append(
+                f"{where}: choice code {code!r} is not a name; codes are short strings "
+                "such as photo"
+            )
+            ok = False
+    first: dict[str, Any] = {}  # repr(value) -> its first code
+    for code, value in choices.items():
+        if repr(value) in first:
+            errors.append(
+                f"{where}: codes {first[repr(value)]!r} and {code!r} have the same value "
+                f"{value!r}; give each value one code"
+            )
+            ok = False
+        first.setdefault(repr(value), code)
+    for code in choices:
+        owner = first.get(repr(code))  # a code that is another code's value
+        if isinstance(code, str) and owner is not None and owner != code:
+            errors.append(
+                f"{where}: code {code!r} is also the value of code {owner!r}; a stored "
+                f"{code!r} would be ambiguous, so choose another code"
+            )
+            ok = False
+    for code, value in choices.items():
+        problem = _check_value(name, value, base_cfg)
+        if problem:
+            errors.append(f"{where}: choice {code}={value!r} is invalid ({problem})")
+    if not ok:
+        return None
+    return Param(
+        name, "categorical", choices=tuple(choices), when=when, values=tuple(choices.values())
+    )
 
 
 def _parse_range(name, kind, spec, where, base_cfg, when, errors) -> Param | None:
@@ -346,6 +446,7 @@ def _parse_when(where, when, base_cfg, earlier: list[Param], errors) -> dict[str
             cond = by_name[key]
             if cond.kind != "categorical":
                 errors.append(f"{where}: when refers to {key!r}, which is not categorical")
+            allowed = tuple(cond.code_of(v) for v in allowed)  # a value -> its code
             for v in allowed:
                 if cond.kind == "categorical" and v not in cond.choices:
                     errors.append(
@@ -374,11 +475,14 @@ def _parse_baselines(
         if not isinstance(entry, dict):
             errors.append(f"{where}: expected a mapping of tuned keys")
             continue
+        # a number written as text becomes a number; a categorical's value becomes its code
         entry = {
-            k: _number(v) if by_name.get(k) and by_name[k].kind != "categorical" else v
+            k: (_number(v) if by_name[k].kind != "categorical" else by_name[k].code_of(v))
+            if k in by_name
+            else v
             for k, v in entry.items()
         }
-        values = {**base, **{k: v for k, v in entry.items() if k != "name"}}
+        values = _as_codes(params, {**base, **{k: v for k, v in entry.items() if k != "name"}})
         for key, value in entry.items():
             if key == "name":
                 continue
@@ -409,3 +513,18 @@ def _parse_baselines(
 
 def _settings(baseline: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in baseline.items() if k != "name"}
+
+
+def _index(items: tuple, value: Any) -> int | None:
+    """Where ``value`` is in ``items`` (True is not 1 here, unlike ``in``)."""
+    for i, item in enumerate(items):
+        if isinstance(item, bool) == isinstance(value, bool) and item == value:
+            return i
+    return None
+
+
+def _as_codes(params, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each coded categorical's value replaced by its code (``when`` names
+    codes, and a fixed key keeps its base value)."""
+    by_name = {p.name: p for p in params}
+    return {k: by_name[k].code_of(v) if k in by_name else v for k, v in values.items()}

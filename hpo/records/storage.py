@@ -170,7 +170,8 @@ class _Retry:
         self.inner = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from hpo.records.optuna_internals import ARTIFACT_PREFIX, BOOKKEEPING, RECORD_PREFIX
+        from hpo.common.attrs import BOOKKEEPING, RECORD_PREFIX
+        from hpo.records.optuna_internals import ARTIFACT_PREFIX
 
         clean = copy.copy(trial)
         clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in WORKER_ATTRS}

@@ -685,8 +685,7 @@ def test_trial_and_study_pages_fit_the_window(tmp_path, dashboard):
     save_space(study, store, space)
     for key, value in {"backbone": "tiny-vit", "command": "hpo run --backbone tiny-vit"}.items():
         study.set_user_attr(key, value)
-    # the baseline, as every study starts; (the longest prompt-template choice, a parameter the
-    # dashboard prints on one line, alone widens this page by about 20 px at 1280)
+    # the baseline, as every study starts
     baseline = {k: v for k, v in space.baselines[0].items() if k != "name"}
     study.enqueue_trial(baseline, user_attrs={"baseline": "default"})
     trial = study.ask()

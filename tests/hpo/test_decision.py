@@ -83,7 +83,7 @@ def test_show_trials_and_the_confirm_table_fit_80_columns(confirmed):
         wide = [line for line in text.splitlines() if len(line) > 80]
         assert not wide, f"{name}: {wide}"
         assert "+-" not in text and "…" not in text  # one sign; nothing cut
-    # every template is shown whole (a long one wrapped at spaces, never cut)
+    # every template's code is shown whole (a trial stores the code; the trainer, the full text)
     shown = " ".join(outputs["trials"].split())
     for t in study.trials:
         template = t.params.get("prompt_template")

@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.cli import main
+from hpo.common.attrs import attrs_of
 from hpo.common.lines import number
 from hpo.views.listing import epoch_rows, epoch_table
 
@@ -216,7 +217,7 @@ def test_show_summarises_the_best_trial_with_3_decimals(stored, capsys, monkeypa
     line = next(x for x in out.splitlines() if x.startswith(f"best trial {best.number}"))
     assert line == (
         f"best trial {best.number}: val mAP {best.value:.3f} ± {se:.3f} (3 folds), "
-        f"rank1 {best.user_attrs['rank1']:.3f}"
+        f"rank1 {attrs_of(best)['rank1']:.3f}"
     )
 
 

@@ -20,6 +20,7 @@ from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from hpo.cli import main
+from hpo.common.attrs import attrs_of
 from hpo.records import optuna_internals
 from hpo.records.space import load_space
 from hpo.views import report
@@ -258,7 +259,7 @@ def test_note_and_figures_saved_in_the_study_and_user_notes_kept():
         f"### Best trial {best.number}: val mAP {best.value:.3f} ± {se:.3f} (SE, 3 folds)" in note
     )
     assert f"| lr | {best.params['lr']:.4g} |" in note
-    assert f"rank1 {best.user_attrs['rank1']:.4g}" in note
+    assert f"rank1 {attrs_of(best)['rank1']:.4g}" in note
     assert "peak_memory_mb n/a" in note  # recorded as 0 on CPU
 
     save_note(study, note + "the arcface runs look unstable\n")  # a person writes in the dashboard

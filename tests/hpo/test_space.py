@@ -46,7 +46,8 @@ def test_backbones_get_different_learning_rate_ranges():
 
 
 def test_templates_come_from_the_manual_sweep():
-    templates = {p.name: p for p in load_space("vitb16").params}["prompt_template"].choices
+    template = {p.name: p for p in load_space("vitb16").params}["prompt_template"]
+    templates = template.full_choices
     assert "A photo of a {} {aspect} hand." in templates
     assert "A detailed photo of {}'s {aspect} hand for identification." in templates
     assert any("surveillance" in t for t in templates)
@@ -169,3 +170,349 @@ def test_with_base_refuses_fixing_a_searched_key():
     assert s.with_base(epochs=2).config({}).epochs == 2
     with pytest.raises(SpaceError, match="'max_norm' is searched"):
         s.with_base(max_norm=1.0)
+
+
+# --- categorical choices given as {code: value} -------------------------------------------
+
+PHOTO = "A photo of a {} {aspect} hand."
+FRAME = "A captured frame showing a person's {aspect} hand during surveillance."
+TEMPLATES = {"photo": PHOTO, "surveillance": FRAME}
+
+
+def coded(**more):
+    """A space whose prompt template is chosen by code, plus ``more`` tuned keys."""
+    return space(
+        prompt_template={"type": "categorical", "choices": dict(TEMPLATES)},
+        max_norm={"type": "float", "low": 0.1, "high": 10.0, "log": True},
+        **more,
+    )
+
+
+def test_a_trial_stores_the_code_and_config_gives_the_trainer_the_value():
+    s = parse_space(coded())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(10):
+        trial = study.ask()
+        params = s.suggest(trial)
+        study.tell(trial, 0.0)
+        code = study.trials[-1].params["prompt_template"]
+        assert params["prompt_template"] == code and code in TEMPLATES
+        assert s.config(params).prompt_template == TEMPLATES[code]
+        seen.add(code)
+    assert seen == set(TEMPLATES)
+    param = {p.name: p for p in s.params}["prompt_template"]
+    assert param.choices == ("photo", "surveillance") and param.full_choices == (PHOTO, FRAME)
+    assert param.contains("photo") and param.contains(FRAME)
+    assert not param.contains("frame") and not param.contains("A photo of a {} hand.")
+
+
+def test_an_exported_config_holds_the_whole_template_and_the_stored_float(tmp_path):
+    from hpo.records.configs import trial_config
+    from hpo.search.study import create_or_resume, make_sampler
+
+    s = load_space("tiny-vit")
+    study = create_or_resume(
+        optuna.storages.InMemoryStorage(),
+        "export",
+        s,
+        sampler=make_sampler("random", 5),
+        pruner=optuna.pruners.NopPruner(),
+        context={},
+    )
+    for _ in range(3):  # the baseline, then two drawn trials
+        trial = study.ask()
+        s.suggest(trial)
+        study.tell(trial, 0.5)
+    for frozen in study.trials:
+        text = trial_config(study, frozen).to_yaml()  # what `hpo export` writes
+        loaded = yaml.safe_load(text)
+        code = frozen.params["prompt_template"]
+        assert code in ("photo", "detailed", "surveillance")
+        assert loaded["prompt_template"] == {p.name: p for p in s.params}[
+            "prompt_template"
+        ].value_of(code)
+        assert "{aspect} hand" in loaded["prompt_template"]
+        assert loaded["lr_clip_visual"] == frozen.params["lr_clip_visual"]
+    drawn = study.trials[1].params["lr_clip_visual"]
+    assert drawn == float(f"{drawn:.3g}")
+    assert f"lr_clip_visual: {drawn}" in trial_config(study, study.trials[1]).to_yaml()
+
+
+def test_a_baseline_may_name_the_value_and_is_enqueued_with_its_code():
+    from hpo.search.study import create_or_resume
+
+    data = coded()
+    data["baselines"] = [
+        {"name": "by-value", "prompt_template": FRAME, "max_norm": 1.0},
+        {"name": "by-code", "prompt_template": "photo", "max_norm": 1.0},
+    ]
+    s = parse_space(data)
+    assert [b["prompt_template"] for b in s.baselines] == ["surveillance", "photo"]
+    study = create_or_resume(
+        optuna.storages.InMemoryStorage(),
+        "b",
+        s,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+        context={},
+    )
+    trial = study.ask()
+    assert s.config(s.suggest(trial)).prompt_template == FRAME
+    study.tell(trial, 0.5)
+    assert study.trials[0].params["prompt_template"] == "surveillance"
+    # the same baseline once by value and once by code is one configuration
+    data["baselines"] = [
+        {"prompt_template": FRAME, "max_norm": 1.0},
+        {"prompt_template": "surveillance", "max_norm": 1.0},
+    ]
+    with pytest.raises(SpaceError, match=r"baselines\[1\]: the same settings as baselines\[0\]"):
+        parse_space(data)
+
+
+def test_a_study_that_stored_the_whole_value_still_maps_and_exports():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from hpo.records.configs import trial_config
+    from hpo.records.optuna_internals import set_study_record
+
+    old = space(
+        prompt_template={"type": "categorical", "choices": [PHOTO, FRAME]},
+        max_norm={"type": "float", "low": 0.1, "high": 10.0, "log": True},
+    )
+    study = optuna.create_study(direction="maximize")
+    set_study_record(study, "space", parse_space(old).to_dict())  # as studies stored it
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"prompt_template": FRAME, "max_norm": 0.123456789},
+            distributions={
+                "prompt_template": CategoricalDistribution([PHOTO, FRAME]),
+                "max_norm": FloatDistribution(0.1, 10.0, log=True),
+            },
+            value=0.5,
+        )
+    )
+    cfg = trial_config(study, study.trials[0])
+    assert cfg.prompt_template == FRAME and cfg.max_norm == 0.123456789
+    # the space with codes reads such a stored value as it is
+    new = parse_space(coded())
+    assert new.config(study.trials[0].params).prompt_template == FRAME
+    assert new.trainer_values({"prompt_template": FRAME}) == {"prompt_template": FRAME}
+
+
+def test_codes_survive_the_stored_space_and_its_digest_keeps_their_order(tmp_path):
+    import hashlib
+    import json
+
+    from hpo.records.artifacts import load_space_dict, open_artifact_store, save_space
+    from hpo.records.optuna_internals import set_study_record
+    from hpo.records.space import space_digest
+
+    s = parse_space(coded())
+    assert s.to_dict()["space"]["prompt_template"]["choices"] == TEMPLATES
+    study = optuna.create_study()
+    set_study_record(study, "space_digest", space_digest(s))
+    store = open_artifact_store(tmp_path / "artifacts")
+    save_space(study, store, s)  # the space.yaml artifact, checked against the digest on load
+    again = parse_space(load_space_dict(study, store))
+    assert space_digest(again) == space_digest(s)
+    assert again.config({"prompt_template": "photo"}).prompt_template == PHOTO
+    assert study.user_attrs["space_params"] == "2 tuned parameters, see space.yaml"
+    # Optuna numbers choices by their place: the same codes in another order are another space
+    swapped = coded()
+    swapped["space"]["prompt_template"]["choices"] = dict(reversed(TEMPLATES.items()))
+    assert space_digest(parse_space(swapped)) != space_digest(s)
+    # a list of choices is digested as it always was
+    listed = parse_space(
+        space(classifier={"type": "categorical", "choices": ["linear", "arcface"]})
+    )
+    text = json.dumps(listed.to_dict(), sort_keys=True, default=str)
+    assert space_digest(listed) == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_when_may_name_a_code_or_its_value():
+    for allowed in ("surveillance", FRAME):
+        data = coded(
+            arcface_scale={
+                "type": "float",
+                "low": 10,
+                "high": 64,
+                "when": {"prompt_template": allowed},
+            }
+        )
+        s = parse_space(data)
+        scale = {p.name: p for p in s.params}["arcface_scale"]
+        assert scale.when == {"prompt_template": ("surveillance",)}
+        assert scale.active({"prompt_template": "surveillance"})
+        assert not scale.active({"prompt_template": "photo"})
+
+
+def test_shipped_spaces_choose_templates_by_code():
+    for backbone in builtin_spaces():
+        s = load_space(backbone)
+        template = {p.name: p for p in s.params}["prompt_template"]
+        assert template.coded and {"photo", "detailed", "surveillance"} <= set(template.choices)
+        assert all(len(code) <= 16 for code in template.choices)
+        assert template.value_of("photo") == PHOTO and template.value_of("surveillance") == FRAME
+        for b in s.baselines:
+            assert b["prompt_template"] in template.choices
+
+
+@pytest.mark.parametrize(
+    ("key", "choices", "error"),
+    [
+        ("prompt_template", {}, "choices is an empty mapping; give at least one {code: value}"),
+        (
+            "prompt_template",
+            {1: PHOTO},
+            "choice code 1 is not a name; codes are short strings such as photo",
+        ),
+        (
+            "prompt_template",
+            {"a": PHOTO, "b": PHOTO},
+            f"codes 'a' and 'b' have the same value {PHOTO!r}; give each value one code",
+        ),
+        (
+            "classifier",
+            {"arc": "linear", "linear": "arcface"},
+            "code 'linear' is also the value of code 'arc'; a stored 'linear' would be ambiguous",
+        ),
+        ("classifier", {"arc": "arcface", "cos": "cosface"}, "choice cos='cosface' is invalid"),
+    ],
+)
+def test_each_bad_mapping_is_one_clear_error(key, choices, error):
+    with pytest.raises(SpaceError) as err:
+        parse_space(space(**{key: {"type": "categorical", "choices": choices}}), "s.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg and "; space." not in msg, msg  # one error, on one line
+    assert msg.startswith(f"s.yaml: space.{key}: {error}"), msg
+
+
+# --- the study's sampler: floats at 3 significant digits ----------------------------------
+
+
+def significant_digits(value: float) -> int:
+    return len(repr(value).split("e")[0].replace(".", "").replace("-", "").strip("0"))
+
+
+def test_sampled_floats_have_3_significant_digits_and_stay_in_range():
+    from optuna.distributions import FloatDistribution
+
+    from hpo.search.study import make_sampler
+
+    ranges = {
+        "lr": FloatDistribution(1e-7, 1e-4, log=True),
+        "margin": FloatDistribution(0.05, 0.5),
+        # so narrow that rounding would leave it: the value is kept at a bound
+        "narrow": FloatDistribution(0.0123456, 0.0123999),
+    }
+    for name in ("random", "tpe"):
+        study = optuna.create_study(sampler=make_sampler(name, 7))
+        for i in range(12):
+            trial = study.ask(ranges)
+            study.tell(trial, float(i))
+        for t in study.trials:
+            for key, value in t.params.items():
+                d = ranges[key]
+                assert d.low <= value <= d.high, (name, key, value)
+                if key == "narrow":
+                    assert value in (d.low, d.high) or significant_digits(value) <= 3
+                else:
+                    assert significant_digits(value) <= 3, (name, key, value)
+                    assert value == float(f"{value:.3g}")
+    assert significant_digits(0.00040830388102890006) == 17  # the measure itself
+
+
+def test_tpe_still_finds_the_optimum_of_a_toy_function():
+    import math
+
+    from hpo.search.study import make_sampler
+
+    def toy(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        margin = trial.suggest_float("margin", 0.0, 1.0)
+        return -((math.log10(lr) - math.log10(3e-3)) ** 2) - (margin - 0.3) ** 2
+
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 0))
+    study.optimize(toy, n_trials=60)
+    best = study.best_params
+    assert abs(math.log10(best["lr"] / 3e-3)) < 0.2 and abs(best["margin"] - 0.3) < 0.1, best
+    assert all(v == float(f"{v:.3g}") for t in study.trials for v in t.params.values())
+
+
+class Unrounded(optuna.samplers.BaseSampler):
+    """A sampler that draws long numbers and records every call the wrapper passes on."""
+
+    def __init__(self):
+        self.calls = []
+
+    def infer_relative_search_space(self, study, trial):
+        self.calls.append("infer_relative_search_space")
+        return optuna.search_space.intersection_search_space(study.get_trials(deepcopy=False))
+
+    def sample_relative(self, study, trial, search_space):
+        self.calls.append("sample_relative")
+        return {name: self._draw(d) for name, d in search_space.items()}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        self.calls.append("sample_independent")
+        return self._draw(param_distribution)
+
+    def _draw(self, d):
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        if isinstance(d, CategoricalDistribution):
+            return d.choices[-1]
+        if isinstance(d, IntDistribution):
+            return d.high
+        if d.step is not None:
+            return d.low + d.step * 1234
+        return d.low + (d.high - d.low) / 7
+
+    def before_trial(self, study, trial):
+        self.calls.append("before_trial")
+
+    def after_trial(self, study, trial, state, values):
+        self.calls.append("after_trial")
+
+    def reseed_rng(self):
+        self.calls.append("reseed_rng")
+
+
+def test_the_wrapper_rounds_only_floats_without_a_step_and_passes_the_rest_on():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hpo.search.study import RoundedSampler
+
+    inner = Unrounded()
+    study = optuna.create_study(sampler=RoundedSampler(inner))
+    space_ = {
+        "lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "step": FloatDistribution(0.0, 1.0, step=0.0001),
+        "dim": IntDistribution(1, 123457),
+        "template": CategoricalDistribution(["photo", "A detailed photo of 0.123456 hands"]),
+    }
+    for _ in range(2):  # the first draws independently, the second relative to the first
+        trial = study.ask(space_)
+        study.tell(trial, 0.0)
+    for t in study.trials:
+        assert t.params["lr"] == 0.00151  # drawn as 0.0015142857...
+        assert t.params["step"] == pytest.approx(0.1234)  # 4 digits, as the step allows
+        assert t.params["dim"] == 123457
+        assert t.params["template"] == "A detailed photo of 0.123456 hands"
+    assert {"sample_independent", "sample_relative"} <= set(inner.calls)
+    assert inner.calls.count("before_trial") == inner.calls.count("after_trial") == 2
+    assert inner.calls.count("infer_relative_search_space") == 2
+    study.sampler.reseed_rng()
+    assert inner.calls[-1] == "reseed_rng"
+
+
+def test_a_baseline_keeps_its_values_as_written():
+    from hpo.search.study import make_sampler
+
+    study = optuna.create_study(sampler=make_sampler("tpe", 0))
+    study.enqueue_trial({"lr": 0.00040830388102890006})
+    trial = study.ask()
+    assert trial.suggest_float("lr", 1e-4, 1e-2, log=True) == 0.00040830388102890006
+    study.tell(trial, 0.0)
+    assert study.trials[0].params["lr"] == 0.00040830388102890006

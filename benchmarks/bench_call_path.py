@@ -85,7 +85,7 @@ def main() -> int:
             "synthetic",
             "--quiet",
         )
-        hpo(work, env, "confirm", "--top", "2", "--seeds", "2", "--quiet")
+        hpo(work, env, "confirm", "--top", "3", "--seeds", "3", "--quiet")
     out = subprocess.run(
         [sys.executable, "-c", TRACE, "export", "--checkpoint", "--out", "x/best.yaml"],
         cwd=work,

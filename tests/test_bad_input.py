@@ -1096,6 +1096,14 @@ HPO_CASES = [
         setup=study_with_space(),
     ),
     Case(
+        "confirm-design-too-small",
+        "hpo",
+        (*CONFIRM, "--top", "2", "--seeds", "2"),
+        "this confirm would decide with 1 df, (2 configs - 1) x (2 runs each - 1); an interval "
+        "needs at least 4 to decide: --seeds 5 gives enough",
+        setup=study_with_space(trials=("complete", "complete")),
+    ),
+    Case(
         "confirm-nothing-complete",
         "hpo",
         CONFIRM,
@@ -1585,6 +1593,54 @@ NOTHING_LOST_CASES = [
         (*RUN, "--data", "{synthetic}", "--space", "{tmp}/twins.yaml"),
         "baselines[1]: the same settings as baselines[0]",
         setup=space_with_twin_baselines,
+    ),
+    # a categorical's choices as {code: value}: each bad mapping is one clear error
+    Case(
+        "run-space-codes-empty",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/sp.yaml"),
+        "space.prompt_template: choices is an empty mapping; give at least one {code: value}",
+        setup=write(
+            "sp.yaml",
+            "base: {model: tiny-vit, pretrained: none, image_size: [64, 64]}\n"
+            "space:\n  prompt_template: {type: categorical, choices: {}}\n",
+        ),
+    ),
+    Case(
+        "run-space-code-not-a-string",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/sp.yaml"),
+        "space.prompt_template: choice code 1 is not a name; codes are short strings",
+        setup=write(
+            "sp.yaml",
+            "base: {model: tiny-vit, pretrained: none, image_size: [64, 64]}\n"
+            "space:\n  prompt_template:\n    type: categorical\n"
+            "    choices: {1: 'A photo of a {} {aspect} hand.'}\n",
+        ),
+    ),
+    Case(
+        "run-space-codes-same-value",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/sp.yaml"),
+        "space.prompt_template: codes 'photo' and 'again' have the same value",
+        setup=write(
+            "sp.yaml",
+            "base: {model: tiny-vit, pretrained: none, image_size: [64, 64]}\n"
+            "space:\n  prompt_template:\n    type: categorical\n    choices:\n"
+            "      photo: 'A photo of a {} {aspect} hand.'\n"
+            "      again: 'A photo of a {} {aspect} hand.'\n",
+        ),
+    ),
+    Case(
+        "run-space-code-is-another-value",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--space", "{tmp}/sp.yaml"),
+        "space.classifier: code 'linear' is also the value of code 'arc'",
+        setup=write(
+            "sp.yaml",
+            "base: {model: tiny-vit, pretrained: none, image_size: [64, 64]}\n"
+            "space:\n  classifier: {type: categorical, choices: {arc: linear, linear: arcface}}\n",
+        ),
     ),
     Case(
         "show-empty-journal",

@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
         "--pruner",
         default="median",
         choices=PRUNERS,
-        help="stops trials whose val mAP falls behind, epoch by epoch (and between folds, against the best trial corrected for its selection); runs prunes only between folds; baselines never; none prunes nothing",
+        help="median stops trials whose val mAP falls below the other trials' median at the same fold and epoch (and between folds, below the top third of complete trials, corrected for their selection); runs prunes only between folds; baselines never; none prunes nothing",
     )
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the search space's base)")
     p.add_argument(

@@ -121,6 +121,8 @@ def runs_text(attrs: Mapping[str, Any]) -> str:
     """``3 folds``, ``2 seeds``, ``3 folds x 2 seeds`` or ``1 split``: what a value averages."""
     folds = int(attrs.get("n_folds") or 1)
     repeats = int(attrs.get("n_repeats") or 1)
+    if attrs.get("on_confirm_ids"):  # a confirm run: one seed, measured on confirm identities
+        return "1 run"
     if folds == 1 and repeats == 1:
         runs = len(attrs.get("fold_values") or [1])
         return "1 split" if runs == 1 else f"{runs} seeds"
@@ -221,7 +223,8 @@ def trial_line(
     state = trial.state.name
     head = f"{label or trial_label(trial)} {state}"
     if state == "COMPLETE":
-        head += f" val mAP {value_text(trial.value, attrs.get('value_se'))} ({runs_text(attrs)})"
+        metric = "confirm mAP" if attrs.get("on_confirm_ids") else "val mAP"
+        head += f" {metric} {value_text(trial.value, attrs.get('value_se'))} ({runs_text(attrs)})"
     elif state == "PRUNED":
         head += " " + prune_text(attrs, trial.intermediate_values)
     elif (
@@ -273,7 +276,7 @@ def epoch_text(label: str | None, progress: Mapping[str, Any]) -> str:
         parts.append(str(progress["where"]))
     parts.append(f"epoch {progress.get('epoch', '?')}/{progress.get('epochs', '?')}")
     if progress.get("mAP") is not None:
-        parts.append(f"val mAP {value_text(progress['mAP'])}")
+        parts.append(f"{progress.get('metric', 'val mAP')} {value_text(progress['mAP'])}")
     if progress.get("loss") is not None:
         parts.append(f"loss {number(float(progress['loss']))}")
     if progress.get("seconds") is not None:

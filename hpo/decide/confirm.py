@@ -1,10 +1,20 @@
 """``hpo confirm``: race the top trials and the baselines on fresh training seeds.
 
 A study's best value is the maximum over epochs and over trials of noisy estimates, so it
-overstates what the config will do (the winner's curse). Confirmation re-trains the top
-candidates and every baseline of the search space (a baseline that was pruned or failed in the
-study included) on ``seeds`` new training seeds with the study's own split (same
-``split_seed``, every fold), pairs the runs by (seed, fold), and compares:
+overstates what the config will do (the winner's curse), and a config can be lucky on the very
+identities the study validated on, which re-training on fresh seeds does not undo. A study with
+confirm identities (``confirm_fraction`` > 0: identities no study trial trained or validated
+on) is confirmed there: each of the top candidates and every baseline of the search space (a
+baseline that was pruned or failed in the study included) trains on ``seeds`` new training
+seeds on all the study's identities and is measured on the confirm identities, one run per
+seed; the runs pair by seed and by identity, and seeds and identities are both random in every
+interval (``hpo.decide.verdict.new_identities``). ``check_design`` refuses a design whose
+error term has fewer than ``MIN_DF`` df before anything runs.
+
+A study without confirm identities (made before they existed, or ``confirm_fraction: 0``) is
+confirmed as before, on its own split (same ``split_seed``, every fold), runs paired by
+(seed, fold), and every verdict says it is about the study's own validation identities. It
+compares:
 
 - each config's confirmed mean with a 95 % t interval;
 - each config against the reference baseline (the best confirmed baseline) with simultaneous
@@ -59,9 +69,12 @@ from hpo.records.companion import (
     open_companion,
 )
 from hpo.records.configs import study_space
-from hpo.records.optuna_internals import set_attr, trial_record
+from hpo.records.optuna_internals import enqueue, set_attr, trial_record
 from hpo.search.study import _QuietFailures, quiet_trial_failures
 
+# where confirm measured: identities no study trial saw, or (studies without confirm
+# identities) the validation identities the study selected on
+CONFIRM_IDS, STUDY_IDS = "confirm identities", "study identities"
 SEED_STRIDE = 1000  # confirm seed s trains with seed + 1000 * s: never a study trial's seed
 LEVEL = 0.95
 
@@ -78,6 +91,7 @@ class Plan:
     params: dict[int, dict[str, Any]] = field(default_factory=dict)  # trial -> params to train
     notes: list[str] = field(default_factory=list)  # baselines that cannot be confirmed, why
     top: int = 0
+    new_ids: bool = False  # measured on the study's confirm identities (confirm_fraction > 0)
 
     @property
     def trials(self) -> list[int]:
@@ -110,7 +124,49 @@ def plan(study: optuna.Study, top: int, seeds: int) -> Plan:
     _plan_baselines(p, trials, space)
     for n in p.trials:
         p.epochs[n] = fixed_epochs(_trial(trials, n), space, p.params[n])
+    p.new_ids = bool(space is not None and space.base.get("confirm_fraction", 0) > 0)
+    folds, repeats = _folds(ranked[0]), int(attrs_of(ranked[0]).get("n_repeats", 1))
+    if not p.new_ids and folds * repeats > SEED_STRIDE:  # the seeds of two confirm seeds would meet
+        raise UserError(
+            f"{folds * repeats} runs per seed exceed the confirm seed stride {SEED_STRIDE}; "
+            "use fewer folds x repeats"
+        )
+    check_design(p, folds, repeats)
     return p
+
+
+MIN_DF = 4  # an error term with fewer df gives intervals too wide, and too unstable, to decide
+
+
+def design_df(configs: int, seeds: int, folds: int, repeats: int, new_ids: bool) -> int:
+    """The df of the verdict's error term that the design guarantees before any run: the
+    config x seed term on confirm identities (identities add more), the config x fold term
+    with several folds, the config x run term with one."""
+    if new_ids:
+        return (configs - 1) * (seeds - 1)
+    units = folds if folds > 1 else seeds * repeats
+    return (configs - 1) * (units - 1)
+
+
+def check_design(p: Plan, folds: int, repeats: int) -> None:
+    """Refuse a design that cannot decide (fewer than ``MIN_DF`` df), naming one that can."""
+    configs, seeds = len(p.trials), len(p.seeds)
+    df = design_df(configs, seeds, folds, repeats, p.new_ids)
+    if configs < 2 or df >= MIN_DF:
+        return
+    if not p.new_ids and folds > 1:  # the fold is the unit and the study fixed the folds
+        need = next(c for c in range(configs + 1, 10_000) if (c - 1) * (folds - 1) >= MIN_DF)
+        fix = f"--top {p.top + need - configs} (more configs)"
+        what = f"({configs} configs - 1) x ({folds} folds - 1)"
+    else:
+        per = 1 if p.new_ids else repeats
+        need = next(s for s in range(seeds + 1, 10_000) if (configs - 1) * (s * per - 1) >= MIN_DF)
+        fix = f"--seeds {need}"
+        what = f"({configs} configs - 1) x ({seeds * per} runs each - 1)"
+    raise UserError(
+        f"this confirm would decide with {df} df, {what}; an interval needs at least "
+        f"{MIN_DF} to decide: {fix} gives enough"
+    )
 
 
 def _trial(trials: list[FrozenTrial], number: int) -> FrozenTrial:
@@ -213,9 +269,10 @@ def queue(study: optuna.Study, companion: optuna.Study, p: Plan) -> list[tuple[i
         }
         if number in p.epochs:
             attrs["train_epochs"] = p.epochs[number]
-        if attrs_of(trial).get("baseline"):
-            attrs["baseline"] = attrs_of(trial)["baseline"]
-        companion.enqueue_trial(p.params.get(number, trial.params), user_attrs=attrs)
+        # the baseline's name stays with its study trial (``candidate``); ``role`` says it here
+        if p.new_ids:
+            attrs["on_confirm_ids"] = True
+        enqueue(companion, p.params.get(number, trial.params), attrs)
         added.append((number, seed))
     return added
 
@@ -354,6 +411,7 @@ def decide(
     baselines: list[int],
     incumbent: int,
     level: float = LEVEL,
+    new_ids: bool = False,
 ) -> dict[str, Any]:
     """Rows, reference baseline and winner from the runs of the seeds that every config
     finished (complete pairs only); the statistics are ``hpo.decide.verdict``'s.
@@ -379,6 +437,8 @@ def decide(
     if not done or not configs:
         return out
     table = {n: _on_seeds(runs[n], done) for n in configs}
+    if new_ids:
+        return out | _decide_new_ids(table, info, runs, baselines, incumbent, level)
     values = np.array([table[n].values for n in configs])  # (configs, seeds x runs)
     if folds > 1:  # the fold is the unit of replication: average its seeds
         units = np.stack([values[:, k::folds].mean(axis=1) for k in range(folds)], axis=1)
@@ -418,14 +478,64 @@ def decide(
     return out
 
 
+def _decide_new_ids(
+    table: dict[int, Runs],
+    info: dict[int, dict[str, Any]],
+    runs: dict[int, Runs],
+    baselines: list[int],
+    incumbent: int,
+    level: float,
+) -> dict[str, Any]:
+    """``decide`` for runs measured on confirm identities (one run per seed): the identities
+    are random too, so every interval is ``hpo.decide.verdict.new_identities``'."""
+    configs = list(info)
+    aps = [a for n in configs for a in table[n].identity_ap]
+    names = sorted(set.intersection(*(set(a) for a in aps))) if aps and all(aps) else []
+    rows: dict[int, dict[str, Any]] = {}
+    terms = None
+    if len(names) >= 2:
+        terms = np.array([[vd.linearized(a, names) for a in table[n].identity_ap] for n in configs])
+    for i, n in enumerate(configs):
+        values = table[n].values
+        if terms is not None:
+            mean, se, ci = vd.on_new_identities(terms[i], level)
+        else:  # no per-identity AP stored: the runs alone (identities not random)
+            mean, se = mean_se(values)
+            ci = t_interval(mean, se, len(values) - 1, level, bounds=(0.0, 1.0))
+        rows[n] = {**info[n], "trial": n, "mean": mean, "se": se, "ci": list(ci)}
+        rows[n] |= {"n": len(values), "best_epochs": runs[n].best_epochs}
+    base = [n for n in baselines if n in rows]
+    reference = max(base, key=lambda n: rows[n]["mean"]) if base else None
+    index = {n: i for i, n in enumerate(configs)}
+    diffs = (
+        vd.new_identities(terms, index[reference], level)
+        if (terms is not None and reference is not None)
+        else {}
+    )
+    for n in configs:
+        d = diffs.get(index[n]) if n != reference else None
+        rows[n]["vs_baseline"] = d.record() if d else None
+        rows[n]["vs_incumbent"] = None
+        if terms is not None and incumbent in rows and n != incumbent:
+            d = vd.new_identities_between(terms, index[n], index[incumbent], level)
+            rows[n]["vs_incumbent"] = d.record() if d else None
+    winner = max(rows, key=lambda n: rows[n]["mean"])
+    return {
+        "reference_baseline": reference,
+        "winner": winner,
+        "rows": [rows[n] for n in sorted(rows, key=lambda n: -rows[n]["mean"])],
+        "identities": len(names),
+    }
+
+
 def summarize(
     study: optuna.Study, companion: optuna.Study, p: Plan, storage: str | None = None
 ) -> dict[str, Any]:
     """The confirm summary stored in the study's ``confirm`` user attribute."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     inc = by_number[p.incumbent]
-    folds = _folds(inc)
-    runs_per_seed = folds * int(attrs_of(inc).get("n_repeats", 1))
+    folds = 1 if p.new_ids else _folds(inc)
+    runs_per_seed = 1 if p.new_ids else folds * int(attrs_of(inc).get("n_repeats", 1))
     info = {}
     for n in p.trials:
         t = by_number[n]
@@ -438,7 +548,14 @@ def summarize(
             "epochs": p.epochs.get(n),
         }
     body = decide(
-        collect(companion, p), info, p.seeds, runs_per_seed, folds, p.baselines, p.incumbent
+        collect(companion, p),
+        info,
+        p.seeds,
+        runs_per_seed,
+        folds,
+        p.baselines,
+        p.incumbent,
+        new_ids=p.new_ids,
     )
     command = f"hpo confirm --study {study.study_name} --top {p.top} --seeds {len(p.seeds)}"
     if storage:
@@ -451,6 +568,7 @@ def summarize(
         **body,
         "runs_per_seed": runs_per_seed,
         "folds": folds,
+        "measured_on": CONFIRM_IDS if p.new_ids else STUDY_IDS,
         "level": LEVEL,
         "notes": p.notes,
         "command": command,
@@ -501,6 +619,23 @@ def _compared_row(summary: dict[str, Any]) -> dict[str, Any] | None:
     return max(others, key=lambda r: r["mean"]) if others else None
 
 
+def on_new_ids(summary: dict[str, Any]) -> bool:
+    """Whether the summary's configs were measured on confirm identities (a summary from
+    before confirm identities existed was measured on the study's own)."""
+    return summary.get("measured_on") == CONFIRM_IDS
+
+
+def metric(summary: dict[str, Any]) -> str:
+    """What the confirmed values are: ``confirm mAP`` (on the confirm identities) or
+    ``val mAP`` (on the identities the study validated, and selected, on)."""
+    return "confirm mAP" if on_new_ids(summary) else "val mAP"
+
+
+def scope(summary: dict[str, Any]) -> str:
+    """`` on the study's own validation identities`` where a verdict is not about new hands."""
+    return "" if on_new_ids(summary) else " on the study's own validation identities"
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """One plain line: is the confirmed winner distinguishable from the baseline?"""
     partial = partial_text(summary)
@@ -521,11 +656,11 @@ def _verdict(summary: dict[str, Any]) -> str:
         if row is None:
             return f"the baseline (trial {ref}) is the only confirmed config"
         lead = f"the baseline (trial {ref}) has the best confirmed mean; the best candidate, "
-        return lead + _against_baseline(row, ref)
-    return "the confirmed winner, " + _against_baseline(row, ref)
+        return lead + _against_baseline(row, ref, summary)
+    return "the confirmed winner, " + _against_baseline(row, ref, summary)
 
 
-def _against_baseline(row: dict[str, Any], ref: int) -> str:
+def _against_baseline(row: dict[str, Any], ref: int, summary: dict[str, Any]) -> str:
     d = row["vs_baseline"]
     if d is None:
         return f"trial {row['trial']}, has too few runs paired with the baseline to compare"
@@ -533,17 +668,17 @@ def _against_baseline(row: dict[str, Any], ref: int) -> str:
     m = d.get("comparisons", 1)
     adjusted = f"simultaneous over {m} comparisons with the baseline, adjusted " if m > 1 else ""
     text = (
-        f"trial {row['trial']}, differs from baseline trial {ref} by {diff_text(d['diff'])} val "
-        f"mAP ({interval_text(lo, hi, signed=True)}, {adjusted}{p_text(d['p'])}, {d['n']} paired runs"
-        + (f", df {d['df']}" if "df" in d else "")
+        f"trial {row['trial']}, differs from baseline trial {ref} by {diff_text(d['diff'])} "
+        f"{metric(summary)} ({interval_text(lo, hi, signed=True)}, {adjusted}{p_text(d['p'])}, "
+        f"{d['n']} paired runs"
+        + (f" on {summary['identities']} confirm identities" if summary.get("identities") else "")
+        + (f", df {d['df']:.3g}" if "df" in d else "")
         + ")"
     )
     kind = decision({"rows": [row], "winner": row["trial"], "reference_baseline": ref})
-    return (
-        f"{text}: {kind} than the baseline"
-        if kind != "not distinguishable"
-        else (f"{text}: not distinguishable from the baseline")
-    )
+    if kind == "not distinguishable":
+        return f"{text}: not distinguishable from the baseline{scope(summary)}"
+    return f"{text}: {kind} than the baseline{scope(summary)}"
 
 
 def format_summary(summary: dict[str, Any], columns: int | None = None) -> str:
@@ -561,12 +696,22 @@ def format_summary(summary: dict[str, Any], columns: int | None = None) -> str:
         seeds = f"{summary['complete_seeds']} of {seeds}"
     compared = [r["vs_baseline"] for r in rows if r.get("vs_baseline")]
     m = compared[0].get("comparisons", 1) if compared else 0
-    lines = [
-        f"confirmed on seeds {seeds} x {summary['folds']} fold(s); each config trained for "
-        "its fixed epochs (ep) and measured at the last one",
-        f"95% t intervals; differences paired by seed and fold, the {unit} as the unit"
-        + (f"; vs baseline simultaneous over {m} comparisons" if m > 1 else ""),
-    ]
+    if on_new_ids(summary):
+        lines = [
+            f"confirmed on seeds {seeds}: each config trained on the study's identities for its "
+            f"fixed epochs (ep), measured at the last one on {summary.get('identities', '?')} "
+            "confirm identities that no study trial trained or validated on (confirm mAP)",
+            "95% t intervals with seeds and identities both random; differences paired by seed "
+            "and identity" + (f"; vs baseline simultaneous over {m} comparisons" if m > 1 else ""),
+        ]
+    else:
+        lines = [
+            f"confirmed on seeds {seeds} x {summary['folds']} fold(s) of the study's own "
+            "validation identities; each config trained for its fixed epochs (ep) and measured "
+            "at the last one",
+            f"95% t intervals; differences paired by seed and fold, the {unit} as the unit"
+            + (f"; vs baseline simultaneous over {m} comparisons" if m > 1 else ""),
+        ]
     incumbent, reference = summary.get("incumbent"), summary.get("reference_baseline")
     marked = any(r["trial"] == incumbent for r in rows)
 
@@ -655,6 +800,9 @@ __all__ = [
     "estimate",
     "fixed_epochs",
     "format_summary",
+    "metric",
+    "on_new_ids",
+    "scope",
     "is_companion",
     "load_companion",
     "partial_text",

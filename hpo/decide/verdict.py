@@ -62,7 +62,7 @@ class Difference:
     se: float
     ci: tuple[float, float]
     p: float  # adjusted for the comparisons when there are several
-    df: int
+    df: float  # Satterthwaite's on new identities, so not always whole
     n: int  # paired runs behind it
     comparisons: int = 1
 
@@ -192,6 +192,167 @@ def between(
     return Difference(d, se, _within_one(d - q * se, d + q * se), p, df, runs)
 
 
+# --- on confirm identities: identities no decision has seen ----------------------------------
+
+
+def linearized(identity_ap: dict, names: list[str]) -> np.ndarray:
+    """Per-identity terms whose mean is the run's mAP over ``names``, the identities it was
+    measured on (``{identity: [AP sum, queries]}``).
+
+    mAP = sum of AP sums / sum of queries is a ratio; its first-order (delta-method) terms
+    ``x_i = n (s_i - m q_i) / Q + m`` average to m exactly and carry its identity-sampling
+    variance, so that a mean over identities can be treated like any other mean.
+    """
+    s = np.array([float(identity_ap[k][0]) for k in names])
+    q = np.array([float(identity_ap[k][1]) for k in names])
+    total = q.sum()
+    m = s.sum() / total
+    return len(names) * (s - m * q) / total + m
+
+
+def _crossed(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean, variance of the mean and Satterthwaite df of a seeds x identities table whose
+    rows (seeds) and columns (identities) are both random draws (crossed random effects)."""
+    m, n = x.shape
+    grand = float(x.mean())
+    rows, cols = x.mean(axis=1), x.mean(axis=0)
+    effects = []
+    if m > 1:
+        effects.append((n * float(np.sum((rows - grand) ** 2)) / (m - 1), m - 1))
+    if n > 1:
+        effects.append((m * float(np.sum((cols - grand) ** 2)) / (n - 1), n - 1))
+    residual = None
+    if m > 1 and n > 1:
+        resid = x - rows[:, None] - cols[None, :] + grand
+        residual = (float(np.sum(resid**2)) / ((m - 1) * (n - 1)), (m - 1) * (n - 1))
+    return grand, *_combine(effects, residual, m * n)
+
+
+def _combine(
+    effects: list[tuple[float, float]], residual: tuple[float, float] | None, cells: int
+) -> tuple[float, float]:
+    """The variance of a mean over ``cells`` from crossed random effects, and its df.
+
+    Each effect's mean square estimates ``residual + (cells on its level) * component``, so the
+    variance is ``(sum of effect MS - (k - 1) residual MS) / cells``. An effect whose mean
+    square falls below the residual's has its component set to 0 (it is dropped together
+    with one residual term); the df are Satterthwaite's for what is left.
+    """
+    if residual is None:
+        if len(effects) != 1:
+            return float("nan"), 0.0
+        ms, df = effects[0]
+        return ms / cells, float(df)
+    kept = [(ms, df) for ms, df in effects if ms > residual[0]]
+    parts = [(ms, df, 1.0) for ms, df in kept]
+    if kept:
+        parts.append((residual[0], residual[1], -(len(kept) - 1.0)))
+    else:
+        parts = [(residual[0], residual[1], 1.0)]
+    total = sum(sign * ms for ms, _, sign in parts)
+    denom = sum((sign * ms) ** 2 / df for ms, df, sign in parts if df > 0 and sign != 0)
+    return total / cells, (total**2 / denom if denom > 0 else math.inf)
+
+
+def new_identities(
+    terms: np.ndarray, reference: int, level: float = LEVEL
+) -> dict[int, Difference]:
+    """Simultaneous ``level`` intervals for every config's mAP on new identities minus the
+    reference's, from runs measured on identities no decision has seen.
+
+    terms: (configs, seeds, identities), each run's ``linearized`` per-identity terms; every
+    config is measured on the same identities with the same seeds. The model is
+
+        y[c, s, i] = mu[c] + a[s] + b[i] + (ab)[s, i] + u[c, s] + v[c, i] + e[c, s, i]
+
+    with seeds and identities both random: u is a config's luck with a seed (it lasts over all
+    identities), v how the config fares on one person's hands (new identities redraw it), e the
+    rest. A difference of two configs has the variance ``2 (var u / M + var v / n + var e /
+    (M n))``; the three-way analysis of variance gives it as ``2 (MS_CS + MS_CI - MS_CSI) /
+    (M n)``, pooled over all configs like ``pooled_error`` (their noise alike), with
+    Satterthwaite's df. The selection of the winner among the configs is covered as in
+    ``against_reference``: Dunnett's many-to-one critical value.
+    """
+    y = np.asarray(terms, dtype=float)
+    c, m, n = y.shape
+    others = [i for i in range(c) if i != reference]
+    if not others or m < 1 or n < 2:
+        return {}
+    var, df = _config_terms(y)
+    if not (math.isfinite(var) and df > 0):
+        return {}
+    crit = critical_value(len(others), df, level)
+    means = y.mean(axis=(1, 2))
+    se = math.sqrt(2 * var)
+    diffs = np.array([means[i] - means[reference] for i in others])
+    ses = np.full(len(others), se)
+    ps = _p(diffs, ses, lambda t: 1 - _cdf(t, len(others), df))
+    return {
+        i: Difference(d, se, _within_one(d - crit * se, d + crit * se), p, df, m, len(others))
+        for i, d, p in zip(others, diffs.tolist(), ps.tolist(), strict=True)
+    }
+
+
+def _config_terms(y: np.ndarray) -> tuple[float, float]:
+    """Half the variance of a difference of two configs' means (``var u / M + var v / n +
+    var e / (M n)``) and its df, from the config x seed, config x identity and three-way mean
+    squares of ``y`` (configs, seeds, identities)."""
+    c, m, n = y.shape
+    if c < 2:
+        return float("nan"), 0.0
+    g = y.mean()
+    c_, s_, i_ = y.mean(axis=(1, 2)), y.mean(axis=(0, 2)), y.mean(axis=(0, 1))
+    cs, ci, si = y.mean(axis=2), y.mean(axis=1), y.mean(axis=0)
+    effects = []
+    if m > 1:
+        r = cs - c_[:, None] - s_[None, :] + g
+        effects.append((n * float(np.sum(r**2)) / ((c - 1) * (m - 1)), (c - 1) * (m - 1)))
+    r = ci - c_[:, None] - i_[None, :] + g
+    effects.append((m * float(np.sum(r**2)) / ((c - 1) * (n - 1)), (c - 1) * (n - 1)))
+    residual = None
+    if m > 1:
+        r = (
+            y
+            - cs[:, :, None]
+            - ci[:, None, :]
+            - si[None, :, :]
+            + c_[:, None, None]
+            + s_[None, :, None]
+            + i_[None, None, :]
+            - g
+        )
+        df = (c - 1) * (m - 1) * (n - 1)
+        residual = (float(np.sum(r**2)) / df, df)
+    return _combine(effects, residual, m * n)
+
+
+def new_identities_between(
+    terms: np.ndarray, a: int, b: int, level: float = LEVEL
+) -> Difference | None:
+    """One unadjusted interval for mean(a) - mean(b) on new identities, with the error pooled
+    over every config of ``terms`` (configs, seeds, identities) as in ``new_identities``."""
+    y = np.asarray(terms, dtype=float)
+    var, df = _config_terms(y)
+    if not (math.isfinite(var) and df > 0):
+        return None
+    means = y.mean(axis=(1, 2))
+    d, se = float(means[a] - means[b]), math.sqrt(2 * var)
+    q = critical_value(1, df, level)
+    p = float(_p(np.array([d]), np.array([se]), lambda t: 2 * special.stdtr(df, -t))[0])
+    return Difference(d, se, _within_one(d - q * se, d + q * se), p, df, y.shape[1])
+
+
+def on_new_identities(terms: np.ndarray, level: float = LEVEL) -> tuple[float, float, tuple]:
+    """One config's mean over its runs on new identities, its SE and ``level`` interval
+    (seeds x identities, both random: ``_crossed``); terms: (seeds, identities)."""
+    mean, var, df = _crossed(np.asarray(terms, dtype=float))
+    if not (math.isfinite(var) and df > 0):
+        return mean, float("nan"), (float("nan"), float("nan"))
+    se = math.sqrt(var)
+    q = critical_value(1, df, level)
+    return mean, se, (max(mean - q * se, 0.0), min(mean + q * se, 1.0))
+
+
 def _p(d: np.ndarray, se: np.ndarray, tail) -> np.ndarray:
     """p-values ``tail(|d| / se)``; with no error, 0 for a difference and 1 for none."""
     out = np.where(d != 0, 0.0, 1.0)
@@ -207,6 +368,10 @@ __all__ = [
     "against_reference",
     "between",
     "critical_value",
+    "linearized",
     "max_abs_t_cdf",
+    "new_identities",
+    "new_identities_between",
+    "on_new_identities",
     "pooled_error",
 ]

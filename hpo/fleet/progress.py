@@ -110,6 +110,8 @@ def progress_record(record) -> dict[str, Any]:
         value = record.metrics.get(key)
         if value is not None and math.isfinite(value):
             out[key] = round(float(value), 4)
+    if getattr(record, "metric", "val mAP") != "val mAP":
+        out["metric"] = record.metric
     worker = _worker_index()
     if worker is not None:
         out["worker"] = worker
@@ -176,7 +178,7 @@ def status_text(
         head.append("starting")
     extra = []  # most worth keeping first
     if progress.get("mAP") is not None:
-        extra.append(f"val mAP {value_text(progress['mAP'])}")
+        extra.append(f"{progress.get('metric', 'val mAP')} {value_text(progress['mAP'])}")
     if progress.get("seconds") is not None:
         extra.append(f"{float(progress['seconds']):.1f} s/epoch")
     if progress.get("loss") is not None:

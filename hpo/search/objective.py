@@ -2,8 +2,8 @@
 
 A trial's value is the mean, over its runs, of each run's best validation mAP. The runs are
 the ``val_folds`` folds (fold k validates on its own identities) times the ``val_repeats``
-training seeds (``seed``, ``seed + 1``, ...); with one fold and one repeat a trial is exactly
-one ``fit()`` of the config, as before folds existed. Each trial records the run values and a
+repeats, each run with a training seed of its own (``run_configs``); with one fold and one
+repeat a trial is exactly one ``fit()`` of the config, as before folds existed. Each trial records the run values and a
 standard error (identity bootstrap, and over folds), so every value is reported with its
 uncertainty.
 """
@@ -50,13 +50,22 @@ class DataPool:
 def run_configs(cfg: TrainConfig, seed_offset: int = 0) -> list[TrainConfig]:
     """The training runs that make up one evaluation of ``cfg``: repeats x folds.
 
-    Run ``(r, k)`` validates on fold k with training seed ``cfg.seed + seed_offset + r``; the
-    same fold and seed for every trial, so runs pair across trials.
+    Run ``(r, k)`` validates on fold k with training seed ``cfg.seed + seed_offset + r * K + k``
+    (K = ``val_folds``): a seed of its own for every run, and the same (fold, seed) for every
+    trial, so runs pair across trials. With one seed for all the folds of a repeat, a config's
+    luck with that seed (config x seed interaction) would last the whole trial: a trial-level
+    error that no spread between its runs shows. With a seed per run it is part of each run's
+    own noise, independent between runs, which is what the between-run pruner's residual
+    (``hpo.search.pruning.run_reference``) and the confirm verdict's fold-level spread measure.
+
+    The runs use the R x K consecutive seeds from ``cfg.seed + seed_offset``; a caller that
+    wants fresh seeds (``hpo confirm``) steps ``seed_offset`` by at least R x K.
     """
+    folds = cfg.val_folds
     return [
-        cfg.replace(val_fold=k, seed=cfg.seed + seed_offset + r)
+        cfg.replace(val_fold=k, seed=cfg.seed + seed_offset + r * folds + k)
         for r in range(cfg.val_repeats)
-        for k in range(cfg.val_folds)
+        for k in range(folds)
     ]
 
 
@@ -154,6 +163,7 @@ class EpochRecord:
     epochs: int  # of this run
     step: int  # the intermediate-value step this epoch reported at
     metrics: dict[str, float]
+    metric: str = "val mAP"  # "confirm mAP" for a run measured on the confirm identities
 
 
 class _EpochLog:
@@ -173,6 +183,7 @@ class _EpochLog:
             epochs=self.cfg.epochs,
             step=self.run * self.cfg.epochs + epoch + 1,
             metrics=dict(metrics),
+            metric="confirm mAP" if self.cfg.confirm_run else "val mAP",
         )
         self.sink.append(record)
         if self.on_epoch is not None:
@@ -238,6 +249,9 @@ class Objective:
                 self.space.config(self.space.suggest(trial)), attrs_of(trial).get("train_epochs")
             )
             fixed = "train_epochs" in attrs_of(trial)
+            if attrs_of(trial).get("on_confirm_ids"):
+                # ``hpo confirm``: train on every study identity, measure on the confirm ones
+                cfg = cfg.replace(confirm_run=True, val_folds=1, val_fold=0, val_repeats=1)
             self._record_config(trial, cfg)
             # a trial runs on the base seeds; ``hpo confirm`` sets an offset for fresh ones
             offset = int(attrs_of(trial).get("seed_offset", 0))
@@ -413,7 +427,9 @@ class Objective:
                 "run_identity_ap",
                 [{k: [round(v[0], 6), int(v[1])] for k, v in r.identity_ap.items()} for r in runs],
             )
-        value = statistics.fmean(r.value for r in runs)
+        # 6 decimals, as the run values are stored: digits below an mAP's 1e-6 are noise, and
+        # each would widen every row of ``optuna trials``
+        value = round(statistics.fmean(r.value for r in runs), 6)
         if self._snapshot is not None:
             snapshot, self._snapshot = self._snapshot, None
             try:

@@ -54,7 +54,8 @@ def companion_card(parent: StudyView, parent_id: int, runs: int, stored_name: st
         f'<p class="hpo-lead">These {runs} trials are the confirm runs of study {link}.</p>'
         f"<p>Each is a config of {html.escape(parent.name)} (its trial number there is the "
         "attribute <code>candidate</code>) trained again on one fresh seed "
-        "(<code>confirm_seed</code>) with the study's own split. The History and the trial "
+        "(<code>confirm_seed</code>) on the study's identities and measured on its confirm "
+        "identities, which no study trial trained or validated on. The History and the trial "
         "values below compare seeds, not configurations: the highest run is the luckiest "
         'seed, so this page shows no "Best Trial" and no parameter importance.</p>'
         f"<p>The decision, on {link}'s page: <b>{html.escape(lead)}</b>.</p>"

@@ -99,7 +99,7 @@ def export_header(
     study: StudyView | optuna.Study, trial: optuna.trial.FrozenTrial, storage: str
 ) -> list[str]:
     """What the exported values mean: the objective, the confirmation, the refit command."""
-    from hpo.decide.confirm import verdict
+    from hpo.decide.confirm import on_new_ids, verdict
     from hpo.decide.floors import floors_text
 
     view = as_view(study)
@@ -125,8 +125,14 @@ def export_header(
         if not summary.get("complete", True) and "complete_seeds" in summary:
             done = summary["complete_seeds"]
             seeds = f"{done} (partial: {len(done)} of {len(seeds)} seeds)"
+        where = (
+            f"mean mAP{at} on {summary.get('identities', '?')} confirm identities (no study "
+            "trial trained or validated on them)"
+            if on_new_ids(summary)
+            else f"mean validation mAP{at} on the study's own validation identities"
+        )
         lines.append(
-            f"confirmed on fresh training seeds {seeds}: mean validation mAP{at} "
+            f"confirmed on fresh training seeds {seeds}: {where} "
             f"{r['mean']:.3f} {interval_text(lo, hi)} (95 %, {r['n']} runs)"
         )
         if summary.get("winner") == trial.number:

@@ -14,6 +14,7 @@ import optuna
 
 from hpo.common.attrs import attrs_of
 from hpo.common.lines import diff_text, interval_text
+from hpo.decide.confirm import metric, on_new_ids, scope
 from hpo.views.model import StudyView, as_view
 
 WORDS = ("better than", "not distinguishable from", "worse than")
@@ -83,16 +84,23 @@ def headline(study: StudyView | optuna.Study) -> str:
     who = f"trial {d['winner']}"
     if d["baseline_name"]:
         who = f"the baseline, trial {d['winner']} ({d['baseline_name']})"
-    text = f"confirmed winner: {who}, val mAP {d['mean']:.3f} {interval_text(*d['ci'])} ({d['n']} runs)"
+    summary = view.confirm or {}
+    text = (
+        f"confirmed winner: {who}, {metric(summary)} {d['mean']:.3f} {interval_text(*d['ci'])} "
+        f"({d['n']} runs)"
+    )
     if d["diff"] is not None:
         diff = f"{diff_text(d['diff']['diff'])} {interval_text(*d['diff']['ci'], signed=True)}"
         if d["winner"] == d["reference_baseline"]:
             text += (
                 f"; the best candidate, trial {d['best_candidate']}, is {d['vs_baseline']} "
-                f"it ({diff})"
+                f"it{scope(summary)} ({diff})"
             )
         else:
-            text += f"; {d['vs_baseline']} the baseline (trial {d['reference_baseline']}) by {diff}"
+            text += (
+                f"; {d['vs_baseline']} the baseline (trial {d['reference_baseline']})"
+                f"{scope(summary)} by {diff}"
+            )
     elif d["reference_baseline"] is None:
         text += "; no baseline was confirmed to compare with"
     if d["partial"]:
@@ -107,6 +115,8 @@ def short(study: StudyView | optuna.Study) -> str:
     if not d["confirmed"]:
         return "not confirmed"
     words = f", {d['vs_baseline']} baseline" if d["vs_baseline"] else ""
+    if words and not on_new_ids(as_view(study).confirm or {}):
+        words += " on its own val ids"
     if d["winner"] == d["reference_baseline"]:
         words = ", the baseline"
     return f"confirmed trial {d['winner']} {d['mean']:.3f} {interval_text(*d['ci'])}{words}"

@@ -275,7 +275,8 @@ def companion_note(
             f"## {companion.study_name}: confirm runs of study {study.study_name}",
             "",
             f"Made by `hpo confirm` for study [{study.study_name}](./{parent}): the top trials "
-            "and the baselines re-trained on fresh seeds with the study's own split. Each trial "
+            "and the baselines re-trained on fresh seeds on the study's identities and measured "
+            "on its confirm identities (none where the study has none). Each trial "
             f"here is one run: `candidate` is the trial number in {study.study_name}, "
             "`confirm_seed` the seed. Its values are not a search; the comparison is in "
             f"{study.study_name}'s note and in `hpo show --study {study.study_name}`.",

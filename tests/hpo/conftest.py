@@ -97,7 +97,7 @@ def hpo_process(cwd: Path, *args: str, columns: int = 80) -> subprocess.Complete
 @pytest.fixture(scope="session")
 def confirmed(tmp_path_factory) -> dict:
     """A 3-trial tiny-vit study on synthetic hands (``hpo run`` in ``root``, storage
-    ``root/s.db``, artifacts in ``root/studies/artifacts``), confirmed on 2 seeds, with its
+    ``root/s.db``, artifacts in ``root/studies/artifacts``), confirmed on 3 seeds, with its
     report. Trained once per session; a test that writes into it works on a copy."""
     from handreid.data.synthetic import write_synthetic
 
@@ -108,7 +108,7 @@ def confirmed(tmp_path_factory) -> dict:
     run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "1", "--quiet"]
     ran = hpo_process(root, *run, "--data", str(root / "hands"), "--study", DEMO, *base)
     confirm = hpo_process(
-        root, "confirm", "--study", DEMO, "--top", "2", "--seeds", "2", "--quiet", *base
+        root, "confirm", "--study", DEMO, "--top", "3", "--seeds", "3", "--quiet", *base
     )
     hpo_process(root, "report", "--study", DEMO, *base)
     return {"root": root, "storage": storage, "run_out": ran.stdout, "confirm_out": confirm.stdout}

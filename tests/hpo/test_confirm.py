@@ -42,7 +42,9 @@ def config_key(cfg) -> int:
     return int(round(cfg.lr_modules * 1e9)) % 2**31
 
 
-def stub_fit(effect, noise=0.01, calls=None, interrupt_on=None, peak=None, configs=None):
+def stub_fit(
+    effect, noise=0.01, calls=None, interrupt_on=None, peak=None, configs=None, on_confirm=None
+):
     """Val mAP at the peak epoch (the last one unless ``peak``, 0-based, is given) =
     effect(cfg) + 0.02 * fold + how this config fares on the fold's identities (shared by its
     seeds) + seed noise, each noise term with SD ``noise`` and depending on the config, so
@@ -57,9 +59,12 @@ def stub_fit(effect, noise=0.01, calls=None, interrupt_on=None, peak=None, confi
             if interrupt_on is not None and len(calls) == interrupt_on:
                 raise KeyboardInterrupt
         key = config_key(cfg)
-        identity = np.random.default_rng([cfg.val_fold, key, 11]).normal(0, noise)
+        fold = 99 if cfg.confirm_run else cfg.val_fold  # the confirm identities are their own
+        identity = np.random.default_rng([fold, key, 11]).normal(0, noise)
+        # on the confirm identities, ``on_confirm`` (what the config does on new hands)
+        effect_here = on_confirm if cfg.confirm_run and on_confirm is not None else effect
         rng = np.random.default_rng([cfg.seed, cfg.val_fold, key, 7])
-        value = effect(cfg) + 0.02 * cfg.val_fold + identity + rng.normal(0, noise)
+        value = effect_here(cfg) + 0.02 * cfg.val_fold + identity + rng.normal(0, noise)
         top = cfg.epochs - 1 if peak is None else peak
         history, best, best_epoch = [], {}, 0
         for epoch in range(cfg.epochs):
@@ -74,8 +79,9 @@ def stub_fit(effect, noise=0.01, calls=None, interrupt_on=None, peak=None, confi
         spread = rng.normal(0, 0.05, size=6)
         spread -= spread.mean()
         last = history[-1]["mAP"]
-        aps = {f"f{cfg.val_fold}-{i}": [4 * (best["mAP"] + s), 4] for i, s in enumerate(spread)}
-        last_aps = {f"f{cfg.val_fold}-{i}": [4 * (last + s), 4] for i, s in enumerate(spread)}
+        tag = "c" if cfg.confirm_run else f"f{cfg.val_fold}"
+        aps = {f"{tag}-{i}": [4 * (best["mAP"] + s), 4] for i, s in enumerate(spread)}
+        last_aps = {f"{tag}-{i}": [4 * (last + s), 4] for i, s in enumerate(spread)}
         return FitResult(
             history, best_epoch, best, "completed", 0.1, 0, object(), None, aps, last_aps
         )
@@ -126,7 +132,7 @@ def test_one_fold_one_repeat_is_exactly_one_fit():
     run_until(study, objective(space, fit), 1)
     t = study.get_trials()[0]
     single = fit(space.config(t.params))
-    assert t.value == single.best_map
+    assert t.value == round(single.best_map, 6)  # stored to 6 decimals, as its runs are
     assert attrs_of(t)["fold_values"] == [round(single.best_map, 6)]
     assert sorted(t.intermediate_values) == [1, 2, 3]
 
@@ -150,7 +156,7 @@ def test_a_trial_clearly_worse_on_the_first_folds_is_pruned_between_folds():
     *good, worse = study.get_trials()[:4]
     assert all(t.state == TrialState.COMPLETE for t in good)
     assert worse.state == TrialState.PRUNED
-    assert worse.user_attrs["pruned_at"] == "after fold 1/3"
+    assert attrs_of(worse)["pruned_at"] == "after fold 1/3"
     assert "corrected for that selection" in worse.user_attrs["prune_reason"]
     assert attrs_of(worse)["fold_values"] == pytest.approx([0.5], abs=0.05)
     assert len(calls) == 3 * 3 + 1, "the pruned trial never trained its second fold"
@@ -175,7 +181,7 @@ def test_epoch_pruning_inside_a_later_fold_says_where():
     run_until(study, objective(space, stub_fit(lambda cfg: 0.8)), 2)
     t = study.get_trials()[1]
     assert t.state == TrialState.PRUNED
-    assert t.user_attrs["pruned_at"] == "fold 2/3, epoch 2"
+    assert attrs_of(t)["pruned_at"] == "fold 2/3, epoch 2"
     assert attrs_of(t)["epochs_run"] == 3 + 2
 
 
@@ -185,7 +191,7 @@ def test_no_pruning_during_a_later_folds_warmup():
     assert study.get_trials()[1].state == TrialState.COMPLETE
 
 
-def confirmed(study, space, fit, top=2, seeds=2):
+def confirmed(study, space, fit, top=3, seeds=2):
     p = cf.plan(study, top, seeds)
     companion = cf.open_companion(study, study._storage)
     cf.queue(study, companion, p)
@@ -200,8 +206,9 @@ def test_confirm_races_the_top_trials_and_the_baseline_on_fresh_paired_seeds():
     run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 5)
     calls = []
     p, companion, summary = confirmed(study, space, stub_fit(lr_effect, calls=calls))
-    assert p.baselines == [0] and len(p.candidates) == 2
-    assert {seed for *_, seed in calls} == {1000, 2000}  # never a study trial's seed (0)
+    assert p.baselines == [0] and len(p.candidates) == 3
+    # a seed per (confirm seed, fold), never a study trial's (0, 1, 2)
+    assert {seed for *_, seed in calls} == {1000, 1001, 1002, 2000, 2001, 2002}
     assert len(calls) == len(p.trials) * 2 * 3
     rows = {r["trial"]: r for r in summary["rows"]}
     assert set(rows) == set(p.trials) and summary["complete"]
@@ -240,7 +247,7 @@ def test_a_real_improvement_is_distinguishable_and_noise_is_not():
 def test_an_interrupted_confirm_resumes_without_repeating_finished_runs():
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 3)
-    p = cf.plan(study, 2, 2)
+    p = cf.plan(study, 3, 2)
     companion = cf.open_companion(study, study._storage)
     cf.queue(study, companion, p)
     calls = []
@@ -300,7 +307,7 @@ def test_confirm_trains_the_median_best_epoch_and_measures_that_epoch():
     assert {(c.epochs, c.early_stop_patience) for c in configs} == {(2, 0)}
     # the confirm stub peaks at epoch 1 and loses 0.01 by epoch 2: the value is epoch 2's
     for t in companion.get_trials():
-        assert t.user_attrs["train_epochs"] == 2 and attrs_of(t)["best_epochs"] == [2, 2, 2]
+        assert attrs_of(t)["train_epochs"] == 2 and attrs_of(t)["best_epochs"] == [2, 2, 2]
         iv = t.intermediate_values  # fold k reports epochs 1, 2 at steps 2k + 1, 2k + 2
         for k, value in enumerate(attrs_of(t)["fold_values"]):
             assert value == pytest.approx(iv[2 * k + 2], abs=1e-6)
@@ -341,8 +348,15 @@ def test_confirm_races_every_baseline_of_the_space_even_a_failed_one():
     fast = [t for t in study.get_trials() if t.user_attrs.get("baseline") == "fast"]
     assert study.get_trials()[0].state == TrialState.COMPLETE
     assert not any(t.state == TrialState.COMPLETE for t in fast)
+    # one more complete trial, so that the race has the 3 configs an interval needs
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr_modules": 3e-3}, distributions={"lr_modules": lr}, value=0.75
+        )
+    )
     calls = []
-    p, _, summary = confirmed(study, space, stub_fit(lr_effect, calls=calls), top=1)
+    p, _, summary = confirmed(study, space, stub_fit(lr_effect, calls=calls), top=2)
     assert p.baselines == [0, fast[-1].number]
     assert {lr for lr, *_ in calls} >= {1e-3, 1e-2}
     assert p.epochs[fast[-1].number] == 3  # no complete runs: the config's own epochs
@@ -377,7 +391,7 @@ def test_a_partial_confirm_decides_on_the_finished_seeds_and_says_how_to_finish(
 
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 3)
-    p = cf.plan(study, 2, 3)
+    p = cf.plan(study, 3, 3)
     companion = cf.open_companion(study, study._storage)
     first = dataclasses.replace(p, seeds=[1])  # only seed 1 has run
     cf.queue(study, companion, first)
@@ -389,7 +403,7 @@ def test_a_partial_confirm_decides_on_the_finished_seeds_and_says_how_to_finish(
     assert all(r["n"] == 3 for r in summary["rows"])  # 1 seed x 3 folds
     line = cf.verdict(summary)
     assert line.startswith("partial: 1 of 3 seeds finished for every config; decided on those")
-    assert "`hpo confirm --study s --top 2 --seeds 3` finishes the rest" in line
+    assert "`hpo confirm --study s --top 3 --seeds 3` finishes the rest" in line
     from hpo.views.listing import show_text
 
     assert "partial: 1 of 3 seeds" in show_text(study)
@@ -412,7 +426,7 @@ def test_a_partial_confirm_decides_on_the_finished_seeds_and_says_how_to_finish(
 def test_no_verdict_before_every_config_finished_one_seed():
     study, space = make_study()
     run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 3)
-    p = cf.plan(study, 2, 2)
+    p = cf.plan(study, 3, 2)
     companion = cf.open_companion(study, study._storage)
     cf.queue(study, companion, p)
     fit = stub_fit(lr_effect, calls=[], interrupt_on=4)  # the second run's first fold
@@ -422,7 +436,7 @@ def test_no_verdict_before_every_config_finished_one_seed():
     assert summary["winner"] is None and summary["rows"] == []
     assert cf.verdict(summary) == (
         "partial: 0 of 2 seeds finished for every config; no verdict yet; "
-        "`hpo confirm --study s --top 2 --seeds 2` finishes the rest: "
+        "`hpo confirm --study s --top 3 --seeds 2` finishes the rest: "
         "no seed has every config's runs yet, so no config is compared"
     )
 
@@ -462,3 +476,87 @@ def test_a_value_without_spread_has_no_standard_error_rather_than_nan():
     assert "value_se" not in attrs
     frozen = optuna.trial.create_trial(value=1.0, user_attrs={"value_se": float("nan")})
     assert value_text(frozen) == "1.000"  # a study stored before: "nan" is not shown either
+
+
+# ---- confirm identities -------------------------------------------------------------------
+
+HELD = {**SPACE, "base": {**SPACE["base"], "confirm_fraction": 0.2}}
+
+
+def test_confirm_measures_on_the_confirm_identities_one_run_per_seed():
+    study, space = make_study(HELD)
+    run_until(study, objective(space, stub_fit(lr_effect), prune_between_runs=False), 4)
+    configs = []
+    p, companion, summary = confirmed(study, space, stub_fit(lr_effect, configs=configs), seeds=3)
+    assert p.new_ids and summary["measured_on"] == cf.CONFIRM_IDS
+    # every confirm run trains on the study's identities and validates on the confirm ones
+    assert configs and all(c.confirm_run and c.val_folds == 1 for c in configs)
+    assert len(configs) == len(p.trials) * 3  # one run per seed, not one per fold
+    assert summary["identities"] == 6 and all(r["n"] == 3 for r in summary["rows"])
+    assert "on 6 confirm identities that no study trial trained or validated on" in (
+        cf.format_summary(summary, columns=200)
+    )
+    line = cf.verdict(summary)
+    assert "confirm mAP" in line and "own validation identities" not in line
+    d = next(r["vs_baseline"] for r in summary["rows"] if r["vs_baseline"])
+    assert d["df"] >= cf.MIN_DF and d["comparisons"] == len(p.trials) - 1
+
+
+def test_a_config_better_only_on_the_study_identities_is_not_called_better():
+    """On the identities the study selected on, the candidates are +0.05 better; on new
+    hands they are not. Confirm on the study's own folds says "better"; on confirm
+    identities it must not."""
+
+    def study_effect(cfg):
+        return 0.7 + (0.05 if cfg.lr_modules != 1e-3 else 0.0)
+
+    verdicts = {}
+    for name, space_dict in (("own", SPACE), ("new", HELD)):
+        study, space = make_study(space_dict, seed=1)
+        fit = stub_fit(study_effect, noise=0.005, on_confirm=lambda cfg: 0.7)
+        run_until(study, objective(space, fit, prune_between_runs=False), 4)
+        _, _, summary = confirmed(study, space, fit, seeds=3)
+        verdicts[name] = cf.verdict(summary)
+    assert "better than the baseline on the study's own validation identities" in verdicts["own"]
+    assert "not distinguishable from the baseline" in verdicts["new"]
+    assert "own validation identities" not in verdicts["new"]
+
+
+def test_a_summary_from_before_confirm_identities_never_says_a_plain_better():
+    from hpo.views.headline import headline, short
+
+    study, space = make_study(seed=1)
+    effect = lambda cfg: 0.7 + (0.05 if cfg.lr_modules != 1e-3 else 0.0)  # noqa: E731
+    run_until(study, objective(space, stub_fit(effect, noise=0.005), prune_between_runs=False), 4)
+    _, _, summary = confirmed(study, space, stub_fit(effect, noise=0.005), seeds=3)
+    del summary["measured_on"]  # as stored before confirm identities existed
+    study.set_user_attr("confirm", summary)
+    from hpo.records.optuna_internals import set_study_record
+
+    set_study_record(study, "confirm", summary)
+    assert cf.verdict(summary).endswith(
+        "better than the baseline on the study's own validation identities"
+    )
+    assert "the baseline (trial 0) on the study's own validation identities by +0.0" in headline(
+        study
+    )
+    assert short(study).endswith("better than baseline on its own val ids")
+
+
+@pytest.mark.parametrize(
+    ("space_dict", "top", "seeds", "message"),
+    [
+        (SPACE, 1, 3, r"2 df, \(2 configs - 1\) x \(3 folds - 1\).*--top 2 \(more configs\)"),
+        (HELD, 1, 3, r"2 df, \(2 configs - 1\) x \(3 runs each - 1\).*--seeds 5 gives enough"),
+        (HELD, 3, 2, r"3 df, \(4 configs - 1\) x \(2 runs each - 1\).*--seeds 3 gives"),
+    ],
+)
+def test_a_design_with_fewer_than_4_df_is_refused_naming_one_that_decides(
+    space_dict, top, seeds, message
+):
+    study, space = make_study(space_dict)
+    better = lambda cfg: 0.7 + (0.05 if cfg.lr_modules != 1e-3 else 0.0)  # noqa: E731
+    run_until(study, objective(space, stub_fit(better), prune_between_runs=False), 4)
+    with pytest.raises(UserError, match=message):
+        cf.plan(study, top, seeds)
+    assert not cf.open_companion(study, study._storage).trials  # nothing queued

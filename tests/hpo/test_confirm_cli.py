@@ -57,12 +57,14 @@ def test_folds_confirm_export_and_the_export_trains(
         assert t.user_attrs["value_se"] > 0
     assert "± " in out  # the best value is shown with its standard error
 
-    code, out, err = hpo(["confirm", "--study", NAME, "--top", "2", "--seeds", "2"], capsys)
+    code, out, err = hpo(["confirm", "--study", NAME, "--top", "3", "--seeds", "3"], capsys)
     assert code == 0, err
     summary = cf.current(optuna.load_study(study_name=NAME, storage=STORAGE))
-    assert summary["seeds"] == [1, 2] and summary["complete"]
-    assert len(summary["rows"]) >= 2  # a searched trial and the baseline
-    assert all(r["n"] == 6 for r in summary["rows"])  # 2 seeds x 3 folds per config
+    assert summary["seeds"] == [1, 2, 3] and summary["complete"]
+    assert len(summary["rows"]) >= 3  # searched trials and the baseline
+    # one run per seed, on the confirm identities (the study's folds are its own)
+    assert summary["measured_on"] == cf.CONFIRM_IDS and summary["identities"] > 0
+    assert all(r["n"] == 3 for r in summary["rows"])
     assert "95% CI" in out and "baseline" in out
     assert "floors (no training; val / test mAP): pixel floor" in out
 
@@ -72,7 +74,10 @@ def test_folds_confirm_export_and_the_export_trains(
     header = [line for line in exported.read_text().splitlines() if line.startswith("#")]
     winner = summary["winner"]
     assert any(line.startswith(f"# trial {winner}") for line in header)
-    assert any("confirmed on fresh training seeds [1, 2]" in h and "95% CI" in h for h in header)
+    assert any(
+        "confirmed on fresh training seeds [1, 2, 3]" in h and "confirm identities" in h
+        for h in header
+    )
     assert any(h.startswith("# floors (no training") for h in header)
     assert any(
         "baseline" in h and ("distinguishable" in h or "best confirmed" in h) for h in header
@@ -98,7 +103,7 @@ def test_a_killed_confirm_resumes_without_repeating_finished_runs(
     run = ["run", "--backbone", "tiny-vit", "--trials", "3", "--epochs", "1", "--quiet"]
     code, _, err = hpo([*run, "--data", "synthetic", "--pruner", "none"], capsys)
     assert code == 0, err
-    cmd = confirm_cmd("--top", "2", "--seeds", "2")
+    cmd = confirm_cmd("--top", "3", "--seeds", "3")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, text=True)
     companion = None
     end = time.monotonic() + 240
@@ -135,7 +140,7 @@ def test_a_killed_confirm_resumes_without_repeating_finished_runs(
     assert len(complete) == len(set(complete)), "a finished run was repeated"
     assert set(before) <= set(complete)
     summary = cf.current(optuna.load_study(study_name=NAME, storage=STORAGE))
-    assert summary["complete"] and len(complete) == 2 * len(
+    assert summary["complete"] and len(complete) == 3 * len(
         set(summary["candidates"]) | set(summary["baselines"])
     )
     assert sum(t.state == TrialState.FAIL for t in trials) == 1  # the killed run, failed once
@@ -152,13 +157,13 @@ def test_a_resumed_confirm_counts_the_runs_queued_before_as_to_do(
     monkeypatch.chdir(tmp_path)
     study_with_space(trials=("complete", "complete"))(tmp_path, synthetic_root)
     monkeypatch.setattr(confirm, "work", lambda *args, **kwargs: 0)  # stops before any run
-    argv = ["confirm", "--study", "handreid-tiny-vit", "--top", "1", "--seeds", "2", "--quiet"]
+    argv = ["confirm", "--study", "handreid-tiny-vit", "--top", "2", "--seeds", "5", "--quiet"]
     code, out, err = hpo(argv, capsys)
     assert code == 0, err
-    assert ": 2 runs, 2 to do" in " ".join(out.split())  # the line wraps at the terminal's width
+    assert ": 10 runs, 10 to do" in " ".join(out.split())  # the line wraps at the terminal's width
     code, out, err = hpo(argv, capsys)  # resumed: the two queued runs are still to do
     assert code == 0, err
-    assert ": 2 runs, 2 to do" in " ".join(out.split()), out
+    assert ": 10 runs, 10 to do" in " ".join(out.split()), out
 
 
 @pytest.mark.integration
@@ -180,7 +185,7 @@ def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
     run += ["--data", str(synthetic_root), "--keep-checkpoints", "0", "--quiet"]
     code, _, err = hpo(run, capsys)
     assert code == 0, err
-    code, out, err = hpo(["confirm", "--study", NAME, "--top", "3", "--seeds", "2"], capsys)
+    code, out, err = hpo(["confirm", "--study", NAME, "--top", "3", "--seeds", "3"], capsys)
     assert code == 0, err
     study = optuna.load_study(study_name=NAME, storage=STORAGE)
     summary = cf.current(study)

@@ -140,6 +140,17 @@ def test_epoch_text_names_fold_epoch_value_and_speed():
     )
 
 
+def test_a_run_on_the_confirm_identities_says_confirm_map():
+    t = frozen(value_se=0.0312, fold_values=[0.61234], epochs_run=3, on_confirm_ids=True)
+    assert trial_line(t, params=False).startswith(
+        "trial 12 COMPLETE confirm mAP 0.612 ± 0.031 (1 run)"
+    )
+    progress = {"where": "", "epoch": 3, "epochs": 3, "mAP": 0.5, "metric": "confirm mAP"}
+    assert epoch_text("confirm trial 0 seed 1", progress) == (
+        "confirm trial 0 seed 1 · epoch 3/3 · confirm mAP 0.500"
+    )
+
+
 def test_runs_and_confirm_labels():
     assert runs_text({"n_folds": 3, "n_repeats": 2}) == "3 folds x 2 seeds"
     assert runs_text({"n_folds": 1, "fold_values": [0.5, 0.6]}) == "2 seeds"

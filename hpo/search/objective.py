@@ -182,7 +182,8 @@ class _EpochLog:
             epoch=epoch + 1,
             epochs=self.cfg.epochs,
             step=self.run * self.cfg.epochs + epoch + 1,
-            metrics=dict(metrics),
+            # to the 6 decimals the pruning callback reports, so history and steps agree exactly
+            metrics={k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
             metric="confirm mAP" if self.cfg.confirm_run else "val mAP",
         )
         self.sink.append(record)

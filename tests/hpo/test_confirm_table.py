@@ -82,7 +82,7 @@ def test_numbers_read_as_everywhere_else(summary):
     assert f"{best['objective']:.3f} ± {best['objective_se']:.3f}" in row  # value ± SE
     assert f"{best['mean']:.3f} [{lo:.3f}, {hi:.3f}]" in row  # a mean and its interval
     d = best["vs_baseline"]
-    assert f"vs baseline   {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] p=0.036" in text
+    assert f"vs baseline   {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] p=0.018" in text
 
 
 def test_the_kept_models_sentence_is_finished(summary):

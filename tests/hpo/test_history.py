@@ -125,7 +125,7 @@ def test_folds_name_their_runs_and_steps_continue_across_runs(tmp_path):
     seed = space.config(trial.params).seed
     assert doc["runs"] == [
         {"run": 0, "fold": 0, "seed": seed, "epochs": 3, "epochs_run": 3},
-        {"run": 1, "fold": 1, "seed": seed, "epochs": 3, "epochs_run": 3},
+        {"run": 1, "fold": 1, "seed": seed + 1, "epochs": 3, "epochs_run": 3},
     ]
     assert [(e["run"], e["fold"], e["epoch"], e["step"]) for e in doc["epochs"]] == [
         (0, 0, 1, 1),

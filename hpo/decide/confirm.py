@@ -763,7 +763,8 @@ def format_summary(summary: dict[str, Any], columns: int | None = None) -> str:
     if models := summary.get("models"):
         kept = ", ".join(f"trial {n} (confirm run {run})" for n, run in models)
         lines.append(
-            f"  models kept (seed 1, fold 0, test metrics inside): {kept}; "
+            f"  models kept (seed 1{'' if on_new_ids(summary) else ', fold 0'}, test metrics "
+            f"inside): {kept}; "
             "`hpo export --checkpoint` copies the exported trial's model next to its YAML"
         )
     lines.append(verdict(summary))

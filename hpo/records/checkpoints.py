@@ -417,14 +417,19 @@ def export_checkpoint(study: optuna.Study, trial: FrozenTrial, yaml_path: str | 
             f"handreid train reproduces): handreid evaluate --checkpoint {path}"
         )
     run = source[0]
-    seed = trial_config(study, trial).seed + int(attrs_of(run).get("seed_offset", 0))
+    cfg = trial_config(study, trial)
+    seed = cfg.seed + int(attrs_of(run).get("seed_offset", 0))
     epochs = attrs_of(run).get("train_epochs")
     retrain = f"handreid train --config {yaml_path} --set seed={seed}"
     if epochs:
         retrain += f" --set epochs={epochs} --set early_stop_patience=0"
+    held = bool(attrs_of(run).get("on_confirm_ids"))
+    if held:  # trained on every study identity, measured on the confirm identities
+        retrain += " --set confirm_run=true" + (" --set val_folds=1" if cfg.val_folds > 1 else "")
+    where = "the study's identities, measured on the confirm ones" if held else "fold 0"
     return path, (
         f"wrote {path} ({size:.1f} MB, the model of trial {trial.number}'s confirm run "
-        f"{run.number} on confirm seed {MODEL_SEED}: training seed {seed}, fold 0"
+        f"{run.number} on confirm seed {MODEL_SEED}: training seed {seed}, {where}"
         + (f", {epochs} epochs" if epochs else "")
         + f"; its test metrics are inside): handreid evaluate --checkpoint {path}\n"
         f"re-train that model with: {retrain}"

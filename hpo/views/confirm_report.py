@@ -63,9 +63,11 @@ def figure(summary: dict[str, Any]):
         fig.add_annotation(
             x=ref["mean"], y=1.02, yref="paper", text="baseline", showarrow=False, yanchor="bottom"
         )
+    from hpo.decide.confirm import metric
+
     fig.update_layout(
-        title=f"Confirmed val mAP, {int(summary.get('level', 0.95) * 100)}% intervals",
-        xaxis_title="confirmed val mAP",
+        title=f"Confirmed {metric(summary)}, {int(summary.get('level', 0.95) * 100)}% intervals",
+        xaxis_title=f"confirmed {metric(summary)}",
         height=140 + 40 * len(rows),
         margin={"l": 10, "r": 10, "t": 60, "b": 40},
         template="plotly_white",
@@ -78,6 +80,7 @@ def section(study: StudyView | optuna.Study) -> list[str]:
     """HTML of the confirmation section; empty before a confirmation."""
     import plotly.io as pio
 
+    from hpo.decide.confirm import metric
     from hpo.views.headline import headline
 
     view = as_view(study)
@@ -86,7 +89,7 @@ def section(study: StudyView | optuna.Study) -> list[str]:
         return []
     values = run_values(view)
     head = (
-        "<tr><th>trial</th><th>role</th><th>runs (val mAP by seed)</th>"
+        f"<tr><th>trial</th><th>role</th><th>runs ({metric(summary)} by seed)</th>"
         "<th>confirmed mean [95% CI]</th><th>vs baseline</th><th></th></tr>"
     )
     body = []

@@ -114,16 +114,19 @@ def _x(value: float) -> float:
 def _interval_svg(view: StudyView) -> str:
     """Each confirmed config's mean and 95 % interval on [0, 1] (the winner in blue), the
     reference baseline's mean dashed and each floor dotted, named in a key below."""
+    from hpo.decide.confirm import metric
+
     summary = view.confirm or {}
     rows = summary.get("rows") or []
     winner, ref = summary.get("winner"), summary.get("reference_baseline")
+    name = metric(summary)  # confirm mAP on confirm identities, else val mAP
     bottom = _TOP + _ROW * len(rows)
     out = []
     for i, r in enumerate(rows):
         y = _TOP + _ROW * i + _ROW / 2
         colour = WINNER_COLOUR if r["trial"] == winner else OTHER_COLOUR
         label = f"trial {r['trial']}" + (f" ({r['baseline']})" if r.get("baseline") else "")
-        tip = f"{label}: {TARGET} {r['mean']:.3f} {interval_text(*r['ci'])}, {r['n']} runs"
+        tip = f"{label}: {name} {r['mean']:.3f} {interval_text(*r['ci'])}, {r['n']} runs"
         weight = ' font-weight="bold"' if r["trial"] == winner else ""
         out.append(
             f"<g><title>{html.escape(tip)}</title>"
@@ -161,13 +164,13 @@ def _interval_svg(view: StudyView) -> str:
     )
     axis = (
         f'<line x1="{_x(0)}" x2="{_x(1)}" y1="{bottom}" y2="{bottom}" stroke="#999"/>{ticks}'
-        f'<text x="{_LABEL - 8}" y="{bottom + 16}" text-anchor="end">{TARGET}</text>'
+        f'<text x="{_LABEL - 8}" y="{bottom + 16}" text-anchor="end">{name}</text>'
     )
     height = bottom + 30 + 16 * len(lines)
     return (
         f'<svg class="hpo-figure" role="img" width="{_W}" height="{height}" '
         f'viewBox="0 0 {_W} {height}" font-size="12" fill="#333">'
-        f"<title>confirmed {TARGET} and 95 % intervals, with the floors</title>"
+        f"<title>confirmed {name} and 95 % intervals, with the floors</title>"
         f"{''.join(out)}{axis}{''.join(key)}</svg>"
     )
 

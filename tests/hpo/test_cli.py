@@ -74,7 +74,7 @@ def test_synthetic_study_resumes_exports_and_the_export_trains(tmp_path, monkeyp
     assert "# floors (no training; val / test mAP): pixel floor" in text
     space = load_space("tiny-vit")
     cfg = TrainConfig.from_yaml(exported)
-    for key, value in best.params.items():
+    for key, value in space.trainer_values(best.params).items():  # a template's code -> text
         assert getattr(cfg, key) == value
     for key, value in space.base.items():
         if key not in ("aspects", "image_size", "epochs"):  # --epochs 2 replaced the base's 8

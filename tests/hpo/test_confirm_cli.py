@@ -206,7 +206,7 @@ def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
         if t.number in with_model.values():
             assert t.user_attrs["confirm_seed"] == 1
         # the identity AP the paired comparison reads is a trial record, not a long attribute
-        assert len(trial_record(t, "run_identity_ap")[0]) == 7  # the validation identities
+        assert len(trial_record(t, "run_identity_ap")[0]) == summary["identities"]  # confirm ids
         assert all(len(json.dumps(v)) <= 200 for v in t.user_attrs.values())
     # the models of the configs that lost were removed from the store, not only unlisted
     owners = list(Path("studies/artifacts").rglob("*.owner"))
@@ -222,7 +222,7 @@ def test_confirm_keeps_the_winners_model_and_export_hands_it_out(
     assert f"the model of trial {winner}'s confirm run {with_model[winner]}" in text
     retrain = (
         f"handreid train --config {Path(f'studies/{NAME}/best.yaml').resolve()} --set seed={seed} "
-        f"--set epochs={row['epochs']} --set early_stop_patience=0"
+        f"--set epochs={row['epochs']} --set early_stop_patience=0 --set confirm_run=true"
     )
     assert retrain in text
     path = Path(f"studies/{NAME}/best.pt")

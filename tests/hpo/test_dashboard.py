@@ -591,7 +591,7 @@ def test_first_screens_after_confirm_show_the_decision(tmp_path, monkeypatch, da
     study = optuna.load_study(study_name=DEMO, storage=storage)
     companion = optuna.load_study(study_name=companion_name(DEMO), storage=storage)
     d = decision(study)
-    value = f"val mAP {d['mean']:.3f} {interval_text(*d['ci'])}"
+    value = f"confirm mAP {d['mean']:.3f} {interval_text(*d['ci'])}"
     diff = f"{diff_text(d['diff']['diff'])} {interval_text(*d['diff']['ci'], signed=True)}"
     address = dashboard(storage)
     shots = tmp_path / "shots"

@@ -192,4 +192,4 @@ def test_ctrl_c_during_confirm_is_exit_130_with_our_one_line(synthetic_root, tmp
     runs = optuna.load_study(study_name="c.confirm", storage=url).get_trials()
     assert not [t for t in runs if t.state == TrialState.RUNNING]
     assert sum(t.state == TrialState.FAIL for t in runs) == 1  # the interrupted run
-    assert "confirm trial 0 seed 1 · epoch 1/6 · val mAP" in out  # its epochs were logged
+    assert "confirm trial 0 seed 1 · epoch 1/6 · confirm mAP" in out  # its epochs were logged

@@ -260,6 +260,12 @@ def train_on(case_id: str, message: str, data: Setup, *extra: str) -> Case:
 
 
 HANDREID_CASES = [
+    train(
+        "train-confirm-run-without-confirm-identities",
+        "confirm_run needs confirm identities: set confirm_fraction above 0",
+        "--set",
+        "confirm_run=true",
+    ),
     # -- config file and --set
     train(
         "train-unknown-key",
@@ -950,6 +956,18 @@ HPO_CASES = [
         "hpo",
         (*RUN, "--data", "{synthetic}", "--set", "max_norm=1"),
         "'max_norm' is searched",
+    ),
+    Case(
+        "run-confirm-share-impossible",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--set", "confirm_fraction=1"),
+        "confirm_fraction=1.0 is out of range; allowed [0.0, 1.0)",
+    ),
+    Case(
+        "run-confirm-share-leaves-too-few",
+        "hpo",
+        (*RUN, "--data", "{synthetic}", "--set", "confirm_fraction=0.95"),
+        "confirm_fraction=0.95: the training side has",
     ),
     Case(
         "run-set-typo",

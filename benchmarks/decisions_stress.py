@@ -662,12 +662,25 @@ class FakeTraining:
         return FitResult(history, best, history[best], "completed", 0.0, 0, object(), None)
 
 
+def _fresh_study(space, training: FakeTraining, pruner) -> optuna.Study:
+    """An in-memory study as ``hpo run`` makes one (baselines queued), sampled at random."""
+    from hpo.search.study import create_or_resume
+
+    return create_or_resume(
+        optuna.storages.InMemoryStorage(),
+        "stress",
+        space,
+        sampler=optuna.samplers.RandomSampler(seed=training.study),
+        pruner=pruner,
+        context={},
+    )
+
+
 def objective_between_runs(studies: int, seed: int = 0) -> tuple[float, float]:
     """``studies`` sequential studies of ``TRIALS`` equal trials through ``Objective`` with
     ``--pruner runs`` (the between-run rule alone): the share of judged trials it prunes, with
     its SE. Survivor feedback and trials completing between looks are as in a real study."""
     from hpo.search.objective import Objective
-    from hpo.search.study import create_or_resume
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     gc.collect()
@@ -677,14 +690,7 @@ def objective_between_runs(studies: int, seed: int = 0) -> tuple[float, float]:
     for s in range(studies):
         training = FakeTraining(seed * 1000 + s + 900)
         objective = Objective(space, data=_NoData(), fit_fn=training, device="cpu")
-        study = create_or_resume(
-            optuna.storages.InMemoryStorage(),
-            "stress-runs",
-            space,
-            sampler=optuna.samplers.RandomSampler(seed=training.study),
-            pruner=make_pruner("runs", EPOCHS, WARMUP, FOLDS),
-            context={},
-        )
+        study = _fresh_study(space, training, make_pruner("runs", EPOCHS, WARMUP, FOLDS))
         study.optimize(objective, n_trials=TRIALS)
         _count(study, out)
     gc.unfreeze()
@@ -702,7 +708,6 @@ def objective_studies(studies: int, complete: int, seed: int = 0) -> dict:
     ``PROBES`` equal and ``PROBES`` better trials each.
     """
     from hpo.search.objective import Objective
-    from hpo.search.study import create_or_resume
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     gc.collect()
@@ -714,13 +719,10 @@ def objective_studies(studies: int, complete: int, seed: int = 0) -> dict:
         for s in range(studies if case == "sequential" else complete):
             training = FakeTraining(seed * 1000 + s + (500 if case == "complete" else 0))
             objective = Objective(space, data=_NoData(), fit_fn=training, device="cpu")
-            study = create_or_resume(
-                optuna.storages.InMemoryStorage(),
-                "stress",
+            study = _fresh_study(
                 space,
-                sampler=optuna.samplers.RandomSampler(seed=training.study),
-                pruner=pruner() if case == "sequential" else optuna.pruners.NopPruner(),
-                context={},
+                training,
+                pruner() if case == "sequential" else optuna.pruners.NopPruner(),
             )
             if case == "sequential":
                 study.optimize(objective, n_trials=TRIALS)

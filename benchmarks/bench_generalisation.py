@@ -24,6 +24,20 @@ config of each pipeline and the space's baseline are trained on ``--fresh`` new 
     python benchmarks/bench_generalisation.py               # synthetic + 11k sample, 3 studies
     python benchmarks/bench_generalisation.py --quick       # 1 study, tiny budget (a smoke run)
 
+``--confirm-ids`` repeats the check of the new pipeline with confirm identities
+(``confirm_fraction: 0.3``, set explicitly): on the 11k sample only by default, each study
+(sampler seeds 0, 1, ...) tunes as the new pipeline does and ``hpo confirm`` races the top 3
+and the baseline on the confirm identities, on the fewest seeds from 3 up that
+``check_design`` accepts (its epochs come out of ``--budget``, 300 by default in this mode).
+The exported winner (``hpo export``'s pick) and the baseline are then trained on ``--fresh``
+new seeds the way the export's retrain line trains them (``confirm_run=true``,
+``val_folds=1``, the plan's fixed epochs, no early stopping) and their paired test-mAP
+difference is reported with its 95 % t interval. Writes ``generalisation_confirm_ids.json``;
+the last line is ``better_verdicts=<n> better_with_positive_test_gain=<m>
+mean_test_gain=<x> studies=<k>``.
+
+    python benchmarks/bench_generalisation.py --confirm-ids --quick   # a smoke run
+
 Writes ``generalisation.json`` under ``--out``. The last line is
 ``optimism_new=<x> optimism_old=<y> test_gain_new=<z> test_gain_old=<w> spearman_new=<a>
 spearman_old=<b>`` (means over studies and datasets).
@@ -49,7 +63,11 @@ FRESH_OFFSET = 5000  # fresh seeds: never a study's or a confirm's seed
 FOLDS, TOP, CONFIRM_SEEDS = 3, 3, 2
 
 
-def base_space(data: str, opts: dict, folds: int):
+def base_space(data: str, opts: dict, folds: int, confirm_fraction: float = 0.0):
+    """The tiny-vit space with the benchmark's base. ``confirm_fraction`` is 0 for the old and
+    new pipelines, as when they were written and measured (confirm on the study's own
+    validation identities; the shipped spaces now set 0.3, on which a confirm of 2 seeds
+    would be refused for too few df); ``--confirm-ids`` sets it."""
     from hpo.records.space import load_space
 
     return load_space("tiny-vit").with_base(
@@ -61,6 +79,7 @@ def base_space(data: str, opts: dict, folds: int):
         early_stop_patience=2,
         num_splits=opts["num_splits"],
         val_folds=folds,
+        confirm_fraction=confirm_fraction,
     )
 
 
@@ -93,8 +112,9 @@ def spent(study) -> int:
     return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
 
 
-def tune(space, seed: int, budget: int, name: str):
-    """Trials until ``budget`` epochs are spent; returns the study."""
+def tune(space, seed: int, budget: int, name: str, objective=None):
+    """Trials until ``budget`` epochs are spent; returns the study. The objective defaults to
+    ``_TestObjective`` (the objective plus each trial's own test mAP)."""
     import optuna
 
     from hpo.search.study import create_or_resume, make_pruner, make_sampler, run_until
@@ -108,7 +128,7 @@ def tune(space, seed: int, budget: int, name: str):
         pruner=make_pruner("median", cfg.epochs, cfg.warmup_epochs, cfg.val_folds),
         context={},
     )
-    objective = _TestObjective(space)
+    objective = objective or _TestObjective(space)
     while spent(study) < budget:
         run_until(study, objective, len([t for t in study.trials if t.state.is_finished()]) + 1)
     return study
@@ -314,6 +334,207 @@ def one_study(dataset: str, data: str, seed: int, opts: dict) -> dict:
     }
 
 
+# ---- --confirm-ids: the new pipeline with confirm identities ----------------------------------
+CONFIRM_FRACTION = 0.3  # the shipped spaces' value, set explicitly
+CONFIRM_SEEDS_FROM = 3  # confirm seeds: the fewest from 3 up that check_design accepts
+
+
+def confirm_seeds_needed(configs: int) -> int:
+    """The fewest confirm seeds (from ``CONFIRM_SEEDS_FROM``) whose design on confirm
+    identities has ``MIN_DF`` df for ``configs`` configs: for the epoch budget up front."""
+    from hpo.decide.confirm import MIN_DF, design_df
+
+    return next(
+        s
+        for s in range(CONFIRM_SEEDS_FROM, 1000)
+        if design_df(configs, s, 1, 1, new_ids=True) >= MIN_DF
+    )
+
+
+def confirm_on_ids(study, space) -> tuple[dict, int, object, list[str]]:
+    """``hpo confirm --top 3`` in process on the fewest seeds from 3 up that ``plan`` (its
+    ``check_design``) accepts; returns the summary (also stored with the study, as ``hpo
+    confirm`` does, so ``hpo export``'s pick reads it), the epochs it trained, the plan and the
+    refusals met on the way."""
+    from handreid.errors import UserError
+    from hpo.decide import confirm as cf
+    from hpo.search.objective import Objective
+
+    refused = []
+    for seeds in range(CONFIRM_SEEDS_FROM, 1000):
+        try:
+            p = cf.plan(study, TOP, seeds)
+            break
+        except UserError as exc:
+            if "df" not in str(exc):
+                raise
+            refused.append(str(exc))
+    if not p.new_ids:
+        raise RuntimeError("the study has no confirm identities (confirm_fraction is 0)")
+    companion = cf.open_companion(study, study._storage)
+    cf.queue(study, companion, p)
+    objective = Objective(space, device="cpu", prune_between_runs=False, keep_identity_ap=True)
+    cf.work(companion, objective)
+    summary = cf.summarize(study, companion, p)
+    cf.store(study, summary)
+    return summary, spent(companion), p, refused
+
+
+def retrain_runs(space, params: dict, epochs: int, seeds: list[int]) -> list[dict]:
+    """Train ``params`` on each seed the way the export's retrain line does (``confirm_run``
+    true, ``val_folds`` 1, ``epochs`` fixed, no early stopping: every training-side identity
+    but the confirm ones) and test the model ``fit`` returns, as ``handreid train`` does."""
+    from handreid.engine import fit, test_report
+
+    out = []
+    for seed in seeds:
+        cfg = space.config(params).replace(
+            confirm_run=True,
+            val_folds=1,
+            val_fold=0,
+            val_repeats=1,
+            epochs=int(epochs),
+            early_stop_patience=0,
+            seed=seed,
+        )
+        result = fit(cfg, device="cpu")
+        diverged = result.status == "diverged"
+        test = math.nan if diverged else test_report(result.model, result.data, cfg, "cpu")["mAP"]
+        out.append(
+            {
+                "seed": seed,
+                "status": result.status,
+                "epochs": result.epochs_run,
+                "best_epoch": result.best_epoch + 1,
+                "confirm_best": result.best_map,
+                "confirm_last": result.history[-1].get("mAP", math.nan),
+                "test": test,
+            }
+        )
+    return out
+
+
+def one_confirm_ids_study(dataset: str, data: str, seed: int, opts: dict) -> dict:
+    """One study of the new pipeline with confirm identities, its confirm, and the fresh
+    retrains of the exported winner and the baseline."""
+    import optuna
+    import torch
+
+    from hpo.decide import confirm as cf
+    from hpo.search.objective import Objective
+    from hpo.views.export import pick_trial
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("handreid").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    # fresh seeds: 5000 + 100 x study + i; study runs use 0-2, confirm runs 1000-9000 (step 1000)
+    fresh = [FRESH_OFFSET + 100 * seed + i for i in range(opts["fresh"])]
+    space = base_space(data, opts, FOLDS, CONFIRM_FRACTION)
+    if space.config({}).confirm_fraction != CONFIRM_FRACTION:
+        raise RuntimeError(f"confirm_fraction is {space.config({}).confirm_fraction}")
+    configs = TOP + 1  # top 3 + the baseline (3 when the baseline is among the top 3)
+    cost = configs * confirm_seeds_needed(configs) * opts["epochs"]  # upper bound, no pruning
+    study = tune(
+        space,
+        seed,
+        max(opts["budget"] - cost, 0),
+        f"confirm-ids-{seed}",
+        objective=Objective(space, device="cpu"),
+    )
+    tune_epochs = spent(study)
+    summary, confirm_epochs, p, refused = confirm_on_ids(study, space)
+    confirmed = time.perf_counter() - start
+    ref = summary["reference_baseline"]
+    exported = pick_trial(study)  # what `hpo export` exports: the confirmed winner
+    compared = cf._compared_row(summary)  # the row the verdict is about
+    d = compared["vs_baseline"] if compared else None
+
+    def trained(number: int) -> list[dict]:
+        return retrain_runs(space, p.params[number], p.epochs[number], fresh)
+
+    base_runs = trained(ref)
+    exp_runs = base_runs if exported.number == ref else trained(exported.number)
+    out_compared = None
+    if compared is not None and compared["trial"] != exported.number:
+        # the baseline won: the verdict is about the best candidate, test that one too
+        comp_runs = trained(compared["trial"])
+        out_compared = {
+            "trial": compared["trial"],
+            "epochs": p.epochs[compared["trial"]],
+            "fresh": comp_runs,
+            "test_gain": paired_gain(comp_runs, base_runs),
+        }
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "seconds_study_and_confirm": confirmed,
+        "trials": len(study.trials),
+        "complete_trials": len(complete_trials(study)),
+        "epochs": tune_epochs + confirm_epochs,
+        "tune_epochs": tune_epochs,
+        "confirm_epochs": confirm_epochs,
+        "confirm_fraction": space.config({}).confirm_fraction,
+        "confirm_seeds": p.seeds,
+        "confirm_refused": refused,
+        "design_df": cf.design_df(len(p.trials), len(p.seeds), 1, 1, new_ids=True),
+        "measured_on": summary["measured_on"],
+        "identities": summary.get("identities"),
+        "reference_baseline": ref,
+        "winner": summary["winner"],
+        "exported": exported.number,
+        "exported_is_baseline": exported.number == ref,
+        "exported_params": p.params.get(exported.number, exported.params),
+        "exported_epochs": p.epochs.get(exported.number),
+        "baseline_epochs": p.epochs[ref],
+        "compared_trial": compared["trial"] if compared else None,
+        "vs_baseline": d,
+        "verdict": cf.decision(summary),
+        "verdict_line": cf.verdict(summary),
+        "summary": summary,
+        "fresh_seeds": fresh,
+        "exported_fresh": exp_runs,
+        "baseline_fresh": base_runs,
+        "test_gain": paired_gain(exp_runs, base_runs),
+        "compared": out_compared,
+    }
+
+
+def report_confirm_ids(results: list[dict]) -> str:
+    lines = [
+        "| study | trials | epochs | confirm ids | verdict | confirm diff [95% CI] | df "
+        "| test gain [95% CI] | seconds |",
+        "|---:|---:|---:|---:|---|---|---:|---|---:|",
+    ]
+    for r in sorted(results, key=lambda r: (r["dataset"], r["seed"])):
+        d, g = r["vs_baseline"], r["test_gain"]
+        verdict = r["verdict"] or "-"
+        if r["exported_is_baseline"]:
+            verdict += " (baseline won; candidate #{})".format(r["compared_trial"])
+        diff = f"{d['diff']:+.4f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d else "-"
+        df = f"{d['df']:.1f}" if d else "-"
+        gain = f"{g['diff']:+.4f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+        if r.get("compared"):
+            c = r["compared"]["test_gain"]
+            gain += f" (candidate: {c['diff']:+.4f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}])"
+        lines.append(
+            f"| {r['dataset']} {r['seed']} | {r['trials']} | {r['epochs']} "
+            f"({r['confirm_epochs']} confirm) | {r['identities']} | {verdict} | {diff} | {df} "
+            f"| {gain} | {r['seconds']:.0f} |"
+        )
+    better = [r for r in results if r["verdict"] == "better"]
+    positive = [r for r in better if r["test_gain"]["diff"] > 0]
+    lines.append("")
+    lines.append(
+        f"better_verdicts={len(better)} better_with_positive_test_gain={len(positive)} "
+        f"mean_test_gain={mean(r['test_gain']['diff'] for r in results):.4f} "
+        f"studies={len(results)}"
+    )
+    return "\n".join(lines)
+
+
 def mean(values) -> float:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.fmean(values) if values else math.nan
@@ -373,13 +594,23 @@ def report(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--studies", type=int, default=3)
-    p.add_argument("--budget", type=int, default=240, help="training epochs per pipeline")
+    p.add_argument(
+        "--budget",
+        type=int,
+        help="training epochs per pipeline (default 240; 300 with --confirm-ids, confirm included)",
+    )
     p.add_argument("--epochs", type=int, default=5, help="epochs per training run")
     p.add_argument("--fresh", type=int, default=3, help="fresh seeds per evaluated config")
     p.add_argument("--num-splits", type=int, default=3)
-    p.add_argument("--datasets", default="synthetic,sample")
+    p.add_argument("--datasets", help="default synthetic,sample; sample with --confirm-ids")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="1 study, budget 60, 2 epochs, 2 seeds")
+    p.add_argument(
+        "--confirm-ids",
+        action="store_true",
+        help="the new pipeline with confirm identities (confirm_fraction 0.3): confirm verdict "
+        "vs the test gain of the exported winner; writes generalisation_confirm_ids.json",
+    )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--from-json", help="re-print the tables of a saved run")
     p.add_argument(
@@ -391,8 +622,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.from_json and not args.rescore:
-        print(report(json.loads(Path(args.from_json).read_text())["results"]))
+        show = report_confirm_ids if args.confirm_ids else report
+        print(show(json.loads(Path(args.from_json).read_text())["results"]))
         return 0
+    if args.budget is None:
+        args.budget = 300 if args.confirm_ids else 240
+    if args.datasets is None:
+        args.datasets = "sample" if args.confirm_ids else "synthetic,sample"
     if args.quick:
         args.studies, args.budget, args.epochs, args.fresh = 1, 60, 2, 2
     from hpo.search.study import synthetic_data
@@ -418,16 +654,38 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         (name, root, seed, opts) for name, root in roots.items() for seed in range(args.studies)
     ]
+    if not jobs:
+        p.error(f"no dataset of {args.datasets!r} is available")
     start = time.time()
+    study_fn = one_confirm_ids_study if args.confirm_ids else one_study
     with ProcessPoolExecutor(args.processes) as pool:
-        results = list(pool.map(one_study, *zip(*jobs, strict=True)))
+        results = list(pool.map(study_fn, *zip(*jobs, strict=True)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {**opts, "studies": args.studies, "seconds": time.time() - start}
-    name = "generalisation_quick.json" if args.quick else "generalisation.json"
+    if args.confirm_ids:
+        import optuna
+        import torch
+
+        meta.update(
+            datasets=args.datasets,
+            processes=args.processes,
+            confirm_fraction=CONFIRM_FRACTION,
+            folds=FOLDS,
+            top=TOP,
+            torch=torch.__version__,
+            optuna=optuna.__version__,
+            date=time.strftime("%Y-%m-%d %H:%M:%S"),
+            argv=sys.argv[1:] if argv is None else argv,
+        )
+        name = "generalisation_confirm_ids" + ("_quick" if args.quick else "") + ".json"
+        show = report_confirm_ids
+    else:
+        name = "generalisation_quick.json" if args.quick else "generalisation.json"
+        show = report
     (out / name).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"{len(results)} studies in {time.time() - start:.0f} s; wrote {out / name}")
-    print(report(results))
+    print(show(results))
     return 0
 
 

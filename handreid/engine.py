@@ -308,19 +308,29 @@ def extract_features(
 
 
 def evaluate_set(
-    model, evalset: EvalSet, cfg: TrainConfig, device: torch.device, per_identity: bool = False
+    model,
+    evalset: EvalSet,
+    cfg: TrainConfig,
+    device: torch.device,
+    per_identity: bool = False,
+    per_split: bool = False,
 ) -> dict:
     """Mean (and std) of Rank-1/5/10 and mAP over the partition's query/gallery splits.
 
     ``per_identity`` adds ``identity_ap``: ``{integer id: [AP sum, queries]}`` over every split,
     whose pooled ratio is the mAP (each split has the same queries per identity).
+    ``per_split`` adds ``splits``: one ``{metric: value}`` per query/gallery split, in order.
     """
     feats = extract_features(model, evalset.images, evalset.aspects, cfg, device)
-    return evaluate_features(feats, evalset, cfg.eval_ap, per_identity)
+    return evaluate_features(feats, evalset, cfg.eval_ap, per_identity, per_split)
 
 
 def evaluate_features(
-    feats: torch.Tensor, evalset: EvalSet, ap: str = "standard", per_identity: bool = False
+    feats: torch.Tensor,
+    evalset: EvalSet,
+    ap: str = "standard",
+    per_identity: bool = False,
+    per_split: bool = False,
 ) -> dict:
     """``evaluate_set`` on features already extracted: feats (N, D), one row per image of
     ``evalset``, on the device the ranking runs on. Used by the trainer and by the floors
@@ -338,6 +348,8 @@ def evaluate_features(
             evaluate_ranking(sim[q][:, g], ids[q], ids[g], ap=ap, per_identity=per_identity)
         )
     out = average_splits(results)
+    if per_split:
+        out["splits"] = [{k: float(r[k]) for k in METRICS} for r in results]
     if per_identity:
         totals: dict[int, list] = {}
         for r in results:
@@ -539,10 +551,15 @@ def fit(
 
 
 def test_report(
-    model, data: PreparedData, cfg: TrainConfig, device: str | torch.device | None = None
+    model,
+    data: PreparedData,
+    cfg: TrainConfig,
+    device: str | torch.device | None = None,
+    per_split: bool = False,
 ) -> dict:
     """Rank-1/5/10 and mAP on the test identities: mean and std over ``num_splits`` splits,
-    and ``test_set``, the digest of the images and splits they were measured on."""
+    and ``test_set``, the digest of the images and splits they were measured on
+    (``per_split``: each split's values too, as ``splits``)."""
     device = resolve_device(device)
-    report = evaluate_set(model, data.test.to(device), cfg, device)
+    report = evaluate_set(model, data.test.to(device), cfg, device, per_split=per_split)
     return {**report, "test_set": data.splits.test.digest}

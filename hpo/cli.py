@@ -1,4 +1,4 @@
-"""``hpo run|confirm|export|show|trials|ls|report|dashboard``: tune the handreid trainer with
+"""``hpo run|confirm|final|export|show|trials|ls|report|dashboard``: tune the handreid trainer with
 Optuna."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from handreid.errors import Terminated, UserError, cli_exit
-from hpo.commands import confirm, dashboard, export, ls, report, show, trials
+from hpo.commands import confirm, dashboard, export, final, ls, report, show, trials
 from hpo.commands import run as run_command
 from hpo.commands._common import Parser
 
-COMMANDS = (run_command, confirm, export, show, trials, ls, report, dashboard)  # help order
+COMMANDS = (run_command, confirm, final, export, show, trials, ls, report, dashboard)  # help order
 
 
 def verb(command: ModuleType) -> tuple[str, str]:

@@ -810,8 +810,10 @@ def study_in(
     name: str = "handreid-tiny-vit",
     trials: tuple[str, ...] = ("complete",),
     attrs: dict | None = None,
+    record_config: bool = True,
 ) -> Setup:
-    """A study like ``hpo run`` leaves, in an SQLite file (``*.db``) or a journal file."""
+    """A study like ``hpo run`` leaves, in an SQLite file (``*.db``) or a journal file
+    (``record_config``: each trial records the tiny config it trained)."""
 
     def setup(tmp: Path, synthetic: Path) -> None:
         import optuna
@@ -829,7 +831,8 @@ def study_in(
         for state in trials:
             trial = study.ask()
             trial.suggest_float("lr_modules", 1e-4, 1e-2, log=True)
-            trial.set_user_attr("config", config)
+            if record_config:
+                trial.set_user_attr("config", config)
             if state == "complete":
                 study.tell(trial, 0.5)
             else:
@@ -904,6 +907,29 @@ def study_with_space(trials: tuple[str, ...] = ("complete",), where: str = "stud
 
 
 CONFIRM = ("confirm", "--study", "handreid-tiny-vit")
+FINAL = ("final", "--study", "handreid-tiny-vit")
+
+
+def confirmed_study(tmp: Path, synthetic: Path) -> None:
+    """A study with its space and a confirm that named trial 0 winner and baseline."""
+    summary = {
+        "winner": 0,
+        "reference_baseline": 0,
+        "complete": True,
+        "rows": [{"trial": 0, "epochs": 1}],
+    }
+    attrs = {"space": tiny_space(tmp, synthetic), "confirm": summary}
+    study_in(trials=("complete",), attrs=attrs, record_config=False)(tmp, synthetic)
+
+
+def chain(*setups: Setup) -> Setup:
+    def setup(tmp: Path, synthetic: Path) -> None:
+        for s in setups:
+            s(tmp, synthetic)
+
+    return setup
+
+
 SLURM = (*RUN, "--data", "{synthetic}", "--slurm")
 # an sbatch that refuses every job as a cluster refuses an unknown partition
 REFUSING_SBATCH = "#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n"
@@ -1134,6 +1160,40 @@ HPO_CASES = [
         CONFIRM,
         "stored no search space; it cannot be confirmed",
         setup=study_in(),
+    ),
+    # -- final
+    Case("final-no-database", "hpo", FINAL, "no study database at studies/handreid.db"),
+    Case("final-one-seed", "hpo", (*FINAL, "--seeds", "1"), "--seeds=1: must be 2 to 100"),
+    Case("final-workers-zero", "hpo", (*FINAL, "--workers", "0"), "--workers=0: must be at"),
+    Case(
+        "final-without-confirm",
+        "hpo",
+        FINAL,
+        "has no confirmed winner; run `hpo confirm --study handreid-tiny-vit` first",
+        setup=study_with_space(),
+    ),
+    Case(
+        "final-unknown-aspect",
+        "hpo",
+        (*FINAL, "--aspects", "dorsal right,dorsal middle"),
+        "--aspects: unknown aspect 'dorsal middle'; choose from dorsal right, dorsal left, "
+        "palmar right, palmar left, 'each' or 'study'",
+        setup=confirmed_study,
+    ),
+    Case(
+        "final-config-other-backbone",
+        "hpo",
+        (*FINAL, "--config", "rn.yaml"),
+        "--config rn.yaml: model 'tiny-rn', but the study tuned 'tiny-vit'; a final table "
+        "compares configs of one backbone",
+        setup=chain(confirmed_study, config_with("model: tiny-rn", "rn.yaml")),
+    ),
+    Case(
+        "final-config-missing",
+        "hpo",
+        (*FINAL, "--config", "nope.yaml"),
+        "--config nope.yaml: no such file",
+        setup=confirmed_study,
     ),
     # -- run: study names, options, storages (all refused before any data is read)
     Case("run-study-parent", "hpo", (*RUN, "--study", "../../evil"), "no '/' or '\\'"),

@@ -90,7 +90,9 @@ def test_hpo_alone_lists_the_verbs_and_exits_2(capsys, monkeypatch):
     assert lines[0].startswith("usage: hpo COMMAND") and "commands:" in lines
     verbs = lines[lines.index("commands:") + 1 :]
     listed = [line.split()[0] for line in verbs if line[2] != " "]  # not a wrapped help line
-    assert listed == ["run", "confirm", "export", "show", "trials", "ls", "report", "dashboard"]
+    assert listed == [
+        "run", "confirm", "final", "export", "show", "trials", "ls", "report", "dashboard"
+    ]  # fmt: skip
     assert len(listed) == len(COMMANDS)
     words = " ".join(err.split())  # a help line wrapped at spaces reads whole
     assert "confirm re-train the top trials and the baselines on fresh seeds; compare them" in words

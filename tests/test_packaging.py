@@ -25,7 +25,7 @@ def test_example_configs_are_package_data_and_valid(name):
     assert cfg.model == name
 
 
-def test_wheel_holds_the_search_spaces_and_configs(tmp_path):
+def test_wheel_holds_the_search_spaces_configs_and_published_rows(tmp_path):
     pytest.importorskip("setuptools", minversion="68")
     # build from a copy so the work tree gains no build/ or egg-info
     src = tmp_path / "src"
@@ -48,4 +48,5 @@ def test_wheel_holds_the_search_spaces_and_configs(tmp_path):
     for name in BACKBONES:
         assert f"hpo/search_spaces/{name}.yaml" in names
         assert f"handreid/configs/{name}.yaml" in names
+    assert "hpo/decide/published.yaml" in names  # hpo final's published reference rows
     assert not any(n.startswith(("tests/", "benchmarks/", "studies/")) for n in names)

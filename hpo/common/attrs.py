@@ -43,12 +43,29 @@ BOOKKEEPING = frozenset(
         "rank5",
         "rank10",
         "pruned_at",  # prune_reason, a user attribute, says where too
+        "final_test",  # a final run's per-split test metrics (hpo.decide.final)
+        "final_checkpoint",
+        "final_data",
     }
 )
 # How a queued confirm run is to be trained, kept out of sight like the bookkeeping but, unlike
 # it, kept by the retry of a run whose worker died (``hpo.records.storage``): the retry must
 # train the same run.
-PLAN = frozenset({"seed_offset", "train_epochs", "on_confirm_ids", "role"})
+PLAN = frozenset(
+    {
+        "seed_offset",
+        "train_epochs",
+        "on_confirm_ids",
+        "role",
+        # a queued final run (hpo.decide.final): which config, aspect and seed it trains
+        "final_key",
+        "final_label",
+        "final_role",
+        "final_aspect",
+        "final_seed",
+        "final_config",
+    }
+)
 RECORDED = BOOKKEEPING | PLAN  # every attribute kept as a system attribute ``hpo:<key>``
 
 

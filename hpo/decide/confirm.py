@@ -285,21 +285,24 @@ def work(
     companion: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     on_run: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    marker: str = "candidate",
+    what: str = "confirm run",
 ) -> int:
     """Run queued confirm runs until none is left; returns how many this process ran.
 
     Runs go through ``study.optimize`` so database storages keep their heartbeats; a failed
     run is recorded and queued again by the next ``hpo confirm``. Ctrl-C fails the running
-    one and propagates.
+    one and propagates. ``marker`` is the attribute every queued run carries (``hpo final``'s
+    runs have their own).
     """
 
     quiet = _QuietFailures()  # our own lines report surplus and interrupted runs
     held = HeldSignals()  # from before Optuna's ask until the run is marked as ours
 
     def guarded(trial: optuna.Trial) -> float:
-        if "candidate" not in attrs_of(trial):
+        if marker not in attrs_of(trial):
             # another worker took the last queued run between our look and our ask
-            set_attr(trial, "error", "surplus: no queued confirm run was left")
+            set_attr(trial, "error", f"surplus: no queued {what} was left")
             quiet.numbers.add(trial.number)
             raise _Surplus()
         set_attr(trial, "worker", worker_id())

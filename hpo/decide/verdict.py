@@ -353,6 +353,22 @@ def on_new_identities(terms: np.ndarray, level: float = LEVEL) -> tuple[float, f
     return mean, se, (max(mean - q * se, 0.0), min(mean + q * se, 1.0))
 
 
+def seeds_by_splits(
+    x: np.ndarray, level: float = LEVEL, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float, float, tuple[float, float]]:
+    """Mean, SE, df and ``level`` interval (cut to ``bounds``) of a (seeds, splits) table of a
+    test metric: every seed's model is evaluated on the same query/gallery splits, so seeds and
+    splits are crossed random effects (``_crossed``). One row (no seed to vary: a floor) leaves
+    the splits alone; one column, the seeds alone."""
+    x = np.asarray(x, dtype=float)
+    mean, var, df = _crossed(x)
+    if not (math.isfinite(var) and df > 0):
+        return mean, float("nan"), 0.0, (float("nan"), float("nan"))
+    se = math.sqrt(max(var, 0.0))
+    q = critical_value(1, df, level)
+    return mean, se, float(df), (max(mean - q * se, bounds[0]), min(mean + q * se, bounds[1]))
+
+
 def _p(d: np.ndarray, se: np.ndarray, tail) -> np.ndarray:
     """p-values ``tail(|d| / se)``; with no error, 0 for a difference and 1 for none."""
     out = np.where(d != 0, 0.0, 1.0)

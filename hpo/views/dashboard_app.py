@@ -30,7 +30,7 @@ import optuna
 
 from hpo.decide.floors import ATTR as FLOORS_ATTR
 from hpo.decide.floors import floor_name
-from hpo.records.companion import parent_name
+from hpo.records.companion import companion_kind, parent_name
 from hpo.views.dashboard_card import companion_card, shown_name, study_card
 from hpo.views.figures import TARGET
 
@@ -112,7 +112,8 @@ def shown_study_list(summaries: list[dict]) -> list[dict]:
     out = []
     for s in sorted(summaries, key=lambda s: (root(s)[0], -root(s)[1])):
         parent = parent_name(s["study_name"])
-        out.append({**s, "study_name": shown_name(parent)} if parent in names else s)
+        kind = companion_kind(s["study_name"])
+        out.append({**s, "study_name": shown_name(parent, kind)} if parent in names else s)
     return out
 
 
@@ -191,8 +192,10 @@ class DashboardLayer:
         data["best_trials"] = rounded_best(data.get("best_trials", []))
         parent = self._parent_of(study_id)
         if parent is not None:  # confirm runs: no "best" seed, and the metric has its name
-            data |= {"name": shown_name(parent[0]), "best_trials": []}
-            data["objective_names"] = data.get("objective_names") or [TARGET]
+            kind = companion_kind(self.storage.get_study_name_from_id(study_id))
+            data |= {"name": shown_name(parent[0], kind), "best_trials": []}
+            metric = "test mAP" if kind == "final" else TARGET
+            data["objective_names"] = data.get("objective_names") or [metric]
         return data
 
     def _card(self, study_id: int, start_response: Callable) -> Iterable[bytes]:
@@ -205,7 +208,7 @@ class DashboardLayer:
             if parent is not None:
                 view = load_view(optuna.load_study(study_name=parent[0], storage=self.storage))
                 runs = self.storage.get_n_trials(study_id)
-                text = companion_card(view, parent[1], runs, name)
+                text = companion_card(view, parent[1], runs, name, companion_kind(name))
             else:
                 view = load_view(optuna.load_study(study_name=name, storage=self.storage))
                 try:

@@ -20,9 +20,9 @@ FLOOR_COLOURS = {"pixels": "#2ca02c", "backbone": "#8c564b"}  # as in the report
 BASELINE_COLOUR, WINNER_COLOUR, OTHER_COLOUR = "#b00", "#1565c0", "#666"
 
 
-def shown_name(parent: str) -> str:
-    """How the dashboard names the companion of confirm runs of study ``parent``."""
-    return f"{parent} › confirm runs"
+def shown_name(parent: str, kind: str = "confirm") -> str:
+    """How the dashboard names the companion of confirm (or final) runs of study ``parent``."""
+    return f"{parent} › {kind} runs"
 
 
 def study_card(view: StudyView, companion_id: int | None = None) -> str:
@@ -36,6 +36,12 @@ def study_card(view: StudyView, companion_id: int | None = None) -> str:
         parts.append(f"<p>{html.escape(floors)}</p>")
         if warning:
             parts.append(f'<p class="hpo-warn">{html.escape(warning)}</p>')
+    table = (view.final or {}).get("table")
+    if table:
+        from hpo.views.final_table import headline as final_headline
+
+        for line in final_headline(table):
+            parts.append(f"<p>Final, on the test identities: {html.escape(line)}.</p>")
     parts.append(f'<p class="hpo-small">{_best_trial_sentence(view, d, companion_id)}</p>')
     figure = _interval_svg(view) if d["confirmed"] else ""
     return (
@@ -44,10 +50,14 @@ def study_card(view: StudyView, companion_id: int | None = None) -> str:
     )
 
 
-def companion_card(parent: StudyView, parent_id: int, runs: int, stored_name: str) -> str:
+def companion_card(
+    parent: StudyView, parent_id: int, runs: int, stored_name: str, kind: str = "confirm"
+) -> str:
     """The card of a companion study: what its trials are, and where the decision is."""
     link = f'<a href="/dashboard/studies/{parent_id}">{html.escape(parent.name)}</a>'
     lead = headline(parent)
+    if kind == "final":
+        return final_card(parent, link, runs, stored_name)
     return (
         '<div class="hpo-card" data-state="companion"><div class="hpo-text">'
         '<p class="hpo-kicker">Confirm runs, not a search</p>'
@@ -59,6 +69,28 @@ def companion_card(parent: StudyView, parent_id: int, runs: int, stored_name: st
         "values below compare seeds, not configurations: the highest run is the luckiest "
         'seed, so this page shows no "Best Trial" and no parameter importance.</p>'
         f"<p>The decision, on {link}'s page: <b>{html.escape(lead)}</b>.</p>"
+        f'<p class="hpo-small">Stored as the study <code>{html.escape(stored_name)}</code>.'
+        "</p></div></div>"
+    )
+
+
+def final_card(parent: StudyView, link: str, runs: int, stored_name: str) -> str:
+    """The card of a study's final runs: the table's decision first, then what the runs are."""
+    from hpo.views.final_table import headline as final_headline
+
+    table = (parent.final or {}).get("table")
+    leads = final_headline(table) if table else ["no final table yet: `hpo final` builds it"]
+    lead = "".join(f'<p class="hpo-lead">{html.escape(x)}.</p>' for x in leads)
+    return (
+        '<div class="hpo-card" data-state="companion"><div class="hpo-text">'
+        '<p class="hpo-kicker">Final runs: test identities, used once</p>'
+        f"{lead}"
+        f"<p>These {runs} trials are the final runs of study {link}: its confirmed winner, its "
+        "baseline and any extra config, each trained on every training-side identity on a "
+        "fresh seed (<code>final_seed</code>) and evaluated once on the test identities of "
+        "one aspect (<code>final_aspect</code>). A trial's value is a test mAP; the table "
+        "(`hpo show`, <code>studies/&lt;study&gt;/final/</code>) pairs them by seed and "
+        'split, so this page shows no "Best Trial" and no parameter importance.</p>'
         f'<p class="hpo-small">Stored as the study <code>{html.escape(stored_name)}</code>.'
         "</p></div></div>"
     )

@@ -141,7 +141,8 @@ def _absent(value: Any) -> Any:
 
 
 def study_summary(study: StudyView | optuna.Study, top: int = TOP) -> dict[str, Any]:
-    """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation."""
+    """``hpo show --json``: counts, best trial, top trials, baseline comparison, confirmation,
+    floors and the final table."""
     from hpo.decide.confirm import verdict
     from hpo.decide.floors import floors_summary
     from hpo.views.headline import headline
@@ -163,6 +164,7 @@ def study_summary(study: StudyView | optuna.Study, top: int = TOP) -> dict[str, 
             "confirm_verdict": verdict(confirm) if confirm else None,
             "headline": headline(view),
             "floors": floors_summary(view.study),
+            "final": (view.final or {}).get("table"),  # hpo final's table, or None
         }
     )
 
@@ -254,6 +256,11 @@ def show_text(study: StudyView | optuna.Study, top: int = TOP) -> str:
     confirm = view.confirm
     if confirm:
         lines.append(format_summary(confirm))
+    table = (view.final or {}).get("table")
+    if table:
+        from hpo.views.final_table import text
+
+        lines.append(text(table))
     return fit("\n".join(lines))
 
 
@@ -328,16 +335,16 @@ def studies_table(storage, summaries: Sequence[Any], columns: int | None = None)
     companion of confirm runs on a line under its parent. Columns that do not fit
     ``columns`` are left out from the right and named on a last line."""
     from hpo.common.table import Column, fitted, render
-    from hpo.records.companion import SUFFIX, is_companion
+    from hpo.records.companion import companion_kind, parent_name
     from hpo.views.headline import decision
 
     columns = columns or width()
     names = {s.study_name for s in summaries}
     parents, children = [], {}
     for s in sorted(summaries, key=lambda s: s.study_name):
-        parent = s.study_name.removesuffix(SUFFIX)
-        if is_companion(s.study_name) and parent in names:
-            children[parent] = s
+        parent = parent_name(s.study_name)
+        if parent is not None and parent in names:
+            children.setdefault(parent, []).append(s)
         else:
             parents.append(s)
     cells: list[list[str]] = []
@@ -364,10 +371,10 @@ def studies_table(storage, summaries: Sequence[Any], columns: int | None = None)
     lines = [head]
     for s, line in zip(parents, rows, strict=True):
         lines.append(line)
-        if (child := children.get(s.study_name)) is not None:  # its runs, not a row of its own
-            lines.append(
-                fit(f"  {printable(child.study_name)}: {child.n_trials} confirm runs", columns)
-            )
+        for child in children.get(s.study_name, []):  # its runs, not a row of its own
+            what = {"confirm": "confirm runs", "final": "final runs (test identities)"}
+            kind = what[companion_kind(child.study_name)]
+            lines.append(fit(f"  {printable(child.study_name)}: {child.n_trials} {kind}", columns))
     left = [c.header for c in table if all(c is not x for x in shown)]
     if left:
         lines.append(

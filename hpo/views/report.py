@@ -477,6 +477,16 @@ def _against_baseline(row: dict, ref: int | None) -> str:
     return f"{words[0].upper()}{words[1:]} the baseline (trial {ref}): {diff}."
 
 
+def _final_section(view: StudyView) -> list[str]:
+    """``hpo final``'s table, when the study has one."""
+    table = (view.final or {}).get("table")
+    if not table:
+        return []
+    from hpo.views.final_table import html_section
+
+    return html_section(table)
+
+
 def render_html(
     study: StudyView | optuna.Study, figs: Figures, *, top: int = 10, notes: Sequence[str] = ()
 ) -> str:
@@ -509,6 +519,7 @@ def render_html(
         _table(study, top),
         *_baseline_html(study),
         *_confirm_section(view),
+        *_final_section(view),
     ]
     body += [figure_div(f"fig-{fig_name}", fig) for fig_name, fig in figs.figures.items()]
     for line in [*(f"{FIGURES[k]}: skipped, {why}" for k, why in figs.skipped.items()), *notes]:

@@ -456,6 +456,31 @@ def test_slurm_confirm_runs_on_two_tasks(slurm_study):
 
 
 @pytest.mark.integration
+def test_slurm_final_runs_on_two_tasks(slurm_study):
+    from hpo.decide import final as fr
+    from hpo.decide.confirm import current
+
+    cwd, study, _ = slurm_study
+    storage = str(cwd / "studies" / "arr" / "journal.log")
+    if current(_load(cwd, "arr")) is None:  # run alone, without the confirm test before it
+        confirm = _hpo(cwd, "confirm", "--study", "arr", "--storage", storage, "--top", "3")
+        assert confirm.returncode == 0, confirm.stderr[-3000:]
+    proc = _hpo(
+        cwd, "final", "--study", "arr", "--storage", storage, "--seeds", "2",
+        "--slurm", "2", "--slurm-gpus", "0", "--wait",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    job = _job_id(proc.stdout)
+    table = fr.current(_load(cwd, "arr"))
+    assert table["complete"] and "final table (test identities" in proc.stdout
+    runs = fr.load_runs(_load(cwd, "arr")).get_trials(states=(TrialState.COMPLETE,))
+    planned = 2 * len(table["aspects"][0]["rows"])
+    assert len(runs) == planned and {t.user_attrs["slurm_array_job"] for t in runs} == {job}
+    for row in table["aspects"][0]["rows"]:
+        assert all((cwd / p).is_file() for p in row["checkpoints"])
+
+
+@pytest.mark.integration
 def test_scancel_of_a_task_mid_trial_fails_its_trial_with_the_reason_and_retries_it(
     synthetic_root, tmp_path
 ):

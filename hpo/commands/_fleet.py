@@ -80,6 +80,7 @@ def run_fleet(
     objective,
     work,
     hint: str,
+    count=None,
 ) -> tuple[int, bool]:
     """Do the queued runs of ``companion``: as the Slurm ``job`` (watched with --wait), with
     --workers local processes (``child(lines)``: their argv), or here, with
@@ -96,6 +97,8 @@ def run_fleet(
 
     def complete(trials) -> int:
         return sum(t.state == TrialState.COMPLETE for t in trials)
+
+    complete = count or complete  # which finished runs count towards ``done + todo``
 
     mode = progress_mode(args)
     progress = Progress(

@@ -76,10 +76,29 @@ def run_line(trial, columns=None) -> str:
 
     head = f"{run_label(trial)} {trial.state.name}"
     if trial.state.name == "COMPLETE":
-        head += f" test mAP {trial.value:.4f}"
+        head += f" test mAP {100 * trial.value:.2f} %"
     elif (error := trial.user_attrs.get("error")) is not None:
         head += f" · {error}"
     return fit(head, columns)
+
+
+def _train():
+    from handreid.engine import fit
+
+    return fit
+
+
+def _rerun(args: argparse.Namespace, study_name: str) -> str:
+    """This ``hpo final`` without Slurm's options: it builds the table of finished runs."""
+    import shlex
+
+    from hpo.records.storage import shown
+
+    argv = ["hpo", "final", "--study", study_name, "--storage", shown(args.storage)]
+    argv += ["--seeds", str(args.seeds), "--aspects", args.aspects]
+    for path in args.config:
+        argv += ["--config", path]
+    return shlex.join(argv)
 
 
 def _shown(folder) -> str:
@@ -121,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
             what="final runs",
             child=None,
             recover=None,
-            objective=lambda progress: fr.FinalRun(study.study_name, device, pool),
+            objective=lambda progress: fr.FinalRun(
+                study.study_name, device, pool, fit_fn=progress.batches(_train())
+            ),
             work=fr.work,
             hint="",
         )[0]
@@ -129,27 +150,31 @@ def run(args: argparse.Namespace) -> int:
     p = fr.plan(study, args.seeds, args.config, args.aspects)
     for aspect in p.aspects:  # every aspect's data is there and splits, before anything runs
         pool.get(fr.run_config(p.entries[0], aspect, p.seeds[0]))
+    keys = {fr.run_key(e, a, s) for e, a, s in p.runs()}
+    left = keys - set(fr.collect(fr.load_runs(study)))
     job = None
-    if args.slurm is not None:  # sbatch checks the script before the study records anything
+    if args.slurm is not None and left:  # sbatch checks the script before anything is recorded
         job = slurm.prepare(args, study.study_name, _child(args, study.study_name, "epochs"),
                             "hpo final worker")  # fmt: skip
         if job is None:
             return 0
+    elif args.slurm is not None:
+        print(fit("every run of this table has finished: nothing to submit"), flush=True)
     fr.ensure_floors(study, p, pool, device)
     command = " ".join(["hpo", *args.argv])
-    for line in fr.register(study, p, command):
+    for line in fr.register(study, p, command, fr.load_runs(study)):
         print(fit(line), file=sys.stderr, flush=True)
     companion = fr.open_runs(study, storage)
     cf.fail_dead_runs(companion)
     fr.queue(companion, p)
-    keys = {fr.run_key(e, a, s) for e, a, s in p.runs()}
-    runs = [
-        t
-        for t in companion.get_trials(deepcopy=False)
-        if t.system_attrs.get("hpo:final_key") in keys
-    ]
-    done = len({t.system_attrs["hpo:final_key"] for t in runs if t.state == TrialState.COMPLETE})
-    todo = sum(t.state == TrialState.WAITING for t in companion.get_trials(deepcopy=False))
+
+    def finished(trials) -> int:  # this table's runs only, each once
+        ended = (TrialState.COMPLETE, TrialState.PRUNED)
+        return len({fr.key_of(t) for t in trials if t.state in ended} & keys)
+
+    runs = companion.get_trials(deepcopy=False)
+    done = finished(runs)
+    todo = len({fr.key_of(t) for t in runs if t.state == TrialState.WAITING} & keys)
     print(
         fit(
             f"final table of study {study.study_name!r}: {fr.plural(len(p.entries))} x "
@@ -163,9 +188,7 @@ def run(args: argparse.Namespace) -> int:
         print(fit(f"note: {note}"), flush=True)
 
     def objective(progress):
-        from handreid.engine import fit as train
-
-        return fr.FinalRun(study.study_name, device, pool, fit_fn=progress.batches(train))
+        return fr.FinalRun(study.study_name, device, pool, fit_fn=progress.batches(_train()))
 
     code, go_on = run_fleet(
         args,
@@ -181,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         recover=lambda: (cf.fail_dead_runs(companion), fr.queue(companion, p)),
         objective=objective,
         work=fr.work,
-        hint="once it is done, the same `hpo final` command builds the table",
+        hint=f"once it is done, `{_rerun(args, study.study_name)}` builds the table",
+        count=finished,
     )
     if not go_on:
         return code

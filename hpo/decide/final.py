@@ -68,6 +68,26 @@ PROTOCOL = (
     "eval_ap",
 )
 RECORD = "final"  # the study record: ledger, late marks, floors, the last table
+DIGEST_VERSION = 1
+# keys a config's digest leaves out: set by every final run, or not changing the model trained
+NOT_IN_DIGEST = frozenset(
+    {
+        "seed",
+        "aspects",
+        "refit",
+        "confirm_run",
+        "confirm_fraction",
+        "val_folds",
+        "val_fold",
+        "val_fraction",
+        "val_repeats",
+        "early_stop_patience",
+        "cache_dir",
+        "decode_workers",
+        "eval_batch_size",
+        "compile",
+    }
+)
 
 
 @dataclass
@@ -82,10 +102,12 @@ class Entry:
 
     @property
     def digest(self) -> str:
-        """What the row trains, less its seed and aspect (which each run sets)."""
-        body = {k: v for k, v in self.config.items() if k not in ("seed", "aspects")}
+        """What the row trains and where it is tested, less what each run sets (seed, aspect,
+        the final protocol) and what does not change the model (caches, batch sizes for
+        evaluation, threads), so a cosmetic edit or a new default elsewhere is no new config."""
+        body = {k: v for k, v in self.config.items() if k not in NOT_IN_DIGEST}
         body["epochs"] = self.epochs
-        text = json.dumps(body, sort_keys=True, default=str)
+        text = json.dumps({"v": DIGEST_VERSION, **body}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -112,6 +134,11 @@ class FinalPlan:
 
 def run_key(entry: Entry, aspect: Aspect, seed: int) -> str:
     return f"{entry.digest}|{aspect.name}|{seed}"
+
+
+def key_of(trial) -> str | None:
+    """The run key a final run's trial carries."""
+    return attrs_of(trial).get(MARKER)
 
 
 def run_config(entry: Entry, aspect: Aspect, seed: int) -> TrainConfig:
@@ -264,21 +291,24 @@ def _save(study: optuna.Study, rec: dict[str, Any]) -> None:
     set_study_record(study, RECORD, rec)
 
 
-def evaluated(study: optuna.Study) -> dict[str, str]:
-    """digest -> label of every config that has been evaluated on (or queued for) the test
-    identities in an earlier ``hpo final``."""
+def evaluated(study: optuna.Study, companion: optuna.Study | None = None) -> dict[str, str]:
+    """digest -> label of every config with a finished final run: its test results exist."""
+    companion = companion if companion is not None else load_runs(study)
     out: dict[str, str] = {}
-    for use in record(study).get("ledger", []):
-        for c in use["configs"]:
-            out.setdefault(c["digest"], c["label"])
+    if companion is None:
+        return out
+    for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = attrs_of(t)
+        if a.get(MARKER):
+            out.setdefault(a[MARKER].split("|")[0], a.get("final_label", "?"))
     return out
 
 
-def register(study: optuna.Study, p: FinalPlan, command: str) -> list[str]:
+def register(study: optuna.Study, p: FinalPlan, command: str, companion=None) -> list[str]:
     """Add this ``hpo final`` to the ledger before anything trains; returns the warning lines:
-    configs new to test identities that others have been evaluated on already."""
+    configs new to test identities whose results for other configs exist already."""
     rec = record(study)
-    before = evaluated(study)
+    before = evaluated(study, companion)
     late = dict(rec.get("late", {}))
     new = [e for e in p.entries if e.digest not in before]
     warnings_ = []
@@ -319,12 +349,8 @@ def load_runs(study: optuna.Study) -> optuna.Study | None:
 
 def queue(companion: optuna.Study, p: FinalPlan) -> list[str]:
     """Queue every run that is not complete, running or queued; returns their keys."""
-    taken = {
-        attrs_of(t).get(MARKER)
-        for t in companion.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        )
-    }
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    taken = {attrs_of(t).get(MARKER) for t in companion.get_trials(deepcopy=False, states=states)}
     added = []
     for entry, aspect, seed in p.runs():
         key = run_key(entry, aspect, seed)
@@ -343,9 +369,10 @@ def queue(companion: optuna.Study, p: FinalPlan) -> list[str]:
     return added
 
 
-def model_path(study_name: str, key: str, label: str) -> Path:
+def model_path(study_name: str, key: str, label: str, number: int) -> Path:
     """Where a run's checkpoint is kept: ``studies/<study>/final/models/<aspect>/<label>-
-    <digest>/seed<s>.pt``."""
+    <digest>/seed<s>-run<n>.pt`` (n: the run's trial number, so a retry never writes over
+    the file of a run still going)."""
     digest, aspect, seed = key.split("|")
     slug = lambda s: "".join(c if c.isalnum() else "-" for c in s).strip("-") or "x"  # noqa: E731
     return (
@@ -354,7 +381,7 @@ def model_path(study_name: str, key: str, label: str) -> Path:
         / "models"
         / slug(aspect)
         / f"{slug(label)}-{digest}"
-        / f"seed{seed}.pt"
+        / f"seed{seed}-run{number}.pt"
     )
 
 
@@ -383,10 +410,11 @@ class FinalRun:
         if self.on_epoch is not None:
             callbacks.append(lambda epoch, m: self.on_epoch(trial, cfg, epoch, m))
         result = self.fit_fn(cfg, device=self.device, data=data, callbacks=callbacks)
-        if result.status == "diverged":
-            raise RuntimeError("training diverged (non-finite loss); no model to evaluate")
+        if result.status == "diverged":  # a result too: kept, counted, never trained again
+            set_attr(trial, "error", "training diverged (non-finite loss); no model to test")
+            raise optuna.TrialPruned("diverged")
         test = test_report(result.model, result.data, cfg, self.device, per_split=True)
-        path = model_path(self.study_name, attrs[MARKER], attrs["final_label"])
+        path = model_path(self.study_name, attrs[MARKER], attrs["final_label"], trial.number)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(
             path,
@@ -467,7 +495,13 @@ def ensure_floors(study: optuna.Study, p: FinalPlan, pool, device=None) -> dict[
 
 
 # ---- the table --------------------------------------------------------------------------------
-def _cell(matrix: np.ndarray, bounds: tuple[float, float]) -> dict[str, Any]:
+def _cell(matrix: np.ndarray, bounds: tuple[float, float], trained: bool = True) -> dict:
+    """Mean and 95 % interval of a (seeds, splits) table. A trained config needs 2 seeds for an
+    interval: the splits of one model cannot show what a new seed does (a floor, which has no
+    seed, is measured over its splits alone)."""
+    if trained and matrix.shape[0] < 2:
+        mean = float(matrix.mean())
+        return {"mean": mean, "se": math.nan, "df": 0.0, "ci": [math.nan, math.nan]}
     mean, se, df, (lo, hi) = seeds_by_splits(matrix, LEVEL, bounds)
     return {"mean": mean, "se": se, "df": df, "ci": [lo, hi]}
 
@@ -509,15 +543,21 @@ def published_rows(aspect: Aspect, cfg: TrainConfig, facts: dict | None) -> list
 
 
 def collect(companion: optuna.Study | None) -> dict[str, FrozenTrial]:
-    """Complete final runs by key (the first to finish, should a retry have finished too)."""
+    """Finished final runs by key: complete ones (the first to finish, should a retry have
+    finished too), and diverged ones (pruned), which have no test result."""
     out: dict[str, FrozenTrial] = {}
     if companion is None:
         return out
-    for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    for t in sorted(companion.get_trials(deepcopy=False, states=states), key=_finished_first):
         key = attrs_of(t).get(MARKER)
-        if key and "final_test" in attrs_of(t):
+        if key and ("final_test" in attrs_of(t) or t.state == TrialState.PRUNED):
             out.setdefault(key, t)
     return out
+
+
+def _finished_first(t: FrozenTrial) -> tuple:
+    return (t.state != TrialState.COMPLETE, t.datetime_complete or t.datetime_start, t.number)
 
 
 def summarize(study: optuna.Study, p: FinalPlan, companion: optuna.Study | None) -> dict:
@@ -535,12 +575,16 @@ def summarize(study: optuna.Study, p: FinalPlan, companion: optuna.Study | None)
         facts = None
         per_entry: dict[str, dict[int, list[dict]]] = {}
         checkpoints: dict[str, list[str]] = {}
+        diverged: dict[str, list[int]] = {}
         for e in p.entries:
             got = {}
             for s in p.seeds:
                 t = runs.get(run_key(e, aspect, s))
                 if t is None:
                     missing_all.append(f"{aspect.name}: {e.label} seed {s}")
+                    continue
+                if t.state == TrialState.PRUNED:
+                    diverged.setdefault(e.digest, []).append(s)
                     continue
                 got[s] = attrs_of(t)["final_test"]["splits"]
                 checkpoints.setdefault(e.digest, []).append(attrs_of(t)["final_checkpoint"])
@@ -556,6 +600,7 @@ def summarize(study: optuna.Study, p: FinalPlan, companion: optuna.Study | None)
                 "digest": e.digest,
                 "seeds": sorted(got),
                 "late": late.get(e.digest, 0),
+                "diverged": diverged.get(e.digest, []),
                 "checkpoints": checkpoints.get(e.digest, []),
                 "metrics": {},
                 "vs_baseline": None,
@@ -583,7 +628,10 @@ def summarize(study: optuna.Study, p: FinalPlan, companion: optuna.Study | None)
                     {
                         "label": f["label"],
                         "kind": kind,
-                        "metrics": {m: _cell(_matrix(matrix, [0], m), (0.0, 1.0)) for m in METRICS},
+                        "metrics": {
+                            m: _cell(_matrix(matrix, [0], m), (0.0, 1.0), trained=False)
+                            for m in METRICS
+                        },
                     }
                 )
         cfg = run_config(p.entries[0], aspect, p.seeds[0])
@@ -603,7 +651,9 @@ def summarize(study: optuna.Study, p: FinalPlan, companion: optuna.Study | None)
                 "published": published_rows(aspect, cfg, facts),
             }
         )
-    configs_used = len(evaluated(study))
+    configs_used = len(evaluated(study, companion))
+    planned = {run_key(e, a, s) for e, a, s in p.runs()}
+    others = sum(1 for k, t in runs.items() if k not in planned and t.state == TrialState.COMPLETE)
     return {
         "study": study.study_name,
         "tuned_on": p.tuned_on,
@@ -613,6 +663,7 @@ def summarize(study: optuna.Study, p: FinalPlan, companion: optuna.Study | None)
         "missing": missing_all,
         "complete": not missing_all,
         "configs_on_test": configs_used,
+        "other_runs": others,  # finished runs of configs or aspects this table leaves out
         "uses": len(rec.get("ledger", [])),
         "notes": p.notes,
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -191,7 +191,9 @@ def load_study(storage: str, name: str | None) -> optuna.Study:
         raise
     names = study_names(st)
     if name is None:
-        main = [n for n in names if not n.endswith(".confirm")]  # hpo confirm's run records
+        from hpo.records.companion import is_companion
+
+        main = [n for n in names if not is_companion(n)]  # confirm's and final's run records
         if not main:
             raise UserError(f"no studies in {shown(storage)} yet; `hpo run` creates one")
         if len(main) != 1:

@@ -53,7 +53,7 @@ def words(d: dict | None) -> str:
         return "no baseline runs to compare with"
     lo, hi = d["ci"]
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "no interval (one seed)"
+        return "no interval yet (one seed)"
     if lo > 0:
         return "better than the baseline"
     if hi < 0:
@@ -96,8 +96,9 @@ def caption(table: dict, s: dict) -> str:
     parts = [
         f"{s['aspect']}: test identities ({s.get('test_identities', '?')}, {split} split), "
         f"{s['num_splits']} query/gallery splits; each config trained on every training-side "
-        f"identity on {seeds} fresh seeds; mean over seeds and splits with a 95 % interval "
-        "(seeds and splits random)"
+        f"identity on {seeds} fresh seeds; values in %, mean over seeds and splits with a 95 % "
+        "interval per comparison (seeds and splits random; the splits redraw which images of "
+        "these test identities form the gallery, so the intervals are about these people)"
     ]
     if s["aspect"] != table["tuned_on"]:
         parts.append(f"the study was tuned on {table['tuned_on']}, not on this aspect alone")
@@ -105,6 +106,10 @@ def caption(table: dict, s: dict) -> str:
         parts.append(
             f"{s['study_subjects_in_test']} test subjects were on the study's training side"
         )
+    if table.get("missing"):
+        mine = [m for m in table["missing"] if m.startswith(s["aspect"] + ":")]
+        if mine:
+            parts.append(f"partial: {len(mine)} runs missing")
     late = [r for r in s["rows"] if r["late"]]
     for r in late:
         configs = f"{r['late']} config{'' if r['late'] == 1 else 's'}"
@@ -126,9 +131,11 @@ def _rows(s: dict, planned: int = 0) -> list[tuple[str, list[str], str, str]]:
     for r in s["rows"]:
         d = (r.get("vs_baseline") or {}).get("mAP")
         what = "baseline" if r["role"] == "baseline" else words(d)
+        if r.get("diverged"):
+            what += f" ({len(r['diverged'])} of {planned} seeds diverged)"
         if not r["seeds"]:
-            what = "not run yet"
-        elif len(r["seeds"]) < planned:
+            what = "no test result yet" if not r.get("diverged") else "every seed diverged"
+        elif len(r["seeds"]) + len(r.get("diverged", [])) < planned:
             what += f" (partial: {len(r['seeds'])} of {planned} seeds)"
         out.append(
             (
@@ -181,6 +188,11 @@ def _footer(table: dict) -> list[str]:
         f"Test identities used for {n} config{'' if n == 1 else 's'} over {table['uses']} "
         f"`hpo final` run(s); updated {table['updated']}."
     ]
+    if table.get("other_runs"):
+        out.append(
+            f"{table['other_runs']} finished runs of other configs or aspects are kept in "
+            f"{table['study']}.final; `hpo final` with those configs and aspects shows them."
+        )
     if table["missing"]:
         out.append(
             f"Partial: {len(table['missing'])} runs missing ({'; '.join(table['missing'][:6])}"
@@ -213,31 +225,33 @@ def _tex(text: str) -> str:
 
 
 def latex(table: dict) -> str:
-    """One booktabs table per aspect (``\\usepackage{booktabs}``)."""
+    """One booktabs table per aspect (``\\usepackage{booktabs}``): values in %, the note
+    column with each row's verdict, floors and published rows below a rule."""
     out = [f"% final table of study {table['study']} (hpo final); needs \\usepackage{{booktabs}}"]
     for s in table["aspects"]:
+        text = caption(table, s)  # it says when runs are missing
         out += [
             r"\begin{table}[t]",
             r"\centering",
-            r"\caption{" + _tex(caption(table, s)) + "}",
-            r"\begin{tabular}{lrrrrl}",
+            r"\caption{" + _tex(text) + "}",
+            r"\begin{tabular}{lrrrrrl}",
             r"\toprule",
-            r"Config & Rank-1 & Rank-5 & Rank-10 & mAP & $\Delta$mAP vs baseline \\",
+            r"Config & Rank-1 (\%) & Rank-5 (\%) & Rank-10 (\%) & mAP (\%) & "
+            r"$\Delta$mAP & Note \\",
             r"\midrule",
         ]
         rows = _rows(s, len(table["seeds"]))
         n_runs = len(s["rows"])
         for i, (label, cells, diff, what) in enumerate(rows):
-            if i == n_runs and i < len(rows):
+            if i == n_runs:
                 out.append(r"\midrule")
-            last = diff or (what if i >= n_runs else "")
-            out.append(" & ".join(_tex(x) for x in [label, *cells, last]) + r" \\")
+            out.append(" & ".join(_tex(x) for x in [label, *cells, diff, what]) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 
 
 def csv_text(table: dict) -> str:
-    """Long format: one line per (aspect, row, metric)."""
+    """Long format: one line per (aspect, row, metric); values in %, as in the other files."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -246,19 +260,20 @@ def csv_text(table: dict) -> str:
             "row",
             "kind",
             "metric",
-            "mean",
-            "ci_low",
-            "ci_high",
+            "mean_pct",
+            "ci_low_pct",
+            "ci_high_pct",
             "df",
-            "diff_vs_baseline",
-            "diff_low",
-            "diff_high",
+            "diff_vs_baseline_pct",
+            "diff_low_pct",
+            "diff_high_pct",
             "seeds",
             "late",
             "note",
         ]
     )
-    num = lambda x: "" if x is None or not math.isfinite(x) else f"{x:.6f}"  # noqa: E731
+    num = lambda x: "" if x is None or not math.isfinite(x) else f"{100 * x:.4f}"  # noqa: E731
+    plain = lambda x: "" if x is None or not math.isfinite(x) else f"{x:.2f}"  # noqa: E731
     for s in table["aspects"]:
         for r in s["rows"]:
             for m in METRICS:
@@ -273,7 +288,7 @@ def csv_text(table: dict) -> str:
                         num(c["mean"]),
                         num(c["ci"][0]),
                         num(c["ci"][1]),
-                        num(c["df"]),
+                        plain(c["df"]),
                         num(d["mean"]),
                         num(d["ci"][0]),
                         num(d["ci"][1]),
@@ -289,7 +304,7 @@ def csv_text(table: dict) -> str:
                 c = f["metrics"][m]
                 w.writerow(
                     [s["aspect"], f["label"], "floor", m, num(c["mean"]), num(c["ci"][0]),
-                     num(c["ci"][1]), num(c["df"]), "", "", "", 0, 0, "no training"]
+                     num(c["ci"][1]), plain(c["df"]), "", "", "", 0, 0, "no training"]
                 )  # fmt: skip
         for p in s["published"]:
             for m in METRICS:

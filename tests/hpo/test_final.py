@@ -136,18 +136,67 @@ def _plan(*entries: fr.Entry) -> fr.FinalPlan:
     )
 
 
+def _finished(companion, entry: fr.Entry, seed: int, maps=(0.5, 0.6), state=None) -> None:
+    """A final run of ``entry`` on seed ``seed`` (dorsal right), as ``FinalRun`` records it."""
+    key = fr.run_key(entry, fr.Aspect("dorsal right", None), seed)
+    system = {"hpo:final_key": key, "hpo:final_label": entry.label, "hpo:final_seed": seed}
+    if state is None:
+        splits = [{k: m for k in ft.METRICS} for m in maps]
+        system["hpo:final_test"] = {"splits": splits, "test_set": "t"}
+        system["hpo:final_checkpoint"] = f"m/{entry.label}-{seed}.pt"
+    companion.add_trial(
+        optuna.trial.create_trial(
+            state=state or TrialState.COMPLETE,
+            value=None if state else float(np.mean(maps)),
+            system_attrs=system,
+        )
+    )
+
+
 def test_the_test_identities_are_counted_and_late_configs_marked():
     study = optuna.create_study(direction="maximize")
+    runs = fr.open_runs(study, study._storage)
     a, b, c = _entry("a", 1e-3, "winner"), _entry("b", 2e-3, "baseline"), _entry("c", 3e-3)
     assert fr.register(study, _plan(a, b), "hpo final") == []  # the first use: no warning
+    # queued but not finished: no test result has been seen, so c is not late
+    assert fr.register(study, _plan(a, b, c), "hpo final --config c.yaml") == []
+    _finished(runs, a, 1)
+    _finished(runs, b, 1)
     assert fr.register(study, _plan(a, b), "hpo final") == []  # the same configs again
-    warned = fr.register(study, _plan(a, b, c), "hpo final --config c.yaml")
+    d = _entry("d", 4e-3)
+    warned = fr.register(study, _plan(a, b, d), "hpo final --config d.yaml")
     assert len(warned) == 1
-    assert "already been used for 2 configs (a, b); c is marked in the table" in warned[0]
+    assert "already been used for 2 configs (a, b); d is marked in the table" in warned[0]
     rec = fr.record(study)
-    assert rec["late"] == {c.digest: 2} and len(rec["ledger"]) == 3
-    assert [x["label"] for x in rec["ledger"][2]["configs"]] == ["a", "b", "c"]
-    assert set(fr.evaluated(study)) == {a.digest, b.digest, c.digest}
+    assert rec["late"] == {d.digest: 2} and len(rec["ledger"]) == 4
+    assert [x["label"] for x in rec["ledger"][3]["configs"]] == ["a", "b", "d"]
+    assert set(fr.evaluated(study)) == {a.digest, b.digest}
+
+
+def test_a_diverged_or_single_seed_row_gets_no_interval():
+    study = optuna.create_study(direction="maximize")
+    runs = fr.open_runs(study, study._storage)
+    a, b = _entry("a", 1e-3, "winner"), _entry("b", 2e-3, "baseline")
+    _finished(runs, a, 1, (0.6, 0.7))
+    _finished(runs, a, 2, state=TrialState.PRUNED)  # diverged: no test result
+    _finished(runs, b, 1, (0.5, 0.55))
+    _finished(runs, b, 2, (0.52, 0.58))
+    p = _plan(a, b)
+    pixels = {"label": "raw pixels", "splits": [{k: v for k in ft.METRICS} for v in (0.4, 0.5)]}
+    fr.set_study_record(study, "final", {"floors": {"dorsal right": {"pixels": pixels}}})
+    table = fr.summarize(study, p, runs)
+    (floor,) = table["aspects"][0]["floors"]  # no seed, but an interval over its splits
+    assert floor["metrics"]["mAP"]["mean"] == pytest.approx(0.45)
+    assert np.isfinite(floor["metrics"]["mAP"]["ci"]).all()
+    rows = {r["label"]: r for r in table["aspects"][0]["rows"]}
+    assert rows["a"]["seeds"] == [1] and rows["a"]["diverged"] == [2]
+    assert rows["a"]["metrics"]["mAP"]["mean"] == pytest.approx(0.65)
+    assert all(np.isnan(rows["a"]["metrics"]["mAP"]["ci"]))  # one seed: no interval
+    assert ft.words(rows["a"]["vs_baseline"]["mAP"]) == "no interval yet (one seed)"
+    assert np.isfinite(rows["b"]["metrics"]["mAP"]["ci"]).all()
+    assert table["complete"] and table["missing"] == []  # diverged is an answer, not a gap
+    assert "(1 of 2 seeds diverged)" in ft.markdown(table)
+    assert fr.queue(runs, p) == []  # nothing is trained again, the diverged seed included
 
 
 def test_a_config_digest_ignores_seed_and_aspect_but_not_what_trains():
@@ -263,21 +312,22 @@ def test_markdown_puts_the_decision_first_and_marks_what_it_must():
 
 def test_latex_is_booktabs_with_its_text_escaped():
     tex = ft.latex(_table())
-    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrl}"):
+    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrrl}"):
         assert token in tex
     assert r"v8\_tuned $^\dagger$" in tex and r"95 \% interval" in tex
     code = [line for line in tex.splitlines() if not line.startswith("%")]
     assert all(line.count("_") == line.count(r"\_") for line in code)  # every _ escaped
     body = [line for line in tex.splitlines() if line.endswith(r"\\")]
-    assert all(line.count("&") == 5 for line in body), body
+    assert all(line.count("&") == 6 for line in body), body
+    assert r"mAP (\%)" in tex and "better than the baseline" in tex
 
 
 def test_csv_has_every_metric_of_every_row():
     rows = list(csv.DictReader(io.StringIO(ft.csv_text(_table()))))
     win = {r["metric"]: r for r in rows if r["row"] == "winner (trial 4)"}
     assert set(win) == set(ft.METRICS)
-    assert float(win["mAP"]["mean"]) == pytest.approx(0.70)
-    assert float(win["rank1"]["diff_low"]) == pytest.approx(0.01)
+    assert float(win["mAP"]["mean_pct"]) == pytest.approx(70.0)  # % as in every other file
+    assert float(win["rank1"]["diff_low_pct"]) == pytest.approx(1.0)
     assert win["mAP"]["note"] == "better than the baseline"
     late = [r for r in rows if r["row"] == "v8_tuned"]
     assert late and all(r["late"] == "2" and r["seeds"] == "2" for r in late)

@@ -535,3 +535,12 @@ def test_final_on_the_11k_sample(tmp_path, monkeypatch, capsys):
         and t.system_attrs["hpo:final_label"] == row["label"]
     )  # fmt: skip
     assert t.value == pytest.approx(report["mAP"], abs=2e-6)
+
+
+def test_the_study_name_may_be_left_out_beside_its_companions(tmp_path):
+    from hpo.search.study import load_study
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    for name in ("s", "s.confirm", "s.final"):
+        optuna.create_study(study_name=name, storage=url)
+    assert load_study(url, None).study_name == "s"

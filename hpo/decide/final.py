@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -679,7 +680,9 @@ def _study_subjects(study: optuna.Study, p: FinalPlan) -> set[str] | None:
         refit=True, confirm_run=False, val_folds=1, val_fold=0
     )
     try:
-        splits = load_splits(cfg)
+        with warnings.catch_warnings():  # missing images were reported when the data was read
+            warnings.simplefilter("ignore", UserWarning)
+            splits = load_splits(cfg)
     except (UserError, OSError):
         return None
     return {r.subject for r in splits.train}

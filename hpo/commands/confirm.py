@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     p = cf.plan(study, args.top, args.seeds)
     pool = DataPool()
     pool.get(space.config({}))  # the study's data must still be there before anything is queued
+    if p.new_ids and not args.worker:  # its verdict is checked against the floors measured there
+        from hpo.decide.floors import ensure_confirm_floors
+
+        ensure_confirm_floors(study, space.config({}), pool.get, device)
     job = None
     if args.slurm is not None:
         argv = ["confirm", "--worker", "--study", study.study_name, "--storage", args.storage]

@@ -7,7 +7,9 @@ and the backbone): a second worker, a resumed run or a rerun finds it and comput
 
 The winner's interval is the confirmed 95 % CI of ``hpo confirm``'s winner when a confirm
 exists, else the best trial's value ± 2 SE. It *clears* the floors when its lower end is above
-the higher validation floor; otherwise every place that shows the floors says so.
+the higher validation floor; otherwise every place that shows the floors says so. A confirm
+measured on the study's confirm identities is checked against the floors measured there
+(``confirm`` in the record, added once by ``hpo confirm``: ``ensure_confirm_floors``).
 """
 
 from __future__ import annotations
@@ -54,10 +56,42 @@ def ensure_floors(study: optuna.Study, cfg, data_for, device=None) -> tuple[dict
     return record, True
 
 
-def higher_floor(record: dict) -> tuple[str, float] | None:
-    """(kind, value) of the higher validation floor; None when neither has a val value."""
+def ensure_confirm_floors(study: optuna.Study, cfg, data_for, device=None) -> dict | None:
+    """Add the floors on the study's confirm identities to its record (``confirm``: pixel and
+    backbone mAP there), once: a confirm measured there is checked against them, not against
+    the validation folds' floors. Nothing to do without a record or confirm identities."""
+    from handreid.floors import compute_floors
+
+    record = stored(study)
+    if record is None or cfg.confirm_fraction <= 0 or cfg.refit or "confirm" in record:
+        return record
+    with warnings.catch_warnings():  # missing images were reported when the data was prepared
+        warnings.simplefilter("ignore", UserWarning)
+        floors = compute_floors(cfg.replace(confirm_run=True, val_folds=1, val_fold=0), data_for,
+                                device)  # fmt: skip
+    record = {
+        **record,
+        "confirm": [round(float(v[0]), 4) for v in (floors.pixels, floors.backbone)],
+    }
+    study.set_user_attr(ATTR, record)
+    return record
+
+
+def higher_floor(record: dict, on_confirm_ids: bool = False) -> tuple[str, float] | None:
+    """(kind, value) of the higher validation floor (of the floors on the confirm identities,
+    ``on_confirm_ids``, where the record has them); None when neither has a value."""
+    if on_confirm_ids and record.get("confirm"):
+        return max(zip(_KINDS, record["confirm"], strict=True), key=lambda kv: kv[1])
     vals = [(k, record[k][0]) for k in _KINDS if record.get(k) and record[k][0] is not None]
     return max(vals, key=lambda kv: kv[1]) if vals else None
+
+
+def confirmed_on_ids(study: optuna.Study) -> bool:
+    """Whether the study's confirm measured on its confirm identities (``confirm mAP``)."""
+    from hpo.decide.confirm import current, on_new_ids
+
+    summary = current(study)
+    return bool(summary) and on_new_ids(summary)
 
 
 def winner_interval(study: optuna.Study) -> dict[str, Any] | None:
@@ -127,18 +161,22 @@ def check(study: optuna.Study, record: dict | None = None) -> str | None:
     record = record if record is not None else stored(study)
     if record is None:
         return None
-    floor = higher_floor(record)
     win = winner_interval(study)
+    on_ids = win is not None and win["source"] == "confirmed" and confirmed_on_ids(study)
+    floor = higher_floor(record, on_ids)
     if floor is None or win is None or win["lo"] > floor[1]:
         return None
     kind, value = floor
     span = interval_text(win["lo"], win["hi"])
     if win["source"] == "confirmed":
-        who = f"the confirmed winner, trial {win['trial']} (val mAP {span}),"
+        metric = "confirm mAP" if on_ids else "val mAP"
+        who = f"the confirmed winner, trial {win['trial']} ({metric} {span}),"
     else:
         who = f"the best trial {win['trial']} (val mAP {win['value']:.3f}, ± 2 SE {span})"
     name = floor_name(kind, record)  # "backbone floor (untrained tiny-vit)": one pair of ()
     floor = f"the {name[:-1]}, {value:.3f})" if name.endswith(")") else f"the {name} ({value:.3f})"
+    if on_ids and record.get("confirm"):
+        floor += " on the confirm identities"
     if win["hi"] < value:
         return f"{who} is below {floor}: it ranks these hands {_THAN[kind]}"
     return (
@@ -153,7 +191,30 @@ def floor_lines(study: optuna.Study) -> list[str]:
     if record is None:
         return []
     warning = check(study, record)
-    return [floors_text(record)] + ([f"warning: {warning}"] if warning else [])
+    lines = [floors_text(record)]
+    if record.get("confirm"):
+        lines.append(confirm_floors_text(record))
+    return lines + ([f"warning: {warning}"] if warning else [])
+
+
+def _higher(floor: tuple[str, float] | None, on_confirm_ids: bool) -> dict | None:
+    if floor is None:
+        return None
+    out: dict[str, Any] = {"kind": floor[0], "val": floor[1]}
+    if on_confirm_ids:
+        out["on_confirm_ids"] = True  # the floor measured on the confirm identities
+    return out
+
+
+def confirm_floors_text(record: dict) -> str:
+    """``floors on the confirm identities (no training; confirm mAP): pixel floor 0.812,
+    backbone floor (untrained tiny-vit) 0.741``."""
+    pixels, backbone = record["confirm"]
+    return (
+        f"floors on the confirm identities (no training; confirm mAP): "
+        f"{floor_name('pixels', record)} {pixels:.3f}, {floor_name('backbone', record)} "
+        f"{backbone:.3f}"
+    )
 
 
 def floors_summary(study: optuna.Study) -> dict[str, Any] | None:
@@ -162,16 +223,19 @@ def floors_summary(study: optuna.Study) -> dict[str, Any] | None:
     record = stored(study)
     if record is None:
         return None
-    floor = higher_floor(record)
     win = winner_interval(study)
+    on_ids = win is not None and win["source"] == "confirmed" and confirmed_on_ids(study)
+    floor = higher_floor(record, on_ids)
     warning = check(study, record)
+    values = {k: {"val": record[k][0], "test": record[k][1]} for k in _KINDS}
+    for kind, value in zip(_KINDS, record.get("confirm") or (), strict=False):
+        values[kind]["confirm"] = value  # on the confirm identities, where measured
     return {
-        "pixels": {"val": record["pixels"][0], "test": record["pixels"][1]},
-        "backbone": {"val": record["backbone"][0], "test": record["backbone"][1]},
+        **values,
         "backbone_label": record.get("backbone_label"),
         "key": record.get("key"),
         "seconds": record.get("seconds"),
-        "higher": {"kind": floor[0], "val": floor[1]} if floor else None,
+        "higher": _higher(floor, on_ids and bool(record.get("confirm"))),
         "winner": win,
         "clears": None if floor is None or win is None else warning is None,
         "text": floors_text(record),
@@ -182,6 +246,9 @@ def floors_summary(study: optuna.Study) -> dict[str, Any] | None:
 __all__ = [
     "ATTR",
     "check",
+    "confirm_floors_text",
+    "confirmed_on_ids",
+    "ensure_confirm_floors",
     "ensure_floors",
     "floor_lines",
     "floor_name",

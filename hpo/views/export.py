@@ -62,7 +62,13 @@ def floor_warning(study: StudyView | optuna.Study, trial: optuna.trial.FrozenTri
     value ± 2 SE. The confirmed winner or best trial gets the floors' own sentence
     (``hpo.decide.floors.check``); any other trial, exported with ``--trial N``, its own."""
     from hpo.common.lines import interval_text
-    from hpo.decide.floors import check, floor_name, higher_floor, winner_interval
+    from hpo.decide.floors import (
+        check,
+        confirmed_on_ids,
+        floor_name,
+        higher_floor,
+        winner_interval,
+    )
 
     view = as_view(study)
     record = view.floors
@@ -74,9 +80,13 @@ def floor_warning(study: StudyView | optuna.Study, trial: optuna.trial.FrozenTri
         return check(view.study, record)
     rows = {r["trial"]: r for r in (view.confirm or {}).get("rows", [])}
     row = rows.get(trial.number)
+    on_ids = False
     if row is not None and row.get("ci") and None not in row["ci"]:
         lo, hi = (float(v) for v in row["ci"])
-        who = f"the exported trial {trial.number} (confirmed val mAP {interval_text(lo, hi)})"
+        on_ids = confirmed_on_ids(view.study)
+        metric = "confirm mAP" if on_ids else "val mAP"
+        who = f"the exported trial {trial.number} (confirmed {metric} {interval_text(lo, hi)})"
+        floor = higher_floor(record, on_ids)
     else:
         se = attrs_of(trial).get("value_se")
         se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else 0.0
@@ -90,6 +100,8 @@ def floor_warning(study: StudyView | optuna.Study, trial: optuna.trial.FrozenTri
         return None
     name = floor_name(kind, record)  # "backbone floor (untrained tiny-vit)": one pair of ()
     named = f"the {name[:-1]}, {value:.3f})" if name.endswith(")") else f"the {name} ({value:.3f})"
+    if on_ids and record.get("confirm"):
+        named += " on the confirm identities"
     if hi < value:
         return f"{who} is below {named}, which needs no training"
     return f"{who} does not clear {named}, which needs no training: its interval reaches below it"

@@ -152,6 +152,57 @@ def test_the_confirmed_ci_replaces_the_best_value_when_a_confirm_exists():
     assert "below the pixel floor (0.827)" in text
 
 
+def test_a_confirm_on_confirm_identities_is_checked_against_their_floors():
+    """The confirm mAP is measured on other people than the validation folds: its floors are
+    the ones measured there, named so, and the metric is called confirm mAP."""
+    record = {**PIXEL_FLOOR, "confirm": [0.70, 0.74]}  # lower than the val floors here
+    study = study_with([(0.95, 0.01)], floors=record)
+    summary = confirm_summary(0, [0.72, 0.80], 0.76)
+    study.set_user_attr("confirm", {**summary, "measured_on": "confirm identities"})
+    text = hf.check(study)
+    assert text.startswith("the confirmed winner, trial 0 (confirm mAP [0.720, 0.800]),")
+    assert "does not clear the backbone floor (untrained tiny-vit, 0.740) on the confirm " in text
+    lines = hf.floor_lines(study)
+    assert lines[1] == (
+        "floors on the confirm identities (no training; confirm mAP): pixel floor 0.700, "
+        "backbone floor (untrained tiny-vit) 0.740"
+    )
+    summary_json = hf.floors_summary(study)
+    assert summary_json["higher"] == {"kind": "backbone", "val": 0.74, "on_confirm_ids": True}
+    assert summary_json["pixels"]["confirm"] == 0.70
+    # the same interval against the validation floors (0.827) would have been "below"
+    study.set_user_attr("confirm", {**summary, "measured_on": "study identities"})
+    assert "(val mAP [0.720, 0.800]), is below the pixel floor (0.827)" in hf.check(study)
+
+
+def test_confirm_floors_are_added_once_and_only_with_confirm_identities(tiny_cfg, monkeypatch):
+    calls = []
+    real = handreid.floors.evaluate_features
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(handreid.floors, "evaluate_features", counting)
+    study = optuna.create_study(direction="maximize")
+    assert hf.ensure_confirm_floors(study, tiny_cfg, handreid.floors.prepare_data) is None
+    study.set_user_attr(hf.ATTR, PIXEL_FLOOR)
+    none = tiny_cfg.replace(confirm_fraction=0.0)
+    assert hf.ensure_confirm_floors(study, none, handreid.floors.prepare_data) == PIXEL_FLOOR
+    assert calls == []
+    cfg = tiny_cfg.replace(confirm_fraction=0.3)
+    record = hf.ensure_confirm_floors(study, cfg, handreid.floors.prepare_data, "cpu")
+    pixels, backbone = record["confirm"]
+    assert 0 < pixels <= 1 and 0 < backbone <= 1 and len(calls) == 4
+    assert study.user_attrs[hf.ATTR] == record and len(json.dumps(record)) < 200
+    # the pixel floor there is what the pixels reach on the confirm identities, as a run sees them
+    data = handreid.floors.prepare_data(cfg.replace(confirm_run=True, val_folds=1))
+    feats = handreid.floors.pixel_features(data.val.images)
+    assert pixels == pytest.approx(handreid.floors._map(feats, data.val, cfg), abs=1e-4)
+    hf.ensure_confirm_floors(study, cfg, handreid.floors.prepare_data, "cpu")
+    assert len(calls) == 4 + 1, "computed once (the check above evaluated one more)"
+
+
 def test_no_floors_no_lines():
     study = study_with([(0.5, 0.1)], floors=None)
     assert hf.floor_lines(study) == [] and hf.floors_summary(study) is None

@@ -28,10 +28,21 @@ ATTR = "floors"
 _KINDS = ("pixels", "backbone")
 
 
+CONFIRM_RECORD = "confirm_floors"  # a study record: {"key": the floors' key, "values": [p, b]}
+
+
 def stored(study: optuna.Study) -> dict[str, Any] | None:
-    """The study's floors record, or None (studies made before floors existed)."""
+    """The study's floors record, or None (studies made before floors existed); with
+    ``confirm``, the floors on the confirm identities, when measured for the same split."""
+    from hpo.records.optuna_internals import study_record
+
     record = study.user_attrs.get(ATTR)
-    return record if isinstance(record, dict) and "pixels" in record else None
+    if not (isinstance(record, dict) and "pixels" in record):
+        return None
+    extra = study_record(study, CONFIRM_RECORD)
+    if isinstance(extra, dict) and extra.get("key") == record.get("key"):
+        record = {**record, "confirm": extra["values"]}
+    return record
 
 
 def ensure_floors(study: optuna.Study, cfg, data_for, device=None) -> tuple[dict, bool]:
@@ -61,6 +72,7 @@ def ensure_confirm_floors(study: optuna.Study, cfg, data_for, device=None) -> di
     backbone mAP there), once: a confirm measured there is checked against them, not against
     the validation folds' floors. Nothing to do without a record or confirm identities."""
     from handreid.floors import compute_floors
+    from hpo.records.optuna_internals import set_study_record
 
     record = stored(study)
     if record is None or cfg.confirm_fraction <= 0 or cfg.refit or "confirm" in record:
@@ -69,12 +81,10 @@ def ensure_confirm_floors(study: optuna.Study, cfg, data_for, device=None) -> di
         warnings.simplefilter("ignore", UserWarning)
         floors = compute_floors(cfg.replace(confirm_run=True, val_folds=1, val_fold=0), data_for,
                                 device)  # fmt: skip
-    record = {
-        **record,
-        "confirm": [round(float(v[0]), 4) for v in (floors.pixels, floors.backbone)],
-    }
-    study.set_user_attr(ATTR, record)
-    return record
+    values = [round(float(v[0]), 4) for v in (floors.pixels, floors.backbone)]
+    # out of the user attributes, which `optuna studies` prints in one line per study
+    set_study_record(study, CONFIRM_RECORD, {"key": record.get("key"), "values": values})
+    return {**record, "confirm": values}
 
 
 def higher_floor(record: dict, on_confirm_ids: bool = False) -> tuple[str, float] | None:
@@ -245,6 +255,7 @@ def floors_summary(study: optuna.Study) -> dict[str, Any] | None:
 
 __all__ = [
     "ATTR",
+    "CONFIRM_RECORD",
     "check",
     "confirm_floors_text",
     "confirmed_on_ids",

@@ -155,8 +155,11 @@ def test_the_confirmed_ci_replaces_the_best_value_when_a_confirm_exists():
 def test_a_confirm_on_confirm_identities_is_checked_against_their_floors():
     """The confirm mAP is measured on other people than the validation folds: its floors are
     the ones measured there, named so, and the metric is called confirm mAP."""
-    record = {**PIXEL_FLOOR, "confirm": [0.70, 0.74]}  # lower than the val floors here
-    study = study_with([(0.95, 0.01)], floors=record)
+    from hpo.records.optuna_internals import set_study_record
+
+    study = study_with([(0.95, 0.01)])
+    confirm = {"key": PIXEL_FLOOR["key"], "values": [0.70, 0.74]}  # lower than the val floors
+    set_study_record(study, hf.CONFIRM_RECORD, confirm)
     summary = confirm_summary(0, [0.72, 0.80], 0.76)
     study.set_user_attr("confirm", {**summary, "measured_on": "confirm identities"})
     text = hf.check(study)
@@ -194,13 +197,17 @@ def test_confirm_floors_are_added_once_and_only_with_confirm_identities(tiny_cfg
     record = hf.ensure_confirm_floors(study, cfg, handreid.floors.prepare_data, "cpu")
     pixels, backbone = record["confirm"]
     assert 0 < pixels <= 1 and 0 < backbone <= 1 and len(calls) == 4
-    assert study.user_attrs[hf.ATTR] == record and len(json.dumps(record)) < 200
+    assert study.user_attrs[hf.ATTR] == PIXEL_FLOOR  # the user attribute stays as it was
+    assert hf.stored(study) == record
     # the pixel floor there is what the pixels reach on the confirm identities, as a run sees them
     data = handreid.floors.prepare_data(cfg.replace(confirm_run=True, val_folds=1))
     feats = handreid.floors.pixel_features(data.val.images)
     assert pixels == pytest.approx(handreid.floors._map(feats, data.val, cfg), abs=1e-4)
     hf.ensure_confirm_floors(study, cfg, handreid.floors.prepare_data, "cpu")
     assert len(calls) == 4 + 1, "computed once (the check above evaluated one more)"
+    # floors of another split are another key: the confirm floors of the old one do not apply
+    study.set_user_attr(hf.ATTR, {**PIXEL_FLOOR, "key": "another"})
+    assert "confirm" not in hf.stored(study)
 
 
 def test_no_floors_no_lines():

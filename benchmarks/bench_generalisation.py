@@ -108,6 +108,17 @@ class _TestObjective:
             trial.set_user_attr("bench_test_mAP", statistics.fmean(self.tests or [math.nan]))
 
 
+def _quiet_process() -> None:
+    """A worker process of the pool: one thread, no warnings or info lines."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("handreid").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def spent(study) -> int:
     return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
 
@@ -213,13 +224,8 @@ def rescore_study(result: dict, data: str, opts: dict, n: int, seeds: int) -> di
     """(c) again with less test noise: ``n`` complete trials across the objective's range of
     each pipeline, each re-trained on ``seeds`` fresh seeds (one-split protocol, the split
     fixed) and its mean test mAP set against the objective."""
-    import optuna
-    import torch
 
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("handreid").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_process()
     space = base_space(data, opts, 1)
     fresh = [FRESH_OFFSET + 100 * result["seed"] + 60 + i for i in range(seeds)]
     out = {}
@@ -261,13 +267,8 @@ def paired_gain(exported: list[dict], baseline: list[dict]) -> dict:
 
 def one_study(dataset: str, data: str, seed: int, opts: dict) -> dict:
     """Both pipelines for one sampler seed, and their fresh evaluations."""
-    import optuna
-    import torch
 
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("handreid").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_process()
     start = time.perf_counter()
     fresh = [FRESH_OFFSET + 100 * seed + i for i in range(opts["fresh"])]
     old_space, new_space = base_space(data, opts, 1), base_space(data, opts, FOLDS)
@@ -417,17 +418,12 @@ def retrain_runs(space, params: dict, epochs: int, seeds: list[int]) -> list[dic
 def one_confirm_ids_study(dataset: str, data: str, seed: int, opts: dict) -> dict:
     """One study of the new pipeline with confirm identities, its confirm, and the fresh
     retrains of the exported winner and the baseline."""
-    import optuna
-    import torch
 
     from hpo.decide import confirm as cf
     from hpo.search.objective import Objective
     from hpo.views.export import pick_trial
 
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("handreid").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_process()
     start = time.perf_counter()
     # fresh seeds: 5000 + 100 x study + i; study runs use 0-2, confirm runs 1000-9000 (step 1000)
     fresh = [FRESH_OFFSET + 100 * seed + i for i in range(opts["fresh"])]

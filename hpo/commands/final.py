@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     for aspect in p.aspects:  # every aspect's data is there and splits, before anything runs
         pool.get(fr.run_config(p.entries[0], aspect, p.seeds[0]))
     keys = {fr.run_key(e, a, s) for e, a, s in p.runs()}
-    left = keys - set(fr.collect(fr.load_runs(study)))
+    earlier = fr.load_runs(study)  # None before the first hpo final
+    left = keys - set(fr.collect(earlier))
     job = None
     if args.slurm is not None and left:  # sbatch checks the script before anything is recorded
         job = slurm.prepare(args, study.study_name, _child(args, study.study_name, "epochs"),
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(fit("every run of this table has finished: nothing to submit"), flush=True)
     fr.ensure_floors(study, p, pool, device)
     command = " ".join(["hpo", *args.argv])
-    for line in fr.register(study, p, command, fr.load_runs(study)):
+    for line in fr.register(study, p, command, earlier):
         print(fit(line), file=sys.stderr, flush=True)
     companion = fr.open_runs(study, storage)
     cf.fail_dead_runs(companion)

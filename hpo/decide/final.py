@@ -53,7 +53,6 @@ from hpo.records.optuna_internals import enqueue, set_attr, set_study_record, st
 
 METRICS = ("rank1", "rank5", "rank10", "mAP")
 FINAL_SEED = 1_000_000  # final seed s trains with seed + 1,000,000 + s: no study or confirm seed
-DEFAULT_SEEDS = 3
 LEVEL = 0.95
 MARKER = "final_key"  # the attribute every queued final run carries
 # What defines the test identities and how they are scored: every row of a table shares them
@@ -703,12 +702,7 @@ def plural(n: int, word: str = "config") -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 __all__ = [
-    "DEFAULT_SEEDS",
     "METRICS",
     "Aspect",
     "Entry",

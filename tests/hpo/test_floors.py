@@ -76,15 +76,21 @@ def confirm_summary(winner: int, ci: list[float], mean: float) -> dict:
 
 
 # ---- computed once per split ----------------------------------------------------------------
-def test_floors_are_computed_once_and_reused_by_a_worker_or_rerun(tiny_cfg, tmp_path, monkeypatch):
-    calls = []
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    """One entry per evaluation the floors run (``handreid.floors.evaluate_features``)."""
+    seen: list = []
     real = handreid.floors.evaluate_features
 
     def counting(*args, **kwargs):
-        calls.append(1)
+        seen.append(1)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(handreid.floors, "evaluate_features", counting)
+    return seen
+
+
+def test_floors_are_computed_once_and_reused_by_a_worker_or_rerun(tiny_cfg, tmp_path, calls):
     storage = f"sqlite:///{tmp_path / 'f.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     record, computed = hf.ensure_floors(study, tiny_cfg, handreid.floors.prepare_data, "cpu")
@@ -178,15 +184,7 @@ def test_a_confirm_on_confirm_identities_is_checked_against_their_floors():
     assert "(val mAP [0.720, 0.800]), is below the pixel floor (0.827)" in hf.check(study)
 
 
-def test_confirm_floors_are_added_once_and_only_with_confirm_identities(tiny_cfg, monkeypatch):
-    calls = []
-    real = handreid.floors.evaluate_features
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(handreid.floors, "evaluate_features", counting)
+def test_confirm_floors_are_added_once_and_only_with_confirm_identities(tiny_cfg, calls):
     study = optuna.create_study(direction="maximize")
     assert hf.ensure_confirm_floors(study, tiny_cfg, handreid.floors.prepare_data) is None
     study.set_user_attr(hf.ATTR, PIXEL_FLOOR)

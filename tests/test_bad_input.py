@@ -910,16 +910,32 @@ CONFIRM = ("confirm", "--study", "handreid-tiny-vit")
 FINAL = ("final", "--study", "handreid-tiny-vit")
 
 
-def confirmed_study(tmp: Path, synthetic: Path) -> None:
-    """A study with its space and a confirm that named trial 0 winner and baseline."""
+def confirmed_study(tmp: Path, synthetic: Path, data: Path | None = None, **confirm) -> None:
+    """A study with its space and a confirm that named trial 0 winner and baseline
+    (``confirm``: keys of the summary to change; ``data``: the space's data root)."""
     summary = {
         "winner": 0,
         "reference_baseline": 0,
         "complete": True,
         "rows": [{"trial": 0, "epochs": 1}],
+        "command": "hpo confirm --study handreid-tiny-vit --top 5 --seeds 3",
+        **confirm,
     }
-    attrs = {"space": tiny_space(tmp, synthetic), "confirm": summary}
+    space = tiny_space(tmp, data or synthetic)
+    attrs = {"space": space, "confirm": summary}
     study_in(trials=("complete",), attrs=attrs, record_config=False)(tmp, synthetic)
+
+
+def confirmed_with(**confirm) -> Setup:
+    return lambda tmp, synthetic: confirmed_study(tmp, synthetic, **confirm)
+
+
+def confirmed_on_hd(tmp: Path, synthetic: Path) -> None:
+    """A confirmed study whose data is a PolyU HD folder (no aspects)."""
+    images = tmp / "hd" / "Original Images"
+    images.mkdir(parents=True)
+    (images / "1_1.jpg").write_bytes(b"")
+    confirmed_study(tmp, synthetic, data=tmp / "hd")
 
 
 def chain(*setups: Setup) -> Setup:
@@ -1187,6 +1203,36 @@ HPO_CASES = [
         "--config rn.yaml: model 'tiny-rn', but the study tuned 'tiny-vit'; a final table "
         "compares configs of one backbone",
         setup=chain(confirmed_study, config_with("model: tiny-rn", "rn.yaml")),
+    ),
+    Case(
+        "final-confirm-partial",
+        "hpo",
+        FINAL,
+        "its confirm is partial; `hpo confirm --study handreid-tiny-vit --top 5 --seeds 3` "
+        "finishes it before the final table",
+        setup=confirmed_with(complete=False),
+    ),
+    Case(
+        "final-confirm-without-baseline",
+        "hpo",
+        FINAL,
+        "its confirm has no baseline to compare with; the search space needs a baseline",
+        setup=confirmed_with(reference_baseline=None),
+    ),
+    Case(
+        "final-aspects-on-hd",
+        "hpo",
+        (*FINAL, "--aspects", "each,dorsal right"),
+        "--aspects 'each,dorsal right': the study's data is the 'hd' layout, which has no "
+        "aspects; use --aspects study",
+        setup=confirmed_on_hd,
+    ),
+    Case(
+        "final-config-typo",
+        "hpo",
+        (*FINAL, "--config", "tiny.yaml"),
+        "lr_modlues",
+        setup=chain(confirmed_study, config_text("lr_modlues: 0.001\n")),
     ),
     Case(
         "final-config-missing",

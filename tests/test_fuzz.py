@@ -433,3 +433,30 @@ def test_a_damaged_journal_is_refused_untouched_or_opens_and_stays_readable(raw)
         study.set_user_attr("written", True)
         again = optuna.get_all_study_summaries(open_storage(str(path)), include_best_trial=False)
         assert "fuzz-write" in {s.study_name for s in again}
+
+
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.lists(st.sampled_from([*ASPECTS, "each", "study", "dorsal", " ", ""]), max_size=5).map(
+            ",".join
+        ),
+    ),
+    st.sampled_from(["11k", "hd", "folder"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_final_aspects_parse_to_known_aspects_or_one_user_error(text, layout):
+    """``hpo final --aspects``: any text gives sections of known aspects, or one UserError."""
+    from handreid.config import TrainConfig
+    from handreid.errors import UserError
+    from hpo.decide.final import parse_aspects
+    from tests.conftest import TINY
+
+    try:
+        sections = parse_aspects(text, TrainConfig(**TINY), layout)
+    except UserError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert sections and len({s.name for s in sections}) == len(sections)
+    for s in sections:
+        assert s.aspects is None or (len(s.aspects) == 1 and s.aspects[0] in ASPECTS)
